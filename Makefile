@@ -1,0 +1,31 @@
+# LLM Proxy — `make help` lists the targets.
+GO        ?= go
+BIN       ?= bin
+export CGO_ENABLED ?= 0
+
+.PHONY: help build run test lint tidy-check bench
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/proxy and bin/migrate (static, CGO_ENABLED=0)
+	$(GO) build -trimpath -o $(BIN)/proxy ./cmd/proxy
+	$(GO) build -trimpath -o $(BIN)/migrate ./cmd/migrate
+
+run: ## run the proxy on SQLite with no configuration (./var/db/proxy.db)
+	$(GO) run ./cmd/proxy
+
+test: ## everything CI runs: gofmt, vet, go test -race against real PostgreSQL + Redis
+	bash .ci/test
+
+lint: ## gofmt, go vet, staticcheck (when installed), go mod tidy check
+	@test -z "$$(gofmt -l cmd internal db)" || { gofmt -l cmd internal db; exit 1; }
+	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+	$(MAKE) tidy-check
+
+tidy-check: ## fail when go mod tidy would change go.mod/go.sum
+	$(GO) mod tidy -diff
+
+bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis
+	$(GO) run ./internal/bench/cmd/bench

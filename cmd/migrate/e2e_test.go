@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/llmproxy/llm-proxy/internal/schema"
+	"github.com/llmproxy/llm-proxy/internal/testenv"
+)
+
+const password = "s3cretpw"
+
+// binary is the migrate executable built by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "migrate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "migrate")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build migrate:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// migrate runs the binary with DATABASE_URL=dbURL (unset when empty) and no
+// other database settings from the test's environment. It is safe to call
+// from several goroutines.
+func migrate(t *testing.T, dbURL string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DATABASE_") && !strings.HasPrefix(kv, "DB_DRIVER=") && !strings.HasPrefix(kv, "CONFIG_FILE=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	if dbURL != "" {
+		cmd.Env = append(cmd.Env, "DATABASE_URL="+dbURL)
+	}
+	cmd.Env = append(cmd.Env, "LOG_FORMAT=text")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exitErr *exec.ExitError
+	switch {
+	case errors.As(err, &exitErr):
+		r.code = exitErr.ExitCode()
+	case err != nil:
+		t.Errorf("run migrate %v: %v", args, err) // not Fatal: callers may be other goroutines
+		r.code = -1
+	}
+	if strings.Contains(r.stdout+r.stderr, password) {
+		t.Errorf("migrate %v printed the password:\nstdout: %s\nstderr: %s", args, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// want checks the exit code and that stdout contains each of wantOut.
+func (r result) want(t *testing.T, code int, wantOut ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit code %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.stdout, r.stderr)
+	}
+	for _, s := range wantOut {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("stdout %q lacks %q (stderr: %s)", r.stdout, s, r.stderr)
+		}
+	}
+}
+
+// postgresURL is a fresh database's URL carrying a password (ignored by a
+// server with trust authentication) to prove it is never printed.
+func postgresURL(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	return u.String()
+}
+
+func latest(t *testing.T, driver string) uint {
+	t.Helper()
+	v, err := schema.Latest(driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestPostgresConcurrentUpAndVerbs(t *testing.T) {
+	dbURL := postgresURL(t)
+	top := latest(t, schema.DriverPostgres)
+	current := fmt.Sprintf("version %d (clean)", top)
+
+	results := make([]result, 3)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			results[i] = migrate(t, dbURL, "up")
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.code != 0 || !strings.Contains(r.stdout, current) {
+			t.Fatalf("concurrent up %d: exit %d, stdout %q, stderr %s", i, r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "migrate: postgres://") || !strings.Contains(r.stderr, ":***@") {
+			t.Errorf("up %d does not show the masked URL: %s", i, r.stderr)
+		}
+	}
+	migrate(t, dbURL, "current").want(t, 0, current)
+
+	migrate(t, dbURL, "down", "2").want(t, 0, "no migrations applied")
+	migrate(t, dbURL, "history").want(t, 0, "create_core", "pending")
+	if r := migrate(t, dbURL, "history"); strings.Contains(r.stdout, "applied") {
+		t.Fatalf("history after down 2 shows applied migrations:\n%s", r.stdout)
+	}
+
+	migrate(t, dbURL, "goto", "1").want(t, 0, "version 1 (clean)")
+	hist := migrate(t, dbURL, "history")
+	hist.want(t, 0)
+	lines := strings.Split(strings.TrimSpace(hist.stdout), "\n")
+	if uint(len(lines)) != top || !strings.HasSuffix(lines[0], "applied") || !strings.HasSuffix(lines[1], "pending") {
+		t.Fatalf("history after goto 1:\n%s", hist.stdout)
+	}
+
+	// Simulate a migration that failed half way, then recover with force.
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), "UPDATE schema_migrations SET dirty = true"); err != nil {
+		t.Fatal(err)
+	}
+	migrate(t, dbURL, "current").want(t, 0, "version 1 (dirty)")
+	if r := migrate(t, dbURL, "up"); r.code != 1 || !strings.Contains(r.stderr, "dirty at version 1") || !strings.Contains(r.stderr, "`migrate force 1`") {
+		t.Fatalf("up on a dirty schema: exit %d, stderr %s", r.code, r.stderr)
+	}
+	migrate(t, dbURL, "force", "1").want(t, 0, "version 1 (clean)")
+	migrate(t, dbURL, "up").want(t, 0, current)
+	migrate(t, dbURL, "wait", "--timeout", "5s").want(t, 0, current)
+}
+
+func TestUsageAndConfigErrors(t *testing.T) {
+	sqliteURL := "sqlite:///" + filepath.Join(t.TempDir(), "x.db")
+	for _, tc := range []struct {
+		name      string
+		dbURL     string
+		args      []string
+		code      int
+		wantErr   string
+		wantOut   string
+		forbidOut []string
+	}{
+		{name: "no verb", dbURL: sqliteURL, code: 2, wantErr: "no verb"},
+		{name: "unknown verb", dbURL: sqliteURL, args: []string{"sideways"}, code: 2, wantErr: `unknown verb "sideways"`},
+		{name: "bad down count", dbURL: sqliteURL, args: []string{"down", "x"}, code: 2, wantErr: "positive number"},
+		{name: "zero down count", dbURL: sqliteURL, args: []string{"down", "0"}, code: 2, wantErr: "positive number"},
+		{name: "goto without version", dbURL: sqliteURL, args: []string{"goto"}, code: 2, wantErr: "goto takes"},
+		{name: "extra argument", dbURL: sqliteURL, args: []string{"current", "now"}, code: 2, wantErr: "current takes"},
+		{name: "flag of another verb", dbURL: sqliteURL, args: []string{"current", "--wait", "5s"}, code: 2, wantErr: "--wait does not apply to current"},
+		{name: "unknown flag", dbURL: sqliteURL, args: []string{"up", "--bogus"}, code: 2, wantErr: "bogus"},
+		{name: "mysql url", dbURL: "mysql://u:" + password + "@x/db", args: []string{"up"}, code: 2, wantErr: "DATABASE_URL"},
+		{
+			name: "help", args: []string{"help"}, code: 0,
+			wantOut: "wait [--timeout D]", forbidOut: []string{"copy", "backup"},
+		},
+		{name: "dash h", args: []string{"-h"}, code: 0, wantOut: "down [N]"},
+		{name: "unreachable postgres fails", dbURL: "postgres://u:" + password + "@127.0.0.1:1/db?sslmode=disable", args: []string{"current"}, code: 1, wantErr: "connect"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := migrate(t, tc.dbURL, tc.args...)
+			r.want(t, tc.code, tc.wantOut)
+			if !strings.Contains(r.stderr, tc.wantErr) {
+				t.Errorf("stderr %q lacks %q", r.stderr, tc.wantErr)
+			}
+			for _, s := range tc.forbidOut {
+				if strings.Contains(r.stdout, s) {
+					t.Errorf("stdout mentions %q:\n%s", s, r.stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestSQLiteUpCreatesDatabase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "var", "db")
+	path := filepath.Join(dir, "proxy.db")
+	dbURL := "sqlite:///" + path
+	top := latest(t, schema.DriverSQLite)
+	current := fmt.Sprintf("version %d (clean)", top)
+
+	migrate(t, dbURL, "current").want(t, 0, "no migrations applied")
+	for _, p := range []struct {
+		path string
+		mode os.FileMode
+	}{{dir, 0o700}, {path, 0o600}} {
+		info, err := os.Stat(p.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Mode().Perm(); got != p.mode {
+			t.Errorf("%s has mode %v, want %v", p.path, got, p.mode)
+		}
+	}
+	migrate(t, dbURL, "up").want(t, 0, current)
+	migrate(t, dbURL, "current").want(t, 0, current)
+	migrate(t, dbURL, "down").want(t, 0, fmt.Sprintf("version %d (clean)", top-1))
+	migrate(t, dbURL, "wait", "--timeout", "1s").want(t, 1)
+	migrate(t, dbURL, "up", "--wait", "1s").want(t, 0, current)
+}

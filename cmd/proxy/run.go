@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/config"
+	"github.com/llmproxy/llm-proxy/internal/httpapi"
+	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
+	"github.com/llmproxy/llm-proxy/internal/retention"
+	"github.com/llmproxy/llm-proxy/internal/schema"
+	"github.com/llmproxy/llm-proxy/internal/secret"
+	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/store/postgres"
+	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
+	"github.com/llmproxy/llm-proxy/internal/telemetry"
+	"github.com/llmproxy/llm-proxy/internal/usage"
+)
+
+// run is the whole program: it returns when ctx is cancelled (SIGTERM) and
+// the shutdown sequence of SPEC §6.4 has finished, or on a start-up error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "project" || args[0] == "token") {
+		return runCLI(ctx, args, stdout, stderr)
+	}
+	cfg, rest, err := config.LoadWith("proxy", args, stderr, config.Options{RequireEncryptionKey: true})
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{Msg: fmt.Sprintf("unexpected argument %q (commands: project, token; see --help)", rest[0])}
+	}
+	logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, logger)
+}
+
+// serve wires the components, serves until ctx ends, then drains.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	logger.Info("starting", "database", cfg.Database.Masked(), "listen_addr", cfg.ListenAddr)
+	tp, stopTracing, err := setupTracing(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	var pgTracer pgx.QueryTracer
+	if tp != nil {
+		pgTracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tp))
+	}
+	st, err := openStore(ctx, cfg, logger, pgTracer)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cipher, err := loadCipher(cfg, logger)
+	if err != nil {
+		return err
+	}
+
+	metrics := telemetry.NewMetrics()
+	metrics.RegisterPool(cfg.Database.Driver, st.Stats)
+	recorder := usage.New(st, usage.Options{
+		BatchSize: cfg.UsageBatchSize, FlushInterval: cfg.UsageFlushInterval, BufferSize: cfg.UsageBufferSize, Logger: logger,
+	})
+	metrics.RegisterQueue(func() telemetry.QueueStats {
+		s := recorder.Stats()
+		return telemetry.QueueStats{QueuedUsage: s.QueuedUsage, QueuedAudit: s.QueuedAudit, DroppedUsage: s.DroppedUsage,
+			DroppedAudit: s.DroppedAudit, WrittenUsage: s.WrittenUsage, WrittenAudit: s.WrittenAudit, FlushErrors: s.FlushErrors}
+	})
+	authn := auth.New(st, cipher, auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger})
+	sh, err := newShared(ctx, cfg, st, authn, metrics, recorder, tp, logger)
+	if err != nil {
+		return err
+	}
+	defer sh.close()
+	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, Logger: logger, TracerProvider: tp})
+	defer forwarder.Close()
+	if cfg.ManagementToken == "" {
+		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
+	}
+	srv := httpapi.New(httpapi.Deps{
+		Store:     st,
+		Auth:      authn,
+		Limiter:   sh.limiter,
+		Quota:     sh.quota,
+		Forwarder: forwarder,
+		Recorder:  recorder,
+		Manager: manage.New(manage.Options{
+			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
+		}),
+		Metrics:         metrics,
+		Logger:          logger,
+		ManagementToken: cfg.ManagementToken,
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		Checks:          sh.checks,
+		TracerProvider:  tp,
+	})
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (LISTEN_ADDR): %w", cfg.ListenAddr, err)
+	}
+	// No WriteTimeout: it would cut long SSE streams (SPEC §6.1).
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+
+	// Background work outlives the request context: the recorder is
+	// stopped after the HTTP server has drained (so it flushes every row
+	// of a finished request), the other tasks after it.
+	bgCtx := context.WithoutCancel(ctx)
+	recorderTask := startTask(bgCtx, recorder.Run)
+	sweeper := retention.New(st, retention.Options{
+		Usage: cfg.Retention.Usage, Audit: cfg.Retention.Audit, Tokens: cfg.Retention.Tokens,
+		Interval: cfg.Retention.Interval, Logger: logger,
+	})
+	tasks := []*task{startTask(bgCtx, sh.bus.Run), startTask(bgCtx, sweeper.Run)}
+	if sh.flush != nil {
+		tasks = append(tasks, startTask(bgCtx, sh.flush))
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String())
+
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		err = shutdown(cfg, logger, srv, hs)
+	}
+	if rerr := recorderTask.stop(); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("flush usage: %w", rerr))
+	}
+	for _, t := range tasks {
+		err = errors.Join(err, t.stop())
+	}
+	s := recorder.Stats()
+	logger.Info("stopped", "usage_written", s.WrittenUsage, "usage_dropped", s.DroppedUsage, "audit_dropped", s.DroppedAudit)
+	return err
+}
+
+// setupTracing starts the OTLP trace pipeline when the standard OTEL_*
+// variables ask for one (SPEC §8) and installs it as the OTel global, the
+// program's one global. tp is nil when tracing is off; stop flushes
+// pending spans and is called last, after the usage flush.
+func setupTracing(ctx context.Context, logger *slog.Logger) (tp trace.TracerProvider, stop func(), err error) {
+	tp, shutdown, err := telemetry.SetupTracing(ctx, "llm-proxy", os.Getenv, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tp != nil {
+		otel.SetTracerProvider(tp)
+		otel.SetTextMapPropagator(telemetry.Propagator())
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("export traces", "err", err) }))
+	}
+	return tp, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(ctx); err != nil {
+			logger.Warn("flush traces", "err", err)
+		}
+	}, nil
+}
+
+// task is a background goroutine with an owner that stops and waits for it.
+type task struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startTask(ctx context.Context, run func(context.Context) error) *task {
+	ctx, cancel := context.WithCancel(ctx)
+	t := &task{cancel: cancel, done: make(chan error, 1)}
+	go func() { t.done <- run(ctx) }()
+	return t
+}
+
+// stop cancels the task and returns its error once it has finished.
+func (t *task) stop() error {
+	t.cancel()
+	return <-t.done
+}
+
+// shutdown is the order of SPEC §6.4: readiness flips, the drain delay lets
+// load balancers notice, the listener closes, and in-flight requests and
+// streams get SHUTDOWN_GRACE to finish. The caller then flushes usage and
+// closes the pools.
+func shutdown(cfg *config.Config, logger *slog.Logger, srv *httpapi.Server, hs *http.Server) error {
+	srv.SetDraining()
+	logger.Info("draining", "drain_delay", cfg.DrainDelay.String(), "shutdown_grace", cfg.ShutdownGrace.String())
+	time.Sleep(cfg.DrainDelay)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(ctx); err != nil {
+		logger.Warn("shutdown grace elapsed; closing remaining connections", "err", err)
+		return hs.Close()
+	}
+	return nil
+}
+
+// openStore opens the configured database and brings its schema to this
+// build's version according to SPEC §5 (apply, refuse, or warn). tracer
+// traces PostgreSQL statements (nil for none; SQLite is not traced).
+func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger, tracer pgx.QueryTracer) (store.Store, error) {
+	db := cfg.Database
+	var (
+		st        store.Store
+		schemaDSN string
+	)
+	switch db.Driver {
+	case schema.DriverSQLite:
+		if db.PoolSettingsSet {
+			logger.Info("database pool settings are ignored for SQLite")
+		}
+		s, err := sqlite.Open(ctx, sqlite.Options{Path: db.Path, Echo: db.Echo, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("open database %s: %w", db.Masked(), err)
+		}
+		st, schemaDSN = s, s.SchemaDSN()
+	case schema.DriverPostgres:
+		s, err := postgres.Open(ctx, postgres.Options{
+			URL: db.URL, PoolSize: db.PoolSize, MaxOverflow: db.MaxOverflow, PoolTimeout: db.PoolTimeout,
+			MaxIdleConns: db.MaxIdleConns, ConnMaxLifetime: db.ConnMaxLifetime, Echo: db.Echo, EchoPool: db.EchoPool, Logger: logger,
+			Tracer: tracer,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open database %s: %w", db.Masked(), err)
+		}
+		st, schemaDSN = s, db.URL
+	default:
+		return nil, fmt.Errorf("unknown database driver %q", db.Driver)
+	}
+	m, err := schema.New(ctx, db.Driver, schemaDSN, logger)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("read schema version: %w", err)
+	}
+	err = m.Check(ctx, db.AutoMigrate)
+	if cerr := m.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close migrator: %w", cerr)
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// loadCipher returns the cipher for upstream keys: ENCRYPTION_KEY when set;
+// on SQLite without it, a key file beside the database (created on first
+// start). Configuration loading already demands the key for PostgreSQL,
+// where every replica must share it.
+func loadCipher(cfg *config.Config, logger *slog.Logger) (*secret.Cipher, error) {
+	key := cfg.EncryptionKey
+	if key == nil {
+		if cfg.Database.Driver != schema.DriverSQLite {
+			return nil, errors.New("ENCRYPTION_KEY is required with PostgreSQL")
+		}
+		if cfg.Database.Path == ":memory:" {
+			key = make([]byte, 32)
+			if _, err := rand.Read(key); err != nil {
+				return nil, fmt.Errorf("generate encryption key: %w", err)
+			}
+		} else {
+			path := filepath.Join(filepath.Dir(cfg.Database.Path), "encryption.key")
+			var created bool
+			var err error
+			if key, created, err = secret.LoadOrCreateKeyFile(path); err != nil {
+				return nil, fmt.Errorf("encryption key file: %w", err)
+			}
+			if created {
+				logger.Warn("ENCRYPTION_KEY not set: generated a key file beside the database; back it up with the database", "path", path)
+			}
+		}
+	}
+	c, err := secret.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("ENCRYPTION_KEY: %w", err)
+	}
+	return c, nil
+}

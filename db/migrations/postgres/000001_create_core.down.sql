@@ -1,0 +1,4 @@
+DROP TABLE audit_events;
+DROP TABLE usage;
+DROP TABLE tokens;
+DROP TABLE projects;

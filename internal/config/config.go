@@ -1,0 +1,290 @@
+// Package config builds the one Config value both binaries run with, from
+// command-line flags > environment (envconfig) > YAML file (--config /
+// CONFIG_FILE, with ${VAR} and ${VAR:-default} expansion) > defaults.
+//
+// Every setting is validated in one pass; each problem names the env var,
+// flag or YAML key to fix. Secrets (passwords in URLs, keys, tokens) never
+// appear in problems or in the --help text. Only cmd/* import this package.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is the complete, validated configuration of a binary.
+type Config struct {
+	Database Database
+
+	ListenAddr         string        // LISTEN_ADDR, default ":8080"
+	ManagementToken    string        // MANAGEMENT_TOKEN; "" disables /manage
+	EncryptionKey      []byte        // ENCRYPTION_KEY decoded (32 bytes); nil when unset
+	RedisURL           string        // REDIS_URL (redis:// or rediss://); "" = in-process limiter and cache
+	RedisFailOpen      bool          // REDIS_FAIL_OPEN, default false
+	RedisKeyPrefix     string        // REDIS_KEY_PREFIX, default "llmproxy:"
+	RedisPoolSize      int           // REDIS_POOL_SIZE, 0 = go-redis default
+	RedisTimeout       time.Duration // REDIS_TIMEOUT, default 50ms: per call on the request path
+	RedisDialTimeout   time.Duration // REDIS_DIAL_TIMEOUT, default 1s
+	UpstreamTimeout    time.Duration // UPSTREAM_TIMEOUT, default 10m: max wait for upstream response headers
+	MaxRequestBytes    int64         // MAX_REQUEST_BYTES, default 10 MiB
+	ShutdownGrace      time.Duration // SHUTDOWN_GRACE, default 30s
+	DrainDelay         time.Duration // DRAIN_DELAY, default 5s
+	AuthCacheTTL       time.Duration // AUTH_CACHE_TTL, default 5s
+	UsageBatchSize     int           // USAGE_BATCH_SIZE, 1..10000, default 500
+	UsageFlushInterval time.Duration // USAGE_FLUSH_INTERVAL, default 1s
+	UsageBufferSize    int           // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
+	Retention          Retention
+	LogLevel           string // LOG_LEVEL: debug|info|warn|error, default info
+	LogFormat          string // LOG_FORMAT: json|text, default json
+	ConfigFile         string // --config / CONFIG_FILE; "" when none
+}
+
+// Retention says how long rows are kept; 0 keeps them forever.
+type Retention struct {
+	Usage    time.Duration // RETENTION_USAGE, default 90 days
+	Audit    time.Duration // RETENTION_AUDIT, default 365 days
+	Tokens   time.Duration // RETENTION_TOKENS: after expiry, default 30 days
+	Interval time.Duration // RETENTION_INTERVAL, default 1h
+}
+
+// Error lists every configuration problem found. Each problem names the env
+// var, flag or YAML key to fix and never contains a secret.
+type Error struct {
+	Problems []string
+}
+
+// Error returns the problems, one per line.
+func (e *Error) Error() string {
+	return "invalid configuration:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Options adjusts LoadWith.
+type Options struct {
+	// Flags registers extra command-line flags (for example a migrate verb's
+	// --timeout) on the same flag set, so they may be mixed with the
+	// configuration flags and appear in --help.
+	Flags func(fs *flag.FlagSet)
+	// RequireEncryptionKey makes ENCRYPTION_KEY mandatory when the database
+	// is PostgreSQL (the proxy needs it; the migrate tool does not).
+	RequireEncryptionKey bool
+}
+
+// Load builds the Config from defaults < YAML file < environment < flags,
+// validating everything in one pass. args are the command-line arguments
+// without the program name; flags and positional arguments may be mixed
+// (everything after "--" is positional). Load returns the positional
+// arguments in order.
+//
+// On validation problems it returns a *Error listing all of them. On -h or
+// --help it writes the usage text to usage and returns flag.ErrHelp.
+func Load(name string, args []string, usage io.Writer) (*Config, []string, error) {
+	return LoadWith(name, args, usage, Options{})
+}
+
+// LoadWith is Load with options.
+func LoadWith(name string, args []string, usage io.Writer, opts Options) (*Config, []string, error) {
+	table := fields()
+	p := &parser{}
+
+	var flagged settings
+	fs, positional, err := parseFlags(name, args, table, &flagged, opts.Flags, p)
+	if errors.Is(err, flag.ErrHelp) {
+		writeUsage(usage, name, fs, table)
+		return nil, nil, flag.ErrHelp
+	}
+
+	var env settings
+	if err := envconfig.Process("", &env); err != nil {
+		return nil, nil, fmt.Errorf("read environment: %w", err)
+	}
+
+	var file settings
+	path := env.ConfigFile.text
+	if flagged.ConfigFile.set {
+		path = flagged.ConfigFile.text
+	}
+	if path != "" {
+		src := "CONFIG_FILE"
+		if flagged.ConfigFile.set {
+			src = "--config"
+		}
+		readFile(path, src, table, &file, p)
+	}
+
+	var s settings
+	for _, f := range table {
+		v := s.at(f)
+		switch fv, ev, yv := flagged.at(f), env.at(f), file.at(f); {
+		case fv.set:
+			*v = *fv
+		case ev.text != "":
+			*v = value{text: ev.text, from: f.env, set: true}
+		case yv.set:
+			*v = *yv
+		default:
+			*v = value{text: f.def, from: f.env}
+		}
+		v.secret = f.secret
+	}
+
+	c := build(&s, p, opts)
+	if len(p.problems) > 0 {
+		return nil, nil, &Error{Problems: p.problems}
+	}
+	return c, positional, nil
+}
+
+// build parses and checks every merged setting.
+func build(s *settings, p *parser, opts Options) *Config {
+	c := &Config{
+		Database:         buildDatabase(s, p),
+		ListenAddr:       s.ListenAddr.text,
+		ManagementToken:  s.ManagementToken.text,
+		RedisFailOpen:    p.boolean(s.RedisFailOpen),
+		RedisKeyPrefix:   s.RedisKeyPrefix.text,
+		RedisPoolSize:    p.integer(s.RedisPoolSize, 0, 10000),
+		RedisTimeout:     p.duration(s.RedisTimeout),
+		RedisDialTimeout: p.duration(s.RedisDialTimeout),
+		Retention: Retention{
+			Usage:    p.durationOrZero(s.RetentionUsage),
+			Audit:    p.durationOrZero(s.RetentionAudit),
+			Tokens:   p.durationOrZero(s.RetentionTokens),
+			Interval: p.duration(s.RetentionInterval),
+		},
+		UpstreamTimeout:    p.duration(s.UpstreamTimeout),
+		MaxRequestBytes:    int64(p.integer(s.MaxRequestBytes, 1, 1<<40)),
+		ShutdownGrace:      p.duration(s.ShutdownGrace),
+		DrainDelay:         p.durationOrZero(s.DrainDelay),
+		AuthCacheTTL:       p.duration(s.AuthCacheTTL),
+		UsageBatchSize:     p.integer(s.UsageBatchSize, 1, 10000),
+		UsageFlushInterval: p.duration(s.UsageFlushInterval),
+		UsageBufferSize:    p.integer(s.UsageBufferSize, 1, 100_000_000),
+		LogLevel:           p.oneOf(s.LogLevel, "debug", "info", "warn", "error"),
+		LogFormat:          p.oneOf(s.LogFormat, "json", "text"),
+		ConfigFile:         s.ConfigFile.text,
+	}
+	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
+		p.add(s.ListenAddr, "must be host:port or :port, such as :8080")
+	}
+	if s.EncryptionKey.text != "" {
+		c.EncryptionKey = decodeKey(s.EncryptionKey.text)
+		if c.EncryptionKey == nil {
+			p.add(s.EncryptionKey, "must be base64 of exactly 32 bytes (generate one with: openssl rand -base64 32)")
+		}
+	}
+	if opts.RequireEncryptionKey && c.Database.Driver == "postgres" && s.EncryptionKey.text == "" {
+		p.problems = append(p.problems, "ENCRYPTION_KEY: required when the database is PostgreSQL (generate one with: openssl rand -base64 32)")
+	}
+	if s.RedisURL.text != "" {
+		if msg := checkRedisURL(s.RedisURL.text); msg != "" {
+			p.add(s.RedisURL, msg)
+		} else {
+			c.RedisURL = s.RedisURL.text
+		}
+	}
+	if c.UsageBatchSize > 0 && c.UsageBufferSize > 0 && c.UsageBufferSize < c.UsageBatchSize {
+		p.add(s.UsageBufferSize, fmt.Sprintf("must be at least the usage batch size (%d)", c.UsageBatchSize))
+	}
+	return c
+}
+
+// decodeKey returns the 32-byte key encoded in standard or URL-safe base64
+// (padded or not), or nil.
+func decodeKey(text string) []byte {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(strings.TrimSpace(text)); err == nil && len(b) == 32 {
+			return b
+		}
+	}
+	return nil
+}
+
+// parser converts setting text to typed values, collecting problems instead
+// of stopping at the first one.
+type parser struct {
+	problems []string
+}
+
+// add records a problem with v, naming its source and quoting the offending
+// text unless it is a secret (URLs are quoted with their password masked).
+func (p *parser) add(v value, msg string) {
+	switch v.secret {
+	case "":
+		msg += fmt.Sprintf(" (got %q)", v.text)
+	case "url":
+		msg += " (got " + MaskURL(v.text) + ")"
+	}
+	p.problems = append(p.problems, v.from+": "+msg)
+}
+
+func (p *parser) integer(v value, lo, hi int) int {
+	n, err := strconv.Atoi(strings.TrimSpace(v.text))
+	if err != nil || n < lo || n > hi {
+		p.add(v, fmt.Sprintf("must be an integer from %d to %d", lo, hi))
+		return 0
+	}
+	return n
+}
+
+func (p *parser) boolean(v value) bool {
+	b, err := strconv.ParseBool(strings.TrimSpace(v.text))
+	if err != nil {
+		p.add(v, "must be true or false")
+	}
+	return b
+}
+
+// duration parses a positive Go duration.
+func (p *parser) duration(v value) time.Duration {
+	d, err := time.ParseDuration(strings.TrimSpace(v.text))
+	if err != nil || d <= 0 {
+		p.add(v, "must be a positive Go duration such as 500ms, 30s or 5m")
+		return 0
+	}
+	return d
+}
+
+// durationOrZero parses a non-negative Go duration.
+func (p *parser) durationOrZero(v value) time.Duration {
+	d, err := time.ParseDuration(strings.TrimSpace(v.text))
+	if err != nil || d < 0 {
+		p.add(v, "must be a Go duration of 0 or more, such as 0s or 5s")
+		return 0
+	}
+	return d
+}
+
+// seconds parses a positive number of seconds ("30") or Go duration ("30s").
+func (p *parser) seconds(v value) time.Duration {
+	text := strings.TrimSpace(v.text)
+	if n, err := strconv.ParseFloat(text, 64); err == nil {
+		d := time.Duration(n * float64(time.Second))
+		if d > 0 {
+			return d
+		}
+	} else if d, err := time.ParseDuration(text); err == nil && d > 0 {
+		return d
+	}
+	p.add(v, "must be a positive number of seconds (30) or Go duration (30s)")
+	return 0
+}
+
+func (p *parser) oneOf(v value, choices ...string) string {
+	text := strings.ToLower(strings.TrimSpace(v.text))
+	for _, c := range choices {
+		if text == c {
+			return text
+		}
+	}
+	p.add(v, "must be one of "+strings.Join(choices, ", "))
+	return ""
+}

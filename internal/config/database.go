@@ -1,0 +1,248 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Database holds the database settings (SPEC §3.1).
+type Database struct {
+	Driver string // "sqlite" or "postgres"
+	// URL is normalised: for PostgreSQL a pgx-acceptable postgres:// URL
+	// (postgresql:// and postgresql+asyncpg:// rewritten, ssl=X turned into
+	// sslmode=X, ?host= unix sockets kept); for SQLite "sqlite:///<Path>".
+	// It may hold a password: print Masked(), never URL.
+	URL             string
+	Path            string        // SQLite only: file path as given (relative or absolute) or ":memory:"
+	PoolSize        int           // DATABASE_POOL_SIZE, 1..100, default 5
+	MaxOverflow     int           // DATABASE_MAX_OVERFLOW, 0..100, default 10
+	PoolTimeout     time.Duration // DATABASE_POOL_TIMEOUT, > 0, default 30s
+	MaxIdleConns    int           // DATABASE_MAX_IDLE_CONNS, 0..PoolSize+MaxOverflow, default PoolSize
+	ConnMaxLifetime time.Duration // DATABASE_CONN_MAX_LIFETIME, > 0, default 1h
+	Echo            bool          // DATABASE_ECHO: log every SQL statement (no argument values)
+	EchoPool        bool          // DATABASE_ECHO_POOL: log pool events
+	AutoMigrate     bool          // DATABASE_AUTO_MIGRATE, default true
+	// PoolSettingsSet reports that a pool setting (pool size, max overflow,
+	// pool timeout, max idle conns, conn max lifetime) was given explicitly,
+	// so a SQLite deployment can warn once that they are ignored.
+	PoolSettingsSet bool
+}
+
+// Masked returns the URL with any password replaced by "***".
+func (d Database) Masked() string {
+	return MaskURL(d.URL)
+}
+
+// sslModes are the sslmode values libpq and pgx accept.
+var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+// queryPassword matches a password given as a query option or DSN keyword.
+var queryPassword = regexp.MustCompile(`(?i)((?:^|[?&\s])password=)('[^']*'|[^&#\s]*)`)
+
+// MaskURL returns raw with any password replaced by "***": the password of
+// the userinfo (scheme://user:***@host/...) and a password= query option or
+// keyword. It is safe on malformed input, where it masks more rather than
+// less.
+func MaskURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return queryPassword.ReplaceAllString(raw, "${1}***")
+	}
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	authority, tail := rest[:end], rest[end:]
+	if _, err := url.Parse(raw); err != nil || (strings.Contains(tail, "@") && !strings.Contains(authority, "@")) {
+		// An unescaped '/', '?' or '#' in a password ends the authority
+		// early: treat everything before the last '@' as user:password.
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if user, _, hasPassword := strings.Cut(rest[:at], ":"); hasPassword {
+				return scheme + "://" + user + ":***" + queryPassword.ReplaceAllString(rest[at:], "${1}***")
+			}
+		}
+	}
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		if user, _, hasPassword := strings.Cut(authority[:at], ":"); hasPassword {
+			authority = user + ":***" + authority[at:]
+		}
+	}
+	return scheme + "://" + authority + queryPassword.ReplaceAllString(tail, "${1}***")
+}
+
+// ParseDatabaseURL validates and normalises a database URL of any accepted
+// form (SPEC §3.1) and returns a Database with Driver, URL and Path set; the
+// pool settings are left zero. Its error never contains the password.
+func ParseDatabaseURL(raw string) (Database, error) {
+	scheme, rest, ok := strings.Cut(strings.TrimSpace(raw), "://")
+	if !ok {
+		return Database{}, errors.New("must be a URL such as sqlite:///./var/db/proxy.db or postgres://user:pass@host:5432/db")
+	}
+	switch strings.ToLower(scheme) {
+	case "sqlite", "sqlite+aiosqlite", "sqlite+pysqlite":
+		return parseSQLite(rest)
+	case "postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg", "postgresql+psycopg2", "postgres+asyncpg":
+		return parsePostgres(rest)
+	default:
+		return Database{}, fmt.Errorf("unsupported scheme %q: use sqlite:/// or postgres://", scheme)
+	}
+}
+
+func parseSQLite(rest string) (Database, error) {
+	if strings.ContainsAny(rest, "?#") {
+		return Database{}, errors.New("SQLite URLs take no query options")
+	}
+	if !strings.HasPrefix(rest, "/") {
+		return Database{}, errors.New("SQLite URLs have no host: use sqlite:///./relative.db, sqlite:////absolute/path.db or sqlite:///:memory:")
+	}
+	path, err := url.PathUnescape(rest[1:])
+	if err != nil {
+		return Database{}, errors.New("SQLite path has an invalid %-escape")
+	}
+	if path == "" {
+		return Database{}, errors.New("no SQLite file path: use sqlite:///./var/db/proxy.db, or sqlite:///:memory: for an in-memory database")
+	}
+	return Database{Driver: "sqlite", URL: "sqlite:///" + path, Path: path}, nil
+}
+
+func parsePostgres(rest string) (Database, error) {
+	const hint = " (percent-encode special characters in the user name and password)"
+	u, err := url.Parse("postgres://" + rest)
+	if err != nil {
+		return Database{}, errors.New("not a valid URL" + hint)
+	}
+	if strings.Contains(u.Path, "@") {
+		return Database{}, errors.New("user name or password contains an unescaped '/', '?' or '#'" + hint)
+	}
+	if u.Fragment != "" {
+		return Database{}, errors.New("PostgreSQL URLs take no #fragment")
+	}
+	base, query, _ := strings.Cut(rest, "?")
+	var (
+		opts          []string
+		sslmode, ssl  string
+		hasSSLMode    bool
+		sslOptionSeen bool
+	)
+	for _, opt := range strings.Split(query, "&") {
+		if opt == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(opt, "=")
+		key, err1 := url.QueryUnescape(k)
+		val, err2 := url.QueryUnescape(v)
+		if err1 != nil || err2 != nil {
+			return Database{}, errors.New("query option has an invalid %-escape")
+		}
+		switch key {
+		case "sslmode":
+			if !contains(sslModes, val) {
+				return Database{}, fmt.Errorf("sslmode must be one of %s, not %q", strings.Join(sslModes, ", "), val)
+			}
+			sslmode, hasSSLMode = val, true
+		case "ssl":
+			switch strings.ToLower(val) {
+			case "true":
+				val = "require"
+			case "false":
+				val = "disable"
+			}
+			if !contains(sslModes, val) {
+				return Database{}, fmt.Errorf("ssl must be true, false or one of %s, not %q", strings.Join(sslModes, ", "), val)
+			}
+			ssl, sslOptionSeen = val, true
+			continue
+		case "connect_timeout":
+			if n, err := strconv.Atoi(val); err != nil || n < 0 {
+				return Database{}, fmt.Errorf("connect_timeout must be a whole number of seconds, not %q", val)
+			}
+		}
+		opts = append(opts, opt)
+	}
+	if sslOptionSeen {
+		switch {
+		case !hasSSLMode:
+			opts = append(opts, "sslmode="+ssl)
+		case sslmode != ssl:
+			return Database{}, errors.New("ssl= and sslmode= disagree: give only sslmode=")
+		}
+	}
+	normalised := "postgres://" + base
+	if len(opts) > 0 {
+		normalised += "?" + strings.Join(opts, "&")
+	}
+	return Database{Driver: "postgres", URL: normalised}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// buildDatabase resolves the database from DATABASE_URL, or DB_DRIVER and
+// DATABASE_PATH when DATABASE_URL is unset, and parses the pool settings.
+func buildDatabase(s *settings, p *parser) Database {
+	var d Database
+	switch driver := strings.ToLower(strings.TrimSpace(s.DBDriver.text)); {
+	case s.DatabaseURL.set:
+	case s.DBDriver.set && driver == "postgres":
+		p.problems = append(p.problems, "DB_DRIVER: postgres needs DATABASE_URL (postgres://user:pass@host:5432/db) as well")
+	case s.DBDriver.set && driver != "sqlite":
+		p.add(s.DBDriver, "must be sqlite or postgres")
+	case s.DBDriver.set || s.DatabasePath.set:
+		// DATABASE_PATH is a plain file path, not URL-escaped.
+		d = Database{Driver: "sqlite", URL: "sqlite:///" + s.DatabasePath.text, Path: s.DatabasePath.text}
+	}
+	if d.Driver == "" {
+		var err error
+		if d, err = ParseDatabaseURL(s.DatabaseURL.text); err != nil {
+			p.add(s.DatabaseURL, err.Error())
+		}
+	}
+	d.PoolSize = p.integer(s.DatabasePoolSize, 1, 100)
+	d.MaxOverflow = p.integer(s.DatabaseMaxOverflow, 0, 100)
+	d.PoolTimeout = p.seconds(s.DatabasePoolTimeout)
+	d.MaxIdleConns = d.PoolSize
+	if s.DatabaseMaxIdleConns.set {
+		d.MaxIdleConns = p.integer(s.DatabaseMaxIdleConns, 0, 200)
+		if d.PoolSize > 0 && d.MaxOverflow >= 0 && d.MaxIdleConns > d.PoolSize+d.MaxOverflow {
+			p.add(s.DatabaseMaxIdleConns, fmt.Sprintf("must not exceed pool size + max overflow (%d)", d.PoolSize+d.MaxOverflow))
+		}
+	}
+	d.ConnMaxLifetime = p.duration(s.DatabaseConnMaxLifetime)
+	d.Echo = p.boolean(s.DatabaseEcho)
+	d.EchoPool = p.boolean(s.DatabaseEchoPool)
+	d.AutoMigrate = p.boolean(s.DatabaseAutoMigrate)
+	d.PoolSettingsSet = s.DatabasePoolSize.set || s.DatabaseMaxOverflow.set || s.DatabasePoolTimeout.set ||
+		s.DatabaseMaxIdleConns.set || s.DatabaseConnMaxLifetime.set
+	return d
+}
+
+// checkRedisURL returns what is wrong with a REDIS_URL, or "".
+func checkRedisURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "not a valid URL (percent-encode special characters in the password)"
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return "must start with redis:// or rediss://"
+	}
+	if u.Host == "" {
+		return "needs a host, such as redis://:password@redis:6379/0"
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			return "the path must be a database number, such as /0"
+		}
+	}
+	return ""
+}

@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// routes lists the whole HTTP surface (SPEC §6).
+func (s *Server) routes() {
+	e := s.e
+	e.Use(requestID, s.traceRequests, s.observe, s.recoverPanics)
+
+	for _, p := range []string{"/healthz", "/live"} {
+		e.GET(p, s.live)
+		e.HEAD(p, s.live)
+	}
+	for _, p := range []string{"/readyz", "/ready", "/health"} {
+		e.GET(p, s.ready)
+		e.HEAD(p, s.ready)
+	}
+	e.GET("/metrics", s.metrics)
+
+	e.Any("/v1/*", s.proxy)
+
+	m := e.Group("/manage", s.requireManagementToken)
+	m.GET("/projects", s.listProjects)
+	m.POST("/projects", s.createProject)
+	m.GET("/projects/:id", s.getProject)
+	m.PATCH("/projects/:id", s.updateProject)
+	m.DELETE("/projects/:id", methodNotAllowed("projects cannot be deleted; deactivate with PATCH {\"is_active\": false}"))
+	m.POST("/projects/:id/tokens/revoke", s.revokeProjectTokens)
+	m.GET("/tokens", s.listTokens)
+	m.POST("/tokens", s.createToken)
+	m.GET("/tokens/:id", s.getToken)
+	m.PATCH("/tokens/:id", s.updateToken)
+	m.DELETE("/tokens/:id", s.revokeToken)
+	m.GET("/usage", s.getUsage)
+	m.GET("/audit", s.listAudit)
+	m.GET("/audit/:id", s.getAudit)
+}
+
+func methodNotAllowed(msg string) echo.HandlerFunc {
+	return func(echo.Context) error {
+		return &Error{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed", Message: msg}
+	}
+}

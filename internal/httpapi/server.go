@@ -1,0 +1,204 @@
+// Package httpapi is the HTTP surface of the proxy (SPEC §6): the echo
+// server, its routes, the proxy pipeline, the management API, health and
+// metrics, and the one error handler.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
+	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/telemetry"
+	"github.com/llmproxy/llm-proxy/internal/usage"
+)
+
+// Deps are the collaborators the server is wired with; cmd/proxy picks the
+// implementations.
+type Deps struct {
+	Store     store.Store
+	Auth      *auth.Authenticator
+	Limiter   ratelimit.Limiter
+	Quota     QuotaCounter
+	Forwarder *proxy.Forwarder
+	Recorder  *usage.Recorder
+	Manager   *manage.Service
+	Metrics   *telemetry.Metrics
+	Logger    *slog.Logger
+
+	// ManagementToken enables /manage when non-empty.
+	ManagementToken string
+	// MaxRequestBytes bounds client request bodies (413 beyond it).
+	MaxRequestBytes int64
+	// Checks are extra readiness conditions (e.g. Redis), reported by name
+	// in the /readyz body.
+	Checks []ReadyCheck
+	// TracerProvider, when set, gives every request a server span; nil
+	// keeps tracing off the request path.
+	TracerProvider trace.TracerProvider
+}
+
+// QuotaCounter counts a request against a token's max_requests exactly
+// (*quota.DB, *quota.Memory and *quota.Redis satisfy it). It returns an
+// error wrapping store.ErrQuotaExceeded when the quota is used up.
+type QuotaCounter interface {
+	Consume(ctx context.Context, t *store.Token) error
+}
+
+// ReadyCheck is one readiness condition: Check returns the state to report
+// (e.g. "ok", "unreachable") and whether the replica may take traffic.
+type ReadyCheck struct {
+	Name  string
+	Check func(ctx context.Context) (state string, ready bool)
+}
+
+// Server is the proxy's HTTP handler.
+type Server struct {
+	d        Deps
+	e        *echo.Echo
+	draining atomic.Bool
+}
+
+// New builds the server and registers every route.
+func New(d Deps) *Server {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = errorHandler(d.Logger)
+	e.IPExtractor = echo.ExtractIPDirect()
+	s := &Server{d: d, e: e}
+	s.routes()
+	return s
+}
+
+// ServeHTTP makes the Server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.e.ServeHTTP(w, r) }
+
+// SetDraining makes /readyz answer 503 so load balancers stop sending
+// traffic before the listener closes (SPEC §6.4).
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// requestID gives every response an X-Request-ID: the client's when it is a
+// sane value, a fresh random one otherwise.
+func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !saneRequestID(id) {
+			id = newRequestID()
+		}
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		return next(c)
+	}
+}
+
+func saneRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		ch := id[i]
+		if ch <= ' ' || ch > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// recoverPanics turns a panic into a logged 500; the client never sees a
+// stack trace.
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.d.Logger.Error("panic in handler", requestIDs(c, "path", c.Path(), "panic", r)...)
+				err = &Error{Status: http.StatusInternalServerError, Type: "api_error", Code: "internal_error", Message: "internal error"}
+			}
+		}()
+		return next(c)
+	}
+}
+
+// observe records request count, latency and in-flight figures by route.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.d.Metrics == nil {
+		return next
+	}
+	return func(c echo.Context) error {
+		start := time.Now()
+		s.d.Metrics.InFlight.Inc()
+		err := next(c)
+		s.d.Metrics.InFlight.Dec()
+		status := c.Response().Status
+		if err != nil {
+			status = toError(err).Status
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		s.d.Metrics.ObserveRequest(route, c.Request().Method, status, time.Since(start))
+		return err
+	}
+}
+
+// traceRequests gives each request a server span named by its route
+// pattern, continuing the client's W3C trace context; handlers and the
+// error handler find it in the request context.
+func (s *Server) traceRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	if s.d.TracerProvider == nil {
+		return next
+	}
+	tracer := s.d.TracerProvider.Tracer("github.com/llmproxy/llm-proxy/internal/httpapi")
+	prop := telemetry.Propagator()
+	return func(c echo.Context) error {
+		r := c.Request()
+		ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		name, route := r.Method, c.Path()
+		attrs := []attribute.KeyValue{attribute.String("http.request.method", r.Method)}
+		if route != "" {
+			name += " " + route
+			attrs = append(attrs, attribute.String("http.route", route))
+		}
+		ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+		defer span.End()
+		c.SetRequest(r.WithContext(ctx))
+		err := next(c)
+		status := c.Response().Status
+		if err != nil {
+			status = toError(err).Status
+		}
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
+			span.SetStatus(codes.Error, "")
+		}
+		return err
+	}
+}

@@ -1,0 +1,184 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
+	"github.com/llmproxy/llm-proxy/internal/store"
+)
+
+func decodeError(t *testing.T, rec *httptest.ResponseRecorder) errorDetail {
+	t.Helper()
+	var body errorBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("not an OpenAI error body: %q", rec.Body.String())
+	}
+	return body.Error
+}
+
+func TestPanicBecomesA500WithoutStackTrace(t *testing.T) {
+	s := New(Deps{})
+	s.e.GET("/boom", func(echo.Context) error { panic("secret internals") })
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("GET", "/boom", nil))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status = %d", rec.Code)
+	}
+	if strings.Contains(rec.Body.String(), "secret internals") || strings.Contains(rec.Body.String(), "goroutine") {
+		t.Errorf("panic details reached the client: %s", rec.Body.String())
+	}
+	if e := decodeError(t, rec); e.Code != "internal_error" || e.Type != "api_error" {
+		t.Errorf("error = %+v", e)
+	}
+	if rec.Header().Get(echo.HeaderXRequestID) == "" {
+		t.Error("no X-Request-ID on the 500")
+	}
+}
+
+func TestUnknownRouteIsAnOpenAIError404(t *testing.T) {
+	rec := httptest.NewRecorder()
+	New(Deps{}).ServeHTTP(rec, httptest.NewRequest("GET", "/nope", nil))
+	if rec.Code != http.StatusNotFound || decodeError(t, rec).Code != "not_found" {
+		t.Errorf("status %d body %s", rec.Code, rec.Body.String())
+	}
+	if rec.Header().Get(echo.HeaderXRequestID) == "" {
+		t.Error("no X-Request-ID on the 404")
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	for _, tc := range []struct {
+		sent string
+		keep bool
+	}{
+		{"abc-123", true},
+		{"", false},
+		{"has space", false},
+		{strings.Repeat("x", 129), false},
+	} {
+		s := New(Deps{})
+		s.e.GET("/id", func(c echo.Context) error { return c.NoContent(http.StatusNoContent) })
+		req := httptest.NewRequest("GET", "/id", nil)
+		req.Header.Set(echo.HeaderXRequestID, tc.sent)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		got := rec.Header().Get(echo.HeaderXRequestID)
+		if got == "" || (got == tc.sent) != tc.keep {
+			t.Errorf("sent %q: got %q, keep=%t", tc.sent, got, tc.keep)
+		}
+	}
+}
+
+func TestCredential(t *testing.T) {
+	for _, tc := range []struct {
+		header, value, want string
+	}{
+		{"Authorization", "Bearer sk-abc", "sk-abc"},
+		{"Authorization", "bearer  sk-abc ", "sk-abc"},
+		{"Authorization", "Basic dXNlcjpwdw==", ""},
+		{"x-api-key", "sk-xyz", "sk-xyz"},
+		{"", "", ""},
+	} {
+		h := http.Header{}
+		if tc.header != "" {
+			h.Set(tc.header, tc.value)
+		}
+		if got := credential(h); got != tc.want {
+			t.Errorf("%s: %q → %q, want %q", tc.header, tc.value, got, tc.want)
+		}
+	}
+}
+
+func TestIsJSON(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/json":                   true,
+		"application/json; charset=utf-8":    true,
+		"application/vnd.api+json":           true,
+		"multipart/form-data; boundary=x":    false,
+		"text/plain":                         false,
+		"":                                   false,
+		"application/json; charset=\"broken": false,
+	} {
+		if got := isJSON(ct); got != want {
+			t.Errorf("isJSON(%q) = %t, want %t", ct, got, want)
+		}
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		body    string
+		length  int64
+		max     int64
+		wantErr int
+	}{
+		{"fits", "hello", 5, 10, 0},
+		{"exactly max", "0123456789", 10, 10, 0},
+		{"declared too large", "x", 11, 10, http.StatusRequestEntityTooLarge},
+		{"chunked too large", strings.Repeat("x", 11), -1, 10, http.StatusRequestEntityTooLarge},
+		{"no limit", strings.Repeat("x", 100), -1, 0, 0},
+	} {
+		req := httptest.NewRequest("POST", "/", strings.NewReader(tc.body))
+		req.ContentLength = tc.length
+		got, err := readBody(req, tc.max)
+		switch {
+		case tc.wantErr == 0 && (err != nil || string(got) != tc.body):
+			t.Errorf("%s: %q, %v", tc.name, got, err)
+		case tc.wantErr != 0 && toError(err).Status != tc.wantErr:
+			t.Errorf("%s: err %v, want status %d", tc.name, err, tc.wantErr)
+		}
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("lookup: %w", auth.ErrUnknownToken), 401, "invalid_api_key"},
+		{auth.ErrExpired, 401, "token_expired"},
+		{auth.ErrRevoked, 401, "token_revoked"},
+		{auth.ErrProjectInactive, 403, "project_inactive"},
+		{fmt.Errorf("get: %w", store.ErrNotFound), 404, "not_found"},
+		{store.ErrConflict, 409, "conflict"},
+		{store.ErrQuotaExceeded, 429, "quota_exceeded"},
+		{store.ErrPoolExhausted, 503, "database_busy"},
+		{&proxy.Error{Status: 502, Msg: "upstream unreachable"}, 502, "upstream_unreachable"},
+		{&proxy.Error{Status: 504, Msg: "upstream timed out"}, 504, "upstream_timeout"},
+		{&proxy.Error{Status: 499, Msg: "client went away"}, 499, "client_closed_request"},
+		{echo.ErrMethodNotAllowed, 405, "method_not_allowed"},
+		{errors.New("boom"), 500, "internal_error"},
+	} {
+		s := New(Deps{})
+		s.e.GET("/err", func(echo.Context) error { return tc.err })
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/err", nil))
+		if rec.Code != tc.status || decodeError(t, rec).Code != tc.code {
+			t.Errorf("%v: status %d body %s, want %d %s", tc.err, rec.Code, rec.Body.String(), tc.status, tc.code)
+		}
+	}
+}
+
+func TestRetryAfterIsWholeSecondsRoundedUp(t *testing.T) {
+	s := New(Deps{})
+	s.e.GET("/limited", func(echo.Context) error {
+		return &Error{Status: 429, Type: "rate_limit_error", Code: "rate_limited", Message: "slow down", RetryAfter: 1200 * time.Millisecond}
+	})
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest("GET", "/limited", nil))
+	if rec.Code != 429 || rec.Header().Get("Retry-After") != "2" {
+		t.Errorf("status %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}

@@ -1,0 +1,314 @@
+package manage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/llmproxy/llm-proxy/internal/secret"
+	"github.com/llmproxy/llm-proxy/internal/store"
+)
+
+// Defaults for new projects.
+const (
+	DefaultOpenAIBaseURL    = "https://api.openai.com/v1"
+	DefaultAnthropicBaseURL = "https://api.anthropic.com"
+	DefaultAzureAPIVersion  = "2024-10-21"
+
+	maxNameLen   = 100
+	maxAPIKeyLen = 4096
+)
+
+// CreateProjectInput is a new project. Provider "" means openai; BaseURL ""
+// means the provider's default (Azure has none); APIVersion applies to Azure
+// only ("" means DefaultAzureAPIVersion). Limits of 0 mean unlimited.
+type CreateProjectInput struct {
+	Name       string
+	Provider   string
+	BaseURL    string
+	APIKey     string
+	APIVersion string
+	RPMLimit   int
+	TPMLimit   int
+}
+
+// UpdateProjectInput changes the non-nil fields of a project. IsActive false
+// deactivates the project (its tokens stop working at once); RevokeTokens
+// true deactivates every token of the project.
+type UpdateProjectInput struct {
+	Name         *string
+	BaseURL      *string
+	APIKey       *string
+	APIVersion   *string
+	IsActive     *bool
+	RPMLimit     *int
+	TPMLimit     *int
+	RevokeTokens bool
+}
+
+// CreateProject validates in, encrypts the upstream key and stores the
+// project. A *ValidationError names the bad field; a taken name is
+// store.ErrConflict.
+func (s *Service) CreateProject(ctx context.Context, in CreateProjectInput) (*store.Project, error) {
+	name, err := checkName(in.Name)
+	if err != nil {
+		return nil, err
+	}
+	provider := strings.ToLower(strings.TrimSpace(in.Provider))
+	if provider == "" {
+		provider = store.ProviderOpenAI
+	}
+	var defaultURL string
+	switch provider {
+	case store.ProviderOpenAI:
+		defaultURL = DefaultOpenAIBaseURL
+	case store.ProviderAnthropic:
+		defaultURL = DefaultAnthropicBaseURL
+	case store.ProviderAzure:
+	default:
+		return nil, invalid("provider", "must be one of openai, anthropic, azure")
+	}
+	baseURL := strings.TrimSpace(in.BaseURL)
+	if baseURL == "" && defaultURL == "" {
+		return nil, invalid("base_url", "is required for provider %s (e.g. https://NAME.openai.azure.com)", provider)
+	}
+	if baseURL == "" {
+		baseURL = defaultURL
+	}
+	if baseURL, err = checkBaseURL(baseURL); err != nil {
+		return nil, err
+	}
+	apiVersion, err := checkAPIVersion(provider, in.APIVersion)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(in.APIKey) == "" {
+		return nil, invalid("api_key", "is required")
+	}
+	if err := checkLimit("rpm_limit", in.RPMLimit); err != nil {
+		return nil, err
+	}
+	if err := checkLimit("tpm_limit", in.TPMLimit); err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	p := &store.Project{
+		ID:         uuid.NewString(),
+		Name:       name,
+		Provider:   provider,
+		BaseURL:    baseURL,
+		APIVersion: apiVersion,
+		IsActive:   true,
+		RPMLimit:   in.RPMLimit,
+		TPMLimit:   in.TPMLimit,
+		CreatedAt:  now,
+		UpdatedAt:  now,
+	}
+	if err := s.setAPIKey(p, in.APIKey); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateProject(ctx, p); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("project name %q is taken: %w", name, err)
+		}
+		return nil, fmt.Errorf("create project: %w", err)
+	}
+	s.logger.InfoContext(ctx, "project created", "project_id", p.ID, "provider", p.Provider)
+	return p, nil
+}
+
+// GetProject returns the project with id, or store.ErrNotFound.
+func (s *Service) GetProject(ctx context.Context, id string) (*store.Project, error) {
+	p, err := s.store.GetProject(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load project: %w", err)
+	}
+	return p, nil
+}
+
+// FindProject returns the project whose ID or, failing that, name is ref, or
+// store.ErrNotFound.
+func (s *Service) FindProject(ctx context.Context, ref string) (*store.Project, error) {
+	p, err := s.store.GetProject(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		p, err = s.store.GetProjectByName(ctx, ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find project %q: %w", ref, err)
+	}
+	return p, nil
+}
+
+// ProjectQuery selects projects; Active nil means all.
+type ProjectQuery struct {
+	Active *bool
+	PageQuery
+}
+
+// ListProjects returns one page of projects.
+func (s *Service) ListProjects(ctx context.Context, q ProjectQuery) (*List[*store.Project], error) {
+	page, err := q.resolve()
+	if err != nil {
+		return nil, err
+	}
+	items, total, err := s.store.ListProjects(ctx, store.ProjectFilter{Active: q.Active, Page: page})
+	if err != nil {
+		return nil, fmt.Errorf("list projects: %w", err)
+	}
+	return &List[*store.Project]{Items: items, Page: page, Total: total}, nil
+}
+
+// UpdateProject applies in to the project with id and invalidates its cached
+// authentication data. Deactivating sets deactivated_at; reactivating clears
+// it. It returns the updated project, store.ErrNotFound, a
+// *ValidationError, or store.ErrConflict for a taken name.
+func (s *Service) UpdateProject(ctx context.Context, id string, in UpdateProjectInput) (*store.Project, error) {
+	p, err := s.store.GetProject(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load project: %w", err)
+	}
+	if in.Name != nil {
+		if p.Name, err = checkName(*in.Name); err != nil {
+			return nil, err
+		}
+	}
+	if in.BaseURL != nil {
+		if p.BaseURL, err = checkBaseURL(strings.TrimSpace(*in.BaseURL)); err != nil {
+			return nil, err
+		}
+	}
+	if in.APIVersion != nil {
+		if p.APIVersion, err = checkAPIVersion(p.Provider, *in.APIVersion); err != nil {
+			return nil, err
+		}
+	}
+	if in.RPMLimit != nil {
+		if err := checkLimit("rpm_limit", *in.RPMLimit); err != nil {
+			return nil, err
+		}
+		p.RPMLimit = *in.RPMLimit
+	}
+	if in.TPMLimit != nil {
+		if err := checkLimit("tpm_limit", *in.TPMLimit); err != nil {
+			return nil, err
+		}
+		p.TPMLimit = *in.TPMLimit
+	}
+	if in.APIKey != nil {
+		if strings.TrimSpace(*in.APIKey) == "" {
+			return nil, invalid("api_key", "must not be empty")
+		}
+		if err := s.setAPIKey(p, *in.APIKey); err != nil {
+			return nil, err
+		}
+	}
+	now := s.clock()
+	if in.IsActive != nil && *in.IsActive != p.IsActive {
+		p.IsActive = *in.IsActive
+		p.DeactivatedAt = nil
+		if !p.IsActive {
+			p.DeactivatedAt = &now
+		}
+	}
+	p.UpdatedAt = now
+	if err := s.store.UpdateProject(ctx, p); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, fmt.Errorf("project name %q is taken: %w", p.Name, err)
+		}
+		return nil, fmt.Errorf("update project: %w", err)
+	}
+	s.inval.InvalidateProject(p.ID)
+	if in.RevokeTokens {
+		if _, err := s.RevokeProjectTokens(ctx, p.ID); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// RevokeProjectTokens deactivates every active token of the project with id,
+// invalidates the project (which drops its cached tokens), and returns how many were revoked (store.ErrNotFound for
+// an unknown project).
+func (s *Service) RevokeProjectTokens(ctx context.Context, id string) (int64, error) {
+	if _, err := s.store.GetProject(ctx, id); err != nil {
+		return 0, fmt.Errorf("load project: %w", err)
+	}
+	n, err := s.store.DeactivateProjectTokens(ctx, id, s.clock())
+	if err != nil {
+		return 0, fmt.Errorf("revoke project tokens: %w", err)
+	}
+	s.inval.InvalidateProject(id)
+	s.logger.InfoContext(ctx, "project tokens revoked", "project_id", id, "count", n)
+	return n, nil
+}
+
+func (s *Service) setAPIKey(p *store.Project, key string) error {
+	key = strings.TrimSpace(key)
+	if len(key) > maxAPIKeyLen {
+		return invalid("api_key", "must be at most %d characters", maxAPIKeyLen)
+	}
+	enc, err := s.cipher.Encrypt([]byte(key))
+	if err != nil {
+		return fmt.Errorf("encrypt api key: %w", err)
+	}
+	p.APIKeyEncrypted = enc
+	p.APIKeyHint = secret.Mask(key)
+	return nil
+}
+
+func checkName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if n := utf8.RuneCountInString(name); n < 1 || n > maxNameLen {
+		return "", invalid("name", "must be between 1 and %d characters", maxNameLen)
+	}
+	return name, nil
+}
+
+// checkBaseURL accepts an absolute http(s) URL without credentials, query or
+// fragment, and drops a trailing slash.
+func checkBaseURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", invalid("base_url", "must be an absolute http or https URL")
+	}
+	if u.User != nil {
+		return "", invalid("base_url", "must not contain credentials; set api_key instead")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", invalid("base_url", "must not contain a query or fragment")
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+func checkAPIVersion(provider, v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if provider != store.ProviderAzure {
+		if v != "" {
+			return "", invalid("api_version", "applies to provider azure only")
+		}
+		return "", nil
+	}
+	if v == "" {
+		return DefaultAzureAPIVersion, nil
+	}
+	if len(v) > 64 {
+		return "", invalid("api_version", "must be at most 64 characters")
+	}
+	return v, nil
+}
+
+// maxLimit is the largest per-minute limit: the columns are 32-bit integers.
+const maxLimit = math.MaxInt32
+
+func checkLimit(field string, v int) error {
+	if v < 0 || v > maxLimit {
+		return invalid(field, "must be from 0 (unlimited) to %d", maxLimit)
+	}
+	return nil
+}

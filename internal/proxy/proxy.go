@@ -1,0 +1,414 @@
+// Package proxy relays one already-authenticated client request to a
+// project's upstream LLM provider (OpenAI or any OpenAI-compatible API,
+// Anthropic, Azure OpenAI) and the answer back to the client.
+//
+// It swaps the client's credentials for the project's key, streams SSE
+// events through as they arrive, reads token usage from the response (asking
+// OpenAI-style streams for it when the client did not) and maps failures
+// precisely: 502 upstream unreachable, 504 upstream timed out, 499 client
+// went away. Authentication, limits and recording live with the caller.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// StatusClientClosedRequest is the non-standard status (nginx, caddy)
+// reported when the client went away before the response was complete.
+const StatusClientClosedRequest = 499
+
+// DefaultAPIVersion is the Azure api-version used when Upstream.APIVersion
+// is empty and the client sent none.
+const DefaultAPIVersion = "2024-10-21"
+
+// DefaultUpstreamTimeout is the response-header timeout used when
+// Options.UpstreamTimeout is zero.
+const DefaultUpstreamTimeout = 5 * time.Minute
+
+const (
+	copyBufSize  = 16 << 10 // read size for upstream bodies (an LLM answer or a burst of SSE events)
+	maxEventSize = 1 << 20  // larger SSE events pass through uninspected
+	headCap      = 1 << 10  // bytes kept from the start of a JSON body (model)
+	tailCap      = 8 << 10  // bytes kept from the end of a JSON body (usage)
+)
+
+// Upstream is where a project's requests go.
+type Upstream struct {
+	// Provider is "anthropic", "azure", or anything else for an
+	// OpenAI-compatible API ("openai").
+	Provider string
+	// BaseURL is the provider API root as its SDK takes it
+	// (https://api.openai.com/v1, https://api.anthropic.com,
+	// https://NAME.openai.azure.com), with or without a trailing /v1.
+	BaseURL string
+	// APIKey is the clear upstream key; it is sent upstream and never logged.
+	APIKey string
+	// APIVersion is the Azure api-version; empty means the client's
+	// api-version query parameter, else DefaultAPIVersion.
+	APIVersion string
+}
+
+// Usage is the token usage of one request. Anthropic cache-creation and
+// cache-read input tokens count as prompt tokens.
+type Usage struct{ PromptTokens, CompletionTokens, TotalTokens int }
+
+// Request is what the HTTP layer knows before forwarding.
+type Request struct {
+	Method string
+	// Path is the decoded client path; it starts with /v1/.
+	Path     string
+	RawQuery string
+	// Header holds the client headers, credentials included; Forward never
+	// modifies it and strips the credentials from its upstream copy.
+	Header http.Header
+	// Body is the whole client body, already read (nil for GET).
+	Body []byte
+	// RequestID is sent upstream and to the client as X-Request-ID.
+	RequestID string
+	// Received is when the request reached the gateway, for the proxy
+	// part of Server-Timing; zero means when Forward was called.
+	Received time.Time
+}
+
+// Result reports what happened, for usage recording and metrics.
+type Result struct {
+	// Status is the status sent to the client, or 499 when the client went
+	// away, 502/504 on upstream failure (also after the upstream status was
+	// sent, when the upstream broke off its body).
+	Status int
+	// Model is the model named by the response when present, else by the
+	// request.
+	Model string
+	// Usage is the usage the upstream reported; see Forward for estimates.
+	Usage    Usage
+	Streamed bool
+	// TTFB runs from sending the request upstream to its response headers.
+	TTFB time.Duration
+	// Overhead is the time spent in the gateway before the response headers
+	// went to the client, upstream wait excluded: the proxy part of
+	// Server-Timing.
+	Overhead time.Duration
+	// Upstream runs from sending the request upstream to the end of its
+	// response body (or the failure).
+	Upstream   time.Duration
+	ClientGone bool
+	// Err is an *Error for 499, 502 and 504, nil otherwise.
+	Err error
+}
+
+// Error is the one typed upstream error. Status is 502, 504 or 499; Msg is
+// safe to show to the client; Err is the cause, for logs.
+type Error struct {
+	Status int
+	Msg    string
+	Err    error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Options configures a Forwarder.
+type Options struct {
+	// UpstreamTimeout bounds the wait for the upstream's response headers
+	// (after the request is sent); bodies and streams have no time limit.
+	// Zero means DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+	// TracerProvider, when set, traces each upstream call; nil keeps
+	// tracing off the request path.
+	TracerProvider trace.TracerProvider
+}
+
+// Forwarder sends requests upstream over one tuned, keep-alive Transport.
+// It is safe for concurrent use.
+type Forwarder struct {
+	transport *http.Transport
+	log       *slog.Logger
+	tracer    trace.Tracer // nil when tracing is off
+	bufs      sync.Pool    // *buffers
+}
+
+type buffers struct {
+	buf  []byte
+	head []byte
+	tail []byte
+}
+
+// New returns a Forwarder. Call Close when done with it.
+func New(opts Options) *Forwarder {
+	timeout := opts.UpstreamTimeout
+	if timeout <= 0 {
+		timeout = DefaultUpstreamTimeout
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dialer := &net.Dialer{Timeout: min(timeout, 30*time.Second), KeepAlive: 30 * time.Second}
+	f := &Forwarder{
+		transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           dialer.DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          1024,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   min(timeout, 10*time.Second),
+			ExpectContinueTimeout: time.Second,
+			ResponseHeaderTimeout: timeout,
+			// The transport's own 4 KiB buffers: every idle upstream
+			// connection keeps them, so larger ones cost resident memory
+			// under high concurrency for little gain.
+		},
+		log: logger,
+	}
+	if opts.TracerProvider != nil {
+		f.tracer = opts.TracerProvider.Tracer(tracerName)
+	}
+	f.bufs.New = func() any {
+		return &buffers{
+			buf:  make([]byte, copyBufSize),
+			head: make([]byte, 0, headCap),
+			tail: make([]byte, 0, 2*tailCap),
+		}
+	}
+	return f
+}
+
+// Close closes idle upstream connections. In-flight requests are not
+// interrupted.
+func (f *Forwarder) Close() { f.transport.CloseIdleConnections() }
+
+// Forward sends req to up and relays the response to w, returning the
+// result. info must describe req.Body (see Inspect); its Model names the
+// Azure deployment. Forward never panics on upstream garbage and does not
+// retry (the Transport alone retries requests that provably never reached
+// the upstream).
+//
+// wrote reports whether the response status was written to w; when it is
+// false and res.Err is set, the caller writes the error response.
+//
+// Upstream 4xx/5xx responses are relayed as they are, with zero usage and
+// nil Err. For successful SSE streams that did not report usage, or that
+// ended early (client gone, upstream broke off), usage is estimated:
+// PromptTokens falls back to info.PromptEstimate, and CompletionTokens is at
+// least the number of events carrying a "delta" (about one token per
+// OpenAI chunk, a lower bound for Anthropic).
+//
+// With Options.TracerProvider set, the call is a client span (GenAI
+// attributes, never the key or any body text) whose W3C trace context is
+// sent upstream.
+func (f *Forwarder) Forward(ctx context.Context, w http.ResponseWriter, req *Request, info Info, up Upstream) (res Result, wrote bool) {
+	if f.tracer == nil {
+		return f.forward(ctx, w, req, info, up)
+	}
+	ctx, span := f.startSpan(ctx, req, info, up)
+	res, wrote = f.forward(ctx, w, req, info, up)
+	endSpan(span, &res)
+	return res, wrote
+}
+
+func (f *Forwarder) forward(ctx context.Context, w http.ResponseWriter, req *Request, info Info, up Upstream) (res Result, wrote bool) {
+	res.Model = info.Model
+	received := req.Received
+	if received.IsZero() {
+		received = time.Now()
+	}
+	out, strip, err := f.upstreamRequest(ctx, req, info, up)
+	if err != nil {
+		res.fail(&Error{Status: http.StatusBadGateway, Msg: "upstream misconfigured", Err: err})
+		return res, false
+	}
+
+	sent := time.Now()
+	resp, err := f.transport.RoundTrip(out)
+	if err != nil {
+		res.Upstream = time.Since(sent)
+		res.fail(roundTripError(ctx, err))
+		return res, false
+	}
+	defer resp.Body.Close()
+	res.TTFB = time.Since(sent)
+	res.Status = resp.StatusCode
+
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+	sse := ok && isEventStream(resp.Header)
+	h := w.Header()
+	copyResponseHeader(h, resp.Header)
+	if sse && strip {
+		h.Del("Content-Length")
+	}
+	if req.RequestID != "" {
+		h.Set("X-Request-Id", req.RequestID)
+	}
+	res.Overhead = time.Since(received) - res.TTFB
+	h.Add("Server-Timing", serverTiming(res.Overhead, res.TTFB))
+	w.WriteHeader(resp.StatusCode)
+
+	rc := http.NewResponseController(w)
+	bufs := f.bufs.Get().(*buffers)
+	defer f.bufs.Put(bufs)
+	var readErr, writeErr error
+	switch {
+	case sse:
+		res.Streamed = true
+		s := sseRelay{w: w, rc: rc, strip: strip}
+		readErr, writeErr = s.run(resp.Body, bufs.buf)
+		if s.ended && writeErr == nil {
+			// The whole answer reached the client; a client that hangs up
+			// right after the terminal event (SDKs do) cut nothing.
+			readErr = nil
+		}
+		res.Usage = s.result(info, readErr == nil && writeErr == nil)
+		if s.model != "" {
+			res.Model = s.model
+		}
+	case ok && isJSON(resp.Header):
+		c := capture{head: bufs.head[:0], tail: bufs.tail[:0]}
+		readErr, writeErr = copyBody(w, rc, resp.Body, bufs.buf, &c, resp.ContentLength < 0)
+		var model string
+		res.Usage, model = c.result()
+		if model != "" {
+			res.Model = model
+		}
+	default:
+		readErr, writeErr = copyBody(w, rc, resp.Body, bufs.buf, nil, resp.ContentLength < 0)
+	}
+	res.Upstream = time.Since(sent)
+
+	switch {
+	case writeErr != nil:
+		res.fail(&Error{Status: StatusClientClosedRequest, Msg: "client closed request", Err: writeErr})
+	case readErr != nil && ctx.Err() != nil:
+		res.fail(contextError(ctx))
+	case readErr != nil:
+		res.fail(&Error{Status: http.StatusBadGateway, Msg: "upstream response interrupted", Err: readErr})
+	}
+	return res, true
+}
+
+func (r *Result) fail(e *Error) {
+	r.Status = e.Status
+	r.Err = e
+	r.ClientGone = e.Status == StatusClientClosedRequest
+}
+
+// upstreamRequest builds the upstream request; strip reports whether the
+// body now asks for a usage chunk that the client did not ask for.
+func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info, up Upstream) (out *http.Request, strip bool, err error) {
+	u, err := targetURL(up, req.Path, req.RawQuery, info.Model)
+	if err != nil {
+		return nil, false, err
+	}
+	body := req.Body
+	if req.Method == http.MethodPost && up.Provider != "anthropic" && isChatPath(req.Path) && info.Stream && !info.IncludeUsage {
+		edited, err := withIncludeUsage(body)
+		if err != nil {
+			f.log.DebugContext(ctx, "stream usage not requested upstream", "request_id", req.RequestID, "error", err)
+		} else {
+			body, strip = edited, true
+		}
+	}
+	var rd io.Reader
+	if len(body) > 0 {
+		rd = bytes.NewReader(body)
+	}
+	out, err = http.NewRequestWithContext(ctx, req.Method, "", rd)
+	if err != nil {
+		return nil, false, err
+	}
+	out.URL = u
+	out.Host = ""
+	out.Header = upstreamHeader(req.Header, up, req.RequestID)
+	if f.tracer != nil {
+		traceRequest(ctx, out)
+	}
+	return out, strip, nil
+}
+
+// roundTripError maps a failure before any response header arrived.
+func roundTripError(ctx context.Context, err error) *Error {
+	if ctx.Err() != nil {
+		return contextError(ctx)
+	}
+	var op *net.OpError
+	var dns *net.DNSError
+	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) {
+		return &Error{Status: http.StatusBadGateway, Msg: "upstream unreachable", Err: err}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Err: err}
+	}
+	return &Error{Status: http.StatusBadGateway, Msg: "upstream connection failed", Err: err}
+}
+
+// contextError maps a done ctx: cancelled means the client went away, a
+// deadline set by the caller means the upstream was too slow.
+func contextError(ctx context.Context) *Error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Err: ctx.Err()}
+	}
+	return &Error{Status: StatusClientClosedRequest, Msg: "client closed request", Err: context.Cause(ctx)}
+}
+
+func serverTiming(proxy, upstream time.Duration) string {
+	ms := func(d time.Duration) string {
+		return strconv.FormatFloat(float64(max(d, 0))/float64(time.Millisecond), 'f', 1, 64)
+	}
+	return "proxy;dur=" + ms(proxy) + ", upstream;dur=" + ms(upstream)
+}
+
+// copyBody relays body to w, feeding c when non-nil. With flush, it flushes
+// after each read, so bodies of unknown length (chunked) stream.
+func copyBody(w io.Writer, rc *http.ResponseController, body io.Reader, buf []byte, c *capture, flush bool) (readErr, writeErr error) {
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if c != nil {
+				c.write(buf[:n])
+			}
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+			if flush {
+				if ferr := flushTo(rc); ferr != nil {
+					return nil, ferr
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
+}
+
+func flushTo(rc *http.ResponseController) error {
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// The scanners below find keys in raw JSON without decoding it. They rely on
+// one property of JSON: a '"' inside a string is always escaped, so an
+// unescaped `"key"` followed by ':' is a real object key. They never panic
+// on malformed or truncated input; they report "not found" instead.
+
+// skipWS returns the index of the first non-whitespace byte at or after i
+// (len(b) when there is none).
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\r', '\n':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string starting at b[i] == '"',
+// or -1 when it is not terminated.
+func stringEnd(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return -1
+}
+
+// valueEnd returns the index just past the JSON value starting at b[i], or
+// -1 when it is truncated or malformed.
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				e := stringEnd(b, j)
+				if e < 0 {
+					return -1
+				}
+				j = e - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	case ',', ':', '}', ']':
+		return -1
+	}
+	j := i
+	for j < len(b) {
+		switch b[j] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return j
+		}
+		j++
+	}
+	return j
+}
+
+// eachMember calls fn with the name and the value bounds of every member
+// of the JSON object b, in order, until fn returns false. It reports whether
+// b is an object whose members it could walk (it does not validate the
+// values themselves: callers that need that check json.Valid first).
+func eachMember(b []byte, fn func(name []byte, start, end int) bool) bool {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return true
+	}
+	for i < len(b) && b[i] == '"' {
+		ke := stringEnd(b, i)
+		if ke < 0 {
+			return false
+		}
+		name := b[i+1 : ke-1]
+		i = skipWS(b, ke)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		vs := skipWS(b, i+1)
+		ve := valueEnd(b, vs)
+		if ve < 0 {
+			return false
+		}
+		if !fn(name, vs, ve) {
+			return true
+		}
+		i = skipWS(b, ve)
+		if i >= len(b) {
+			return false
+		}
+		if b[i] == '}' {
+			return true
+		}
+		if b[i] != ',' {
+			return false
+		}
+		i = skipWS(b, i+1)
+	}
+	return false
+}
+
+// topLevelValue finds the value of the top-level member key of the JSON
+// object b: its bounds and whether it is there; ok is false when b is not
+// an object it could walk.
+func topLevelValue(b []byte, key string) (start, end int, found, ok bool) {
+	ok = eachMember(b, func(name []byte, vs, ve int) bool {
+		if string(name) == key {
+			start, end, found = vs, ve, true
+			return false
+		}
+		return true
+	})
+	return start, end, found, ok
+}
+
+// keyValue reports whether b[q:] begins a real `"key":` token, q being the
+// index of a match of quoted ("\"key\""), and returns where its value
+// starts, or -1.
+func keyValue(b []byte, q int, quoted string) int {
+	backslashes := 0
+	for j := q - 1; j >= 0 && b[j] == '\\'; j-- {
+		backslashes++
+	}
+	if backslashes%2 == 1 {
+		return -1
+	}
+	i := skipWS(b, q+len(quoted))
+	if i >= len(b) || b[i] != ':' {
+		return -1
+	}
+	i = skipWS(b, i+1)
+	if i >= len(b) {
+		return -1
+	}
+	return i
+}
+
+// firstKey returns where the value of the first real `"key":` in b starts,
+// or -1. quoted is the key with its quotes.
+func firstKey(b []byte, quoted string) int {
+	for from := 0; from < len(b); {
+		q := bytes.Index(b[from:], []byte(quoted))
+		if q < 0 {
+			return -1
+		}
+		q += from
+		if v := keyValue(b, q, quoted); v >= 0 {
+			return v
+		}
+		from = q + 1
+	}
+	return -1
+}
+
+// stringValue decodes the JSON string starting at b[v], or returns "".
+func stringValue(b []byte, v int) string {
+	if v < 0 || v >= len(b) || b[v] != '"' {
+		return ""
+	}
+	e := stringEnd(b, v)
+	if e < 0 {
+		return ""
+	}
+	raw := b[v+1 : e-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw)
+	}
+	var s string
+	if json.Unmarshal(b[v:e], &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// lastUsage finds the last real "usage" key in b whose value is an object
+// with token counts and decodes it.
+func lastUsage(b []byte) (wireUsage, bool) {
+	const quoted = `"usage"`
+	for end := len(b); end > 0; {
+		q := bytes.LastIndex(b[:end], []byte(quoted))
+		if q < 0 {
+			break
+		}
+		if v := keyValue(b, q, quoted); v >= 0 && b[v] == '{' {
+			if ve := valueEnd(b, v); ve > 0 {
+				var u wireUsage
+				if json.Unmarshal(b[v:ve], &u) == nil && u.any() {
+					return u, true
+				}
+			}
+		}
+		end = q
+	}
+	return wireUsage{}, false
+}
+
+// lastKey returns where the value of the last real `"key":` in b starts,
+// or -1.
+func lastKey(b []byte, quoted string) int {
+	for end := len(b); end > 0; {
+		q := bytes.LastIndex(b[:end], []byte(quoted))
+		if q < 0 {
+			return -1
+		}
+		if v := keyValue(b, q, quoted); v >= 0 {
+			return v
+		}
+		end = q
+	}
+	return -1
+}

@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// targetURL maps a client path under /v1 to the upstream URL. model names
+// the Azure deployment.
+func targetURL(up Upstream, path, rawQuery, model string) (*url.URL, error) {
+	u, err := url.Parse(up.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse base url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("parse base url: not an absolute http(s) URL")
+	}
+	root := strings.TrimRight(u.Path, "/")
+	rest, underV1 := cutV1(path)
+	u.RawPath, u.Fragment, u.RawFragment = "", "", ""
+
+	if up.Provider != "azure" {
+		root = strings.TrimSuffix(root, "/v1")
+		if underV1 {
+			u.Path = root + "/v1" + rest
+		} else {
+			u.Path = root + path
+		}
+		u.RawQuery = rawQuery
+		return u, nil
+	}
+
+	root = strings.TrimSuffix(root, "/openai")
+	if deploymentScoped(rest) {
+		prefix := root + "/openai/deployments/"
+		u.Path = prefix + model + rest
+		if esc := url.PathEscape(model); esc != model {
+			u.RawPath = escapePath(prefix) + esc + escapePath(rest)
+		}
+	} else {
+		u.Path = root + "/openai" + rest
+	}
+	q, _ := url.ParseQuery(rawQuery) // a malformed pair is dropped, the rest kept
+	switch {
+	case up.APIVersion != "":
+		q.Set("api-version", up.APIVersion)
+	case q.Get("api-version") == "":
+		q.Set("api-version", DefaultAPIVersion)
+	}
+	u.RawQuery = q.Encode()
+	return u, nil
+}
+
+// cutV1 returns path without its leading /v1 segment.
+func cutV1(path string) (rest string, ok bool) {
+	if path == "/v1" || strings.HasPrefix(path, "/v1/") {
+		return path[len("/v1"):], true
+	}
+	return path, false
+}
+
+// deploymentScoped reports whether an Azure path (after /v1) lives under
+// /openai/deployments/{model}.
+func deploymentScoped(rest string) bool {
+	switch strings.TrimSuffix(rest, "/") {
+	case "/chat/completions", "/completions", "/embeddings":
+		return true
+	}
+	return false
+}
+
+func escapePath(p string) string { return (&url.URL{Path: p}).EscapedPath() }
+
+func isChatPath(path string) bool {
+	return strings.TrimSuffix(path, "/") == "/v1/chat/completions"
+}
+
+// isHopHeader reports whether a canonical header name is hop-by-hop
+// (RFC 9110 §7.6.1) or a proxy credential, never forwarded either way.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return strings.HasPrefix(k, "Proxy-")
+}
+
+// connectionTokens returns the canonical names listed in Connection, which
+// are hop-by-hop too.
+func connectionTokens(h http.Header) []string {
+	var names []string
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				names = append(names, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	return names
+}
+
+// upstreamHeader copies the client headers minus credentials, hop-by-hop
+// headers and those the Transport owns, and adds the project's key. It
+// shares value slices with in and never modifies in.
+func upstreamHeader(in http.Header, up Upstream, requestID string) http.Header {
+	listed := connectionTokens(in)
+	out := make(http.Header, len(in)+3)
+	for k, vv := range in {
+		ck := http.CanonicalHeaderKey(k)
+		if isHopHeader(ck) || slices.Contains(listed, ck) {
+			continue
+		}
+		switch ck {
+		case "Authorization", "X-Api-Key", "Api-Key", "Cookie",
+			// The Transport sets these; dropping Accept-Encoding lets it
+			// negotiate gzip and hand us plain bytes to read usage from.
+			"Host", "Content-Length", "Accept-Encoding", "Expect", "X-Request-Id":
+			continue
+		}
+		out[ck] = vv
+	}
+	switch up.Provider {
+	case "anthropic":
+		out.Set("X-Api-Key", up.APIKey)
+		if out.Get("Anthropic-Version") == "" {
+			out.Set("Anthropic-Version", "2023-06-01")
+		}
+	case "azure":
+		out.Set("Api-Key", up.APIKey)
+	default:
+		out.Set("Authorization", "Bearer "+up.APIKey)
+	}
+	if requestID != "" {
+		out.Set("X-Request-Id", requestID)
+	}
+	if _, ok := out["User-Agent"]; !ok {
+		out["User-Agent"] = []string{""} // no Go default user agent
+	}
+	return out
+}
+
+// copyResponseHeader copies upstream response headers to dst, minus
+// hop-by-hop headers and those about the upstream's own host (cookies,
+// Alt-Svc). The upstream's request id is kept as X-Upstream-Request-Id.
+func copyResponseHeader(dst, src http.Header) {
+	listed := connectionTokens(src)
+	for k, vv := range src {
+		if isHopHeader(k) || slices.Contains(listed, k) {
+			continue
+		}
+		switch k {
+		case "Set-Cookie", "Alt-Svc":
+			continue
+		case "X-Request-Id":
+			dst["X-Upstream-Request-Id"] = vv
+			continue
+		}
+		dst[k] = vv
+	}
+}
+
+func isEventStream(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	const sse = "text/event-stream"
+	return len(ct) >= len(sse) && strings.EqualFold(ct[:len(sse)], sse)
+}
+
+func isJSON(h http.Header) bool {
+	return strings.Contains(strings.ToLower(h.Get("Content-Type")), "json")
+}

@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestTargetURL(t *testing.T) {
+	tests := []struct {
+		name  string
+		up    Upstream
+		path  string
+		query string
+		model string
+		want  string
+	}{
+		{"openai root with v1", Upstream{BaseURL: "https://api.openai.com/v1"}, "/v1/chat/completions", "", "", "https://api.openai.com/v1/chat/completions"},
+		{"openai root without v1", Upstream{BaseURL: "https://api.openai.com"}, "/v1/chat/completions", "", "", "https://api.openai.com/v1/chat/completions"},
+		{"trailing slash", Upstream{BaseURL: "https://api.openai.com/v1/"}, "/v1/models", "", "", "https://api.openai.com/v1/models"},
+		{"root trailing slash", Upstream{BaseURL: "https://api.openai.com/"}, "/v1/models", "", "", "https://api.openai.com/v1/models"},
+		{"query kept", Upstream{Provider: "openai", BaseURL: "http://127.0.0.1:9000/v1"}, "/v1/files", "purpose=batch&limit=2", "", "http://127.0.0.1:9000/v1/files?purpose=batch&limit=2"},
+		{"compatible API under a prefix", Upstream{Provider: "openai", BaseURL: "https://gw.example.com/llm/v1"}, "/v1/embeddings", "", "", "https://gw.example.com/llm/v1/embeddings"},
+		{"path with space escaped", Upstream{BaseURL: "https://api.openai.com/v1"}, "/v1/files/a b", "", "", "https://api.openai.com/v1/files/a%20b"},
+		{"anthropic messages", Upstream{Provider: "anthropic", BaseURL: "https://api.anthropic.com"}, "/v1/messages", "", "", "https://api.anthropic.com/v1/messages"},
+		{"anthropic with v1", Upstream{Provider: "anthropic", BaseURL: "https://api.anthropic.com/v1/"}, "/v1/messages/count_tokens", "", "", "https://api.anthropic.com/v1/messages/count_tokens"},
+		{"azure chat", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com"}, "/v1/chat/completions", "", "gpt-4o", "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"},
+		{"azure embeddings with version", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com/", APIVersion: "2025-01-01"}, "/v1/embeddings", "", "emb", "https://res.openai.azure.com/openai/deployments/emb/embeddings?api-version=2025-01-01"},
+		{"azure project version beats client's", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com", APIVersion: "2025-01-01"}, "/v1/chat/completions", "api-version=2023-05-15", "m", "https://res.openai.azure.com/openai/deployments/m/chat/completions?api-version=2025-01-01"},
+		{"azure client version when project has none", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com"}, "/v1/chat/completions", "api-version=2023-05-15", "m", "https://res.openai.azure.com/openai/deployments/m/chat/completions?api-version=2023-05-15"},
+		{"azure root with /openai", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com/openai/"}, "/v1/chat/completions", "", "m", "https://res.openai.azure.com/openai/deployments/m/chat/completions?api-version=2024-10-21"},
+		{"azure other path", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com"}, "/v1/files", "purpose=batch", "", "https://res.openai.azure.com/openai/files?api-version=2024-10-21&purpose=batch"},
+		{"azure model escaped", Upstream{Provider: "azure", BaseURL: "https://res.openai.azure.com"}, "/v1/chat/completions", "", "a/../b", "https://res.openai.azure.com/openai/deployments/a%2F..%2Fb/chat/completions?api-version=2024-10-21"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := targetURL(tt.up, tt.path, tt.query, tt.model)
+			if err != nil {
+				t.Fatalf("targetURL: %v", err)
+			}
+			if got := u.String(); got != tt.want {
+				t.Errorf("targetURL = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTargetURLInvalidBase(t *testing.T) {
+	for _, base := range []string{"", "api.openai.com/v1", "ftp://x/v1", "https://exa mple.com/%zz"} {
+		if u, err := targetURL(Upstream{BaseURL: base}, "/v1/models", "", ""); err == nil {
+			t.Errorf("targetURL(%q) = %s, want error", base, u)
+		}
+	}
+}
+
+func TestUpstreamHeader(t *testing.T) {
+	client := http.Header{
+		"Authorization":       {"Bearer sk-client"},
+		"X-Api-Key":           {"sk-client"},
+		"Api-Key":             {"sk-client"},
+		"Cookie":              {"session=1"},
+		"Proxy-Authorization": {"Basic abc"},
+		"Proxy-Connection":    {"keep-alive"},
+		"Connection":          {"keep-alive, X-Hop"},
+		"X-Hop":               {"1"},
+		"Keep-Alive":          {"timeout=5"},
+		"Te":                  {"trailers"},
+		"Trailer":             {"X-T"},
+		"Transfer-Encoding":   {"chunked"},
+		"Upgrade":             {"websocket"},
+		"Accept-Encoding":     {"br"},
+		"Content-Length":      {"12"},
+		"X-Request-Id":        {"client-chosen"},
+		"Content-Type":        {"application/json"},
+		"X-Custom":            {"a", "b"},
+		"User-Agent":          {"openai-python/1.0"},
+		"Traceparent":         {"00-abc-def-01"},
+	}
+	pass := http.Header{
+		"Content-Type": {"application/json"},
+		"X-Custom":     {"a", "b"},
+		"User-Agent":   {"openai-python/1.0"},
+		"Traceparent":  {"00-abc-def-01"},
+		"X-Request-Id": {"req-1"},
+	}
+	with := func(kv ...string) http.Header {
+		h := pass.Clone()
+		for i := 0; i < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	tests := []struct {
+		name   string
+		up     Upstream
+		client http.Header
+		want   http.Header
+	}{
+		{"openai", Upstream{Provider: "openai", APIKey: "sk-project"}, client, with("Authorization", "Bearer sk-project")},
+		{"compatible", Upstream{Provider: "vllm", APIKey: "sk-project"}, client, with("Authorization", "Bearer sk-project")},
+		{"anthropic", Upstream{Provider: "anthropic", APIKey: "sk-project"}, client, with("X-Api-Key", "sk-project", "Anthropic-Version", "2023-06-01")},
+		{"anthropic keeps client version", Upstream{Provider: "anthropic", APIKey: "sk-project"}, with("Anthropic-Version", "2024-01-01", "X-Api-Key", "sk-client"), with("X-Api-Key", "sk-project", "Anthropic-Version", "2024-01-01")},
+		{"azure", Upstream{Provider: "azure", APIKey: "sk-project"}, client, with("Api-Key", "sk-project")},
+		{"no user agent stays empty", Upstream{APIKey: "k"}, http.Header{"authorization": {"Bearer x"}}, http.Header{"Authorization": {"Bearer k"}, "User-Agent": {""}, "X-Request-Id": {"req-1"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.client.Clone()
+			got := upstreamHeader(tt.client, tt.up, "req-1")
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("upstream header (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(before, tt.client); diff != "" {
+				t.Errorf("client header modified (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCopyResponseHeader(t *testing.T) {
+	src := http.Header{
+		"Content-Type":         {"application/json"},
+		"Connection":           {"close, X-Hop"},
+		"X-Hop":                {"1"},
+		"Keep-Alive":           {"timeout=5"},
+		"Transfer-Encoding":    {"chunked"},
+		"Set-Cookie":           {"__cf_bm=x"},
+		"Alt-Svc":              {`h3=":443"`},
+		"X-Request-Id":         {"upstream-id"},
+		"Retry-After":          {"3"},
+		"Openai-Processing-Ms": {"42"},
+	}
+	dst := http.Header{"X-Request-Id": {"ours"}}
+	copyResponseHeader(dst, src)
+	want := http.Header{
+		"Content-Type":          {"application/json"},
+		"X-Request-Id":          {"ours"},
+		"X-Upstream-Request-Id": {"upstream-id"},
+		"Retry-After":           {"3"},
+		"Openai-Processing-Ms":  {"42"},
+	}
+	if diff := cmp.Diff(want, dst); diff != "" {
+		t.Errorf("response header (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,416 @@
+package quota_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/llmproxy/llm-proxy/internal/breaker"
+	"github.com/llmproxy/llm-proxy/internal/quota"
+	"github.com/llmproxy/llm-proxy/internal/quota/quotatest"
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
+	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/teststore"
+)
+
+func openSQLite(t *testing.T) store.Store {
+	t.Helper()
+	return teststore.SQLite(t)
+}
+
+func openPostgres(t *testing.T) store.Store {
+	t.Helper()
+	return teststore.Postgres(t)
+}
+
+// tokenMaker returns a newToken factory creating tokens in st, under one
+// project.
+func tokenMaker(t *testing.T, st store.Store) func(t *testing.T, maxRequests, count int64) *store.Token {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	p := &store.Project{
+		ID:              uuid.NewString(),
+		Name:            "quota-" + uuid.NewString(),
+		Provider:        store.ProviderOpenAI,
+		BaseURL:         "https://api.openai.com/v1",
+		APIKeyEncrypted: []byte("ciphertext"),
+		IsActive:        true,
+		CreatedAt:       now,
+		UpdatedAt:       now,
+	}
+	if err := st.CreateProject(context.Background(), p); err != nil {
+		t.Fatalf("CreateProject: %v", err)
+	}
+	return func(t *testing.T, maxRequests, count int64) *store.Token {
+		t.Helper()
+		tok := memToken(maxRequests, count)
+		tok.ProjectID = p.ID
+		if err := st.CreateToken(context.Background(), tok); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+		return tok
+	}
+}
+
+// memToken returns a token that exists only in memory.
+func memToken(maxRequests, count int64) *store.Token {
+	id := uuid.NewString()
+	now := time.Now().UTC().Truncate(time.Second)
+	return &store.Token{
+		ID:           id,
+		Hash:         id,
+		Prefix:       "wt_" + id[:4],
+		ExpiresAt:    now.Add(time.Hour),
+		MaxRequests:  &maxRequests,
+		RequestCount: count,
+		IsActive:     true,
+		CreatedAt:    now,
+	}
+}
+
+// storeToucher writes each touch to the store at once, so the database's
+// request_count is never behind (a usage.Recorder flushes in batches).
+type storeToucher struct {
+	t  *testing.T
+	st store.Store
+}
+
+func (s storeToucher) Touch(tokenID string, at time.Time) {
+	err := s.st.TouchTokens(context.Background(), []store.TokenTouch{{TokenID: tokenID, Requests: 1, LastUsedAt: at}})
+	if err != nil {
+		s.t.Errorf("TouchTokens: %v", err)
+	}
+}
+
+// countToucher counts touches per token.
+type countToucher struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (c *countToucher) Touch(tokenID string, _ time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = make(map[string]int64)
+	}
+	c.n[tokenID]++
+}
+
+func (c *countToucher) count(tokenID string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[tokenID]
+}
+
+func TestDB(t *testing.T) {
+	stores := []struct {
+		name string
+		open func(*testing.T) store.Store
+	}{
+		{"sqlite", openSQLite},
+		{"postgres", openPostgres},
+	}
+	for _, s := range stores {
+		t.Run(s.name, func(t *testing.T) {
+			st := s.open(t)
+			quotatest.Run(t, func(*testing.T) quota.Counter { return quota.NewDB(st) }, tokenMaker(t, st))
+		})
+	}
+}
+
+func TestDBCountsInTheDatabase(t *testing.T) {
+	st := openSQLite(t)
+	tok := tokenMaker(t, st)(t, 10, 2)
+	c := quota.NewDB(st)
+	for range 3 {
+		if err := c.Consume(context.Background(), tok); err != nil {
+			t.Fatalf("Consume: %v", err)
+		}
+	}
+	got, err := st.GetToken(context.Background(), tok.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RequestCount != 5 || got.LastUsedAt == nil {
+		t.Fatalf("request_count %d, last_used_at %v; want 5 and set", got.RequestCount, got.LastUsedAt)
+	}
+}
+
+func TestMemory(t *testing.T) {
+	quotatest.Run(t,
+		func(*testing.T) quota.Counter { return quota.NewMemory(&countToucher{}) },
+		func(_ *testing.T, maxRequests, count int64) *store.Token { return memToken(maxRequests, count) })
+}
+
+func TestMemoryTouchesAdmittedRequests(t *testing.T) {
+	touches := &countToucher{}
+	c := quota.NewMemory(touches)
+	limited, unlimited := memToken(3, 0), memToken(0, 0)
+	unlimited.MaxRequests = nil
+	for range 5 {
+		_ = c.Consume(context.Background(), limited)
+		if err := c.Consume(context.Background(), unlimited); err != nil {
+			t.Fatalf("Consume without a quota: %v", err)
+		}
+	}
+	if got := touches.count(limited.ID); got != 3 {
+		t.Fatalf("%d touches for 3 admitted requests", got)
+	}
+	if got := touches.count(unlimited.ID); got != 5 {
+		t.Fatalf("%d touches for 5 requests without a quota", got)
+	}
+}
+
+// newRedisCounter returns a counter on the test Redis whose database is a
+// fresh SQLite store, Touched synchronously.
+func newRedisCounter(t *testing.T, client redis.UniversalClient, prefix string, st store.Store) *quota.Redis {
+	t.Helper()
+	return quota.NewRedis(quota.RedisOptions{
+		// Semantics, not latency, on a loaded test machine.
+		Limiter: ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second}),
+		Store:   st,
+		Toucher: storeToucher{t: t, st: st},
+	})
+}
+
+func TestRedis(t *testing.T) {
+	client, prefix := testenv.RedisClient(t)
+	st := openSQLite(t)
+	quotatest.Run(t,
+		func(t *testing.T) quota.Counter { return newRedisCounter(t, client, prefix, st) },
+		tokenMaker(t, st))
+}
+
+// TestRedisSharedAcrossReplicas checks exactness with two replicas, each
+// with its own connection pool, consuming one token concurrently.
+func TestRedisSharedAcrossReplicas(t *testing.T) {
+	a, prefix := testenv.RedisClient(t)
+	b, _ := testenv.RedisClient(t)
+	st := openSQLite(t)
+	tok := tokenMaker(t, st)(t, 50, 0)
+	replicas := []*quota.Redis{newRedisCounter(t, a, prefix, st), newRedisCounter(t, b, prefix, st)}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 16 {
+		c := replicas[i%2]
+		wg.Go(func() {
+			for range 10 {
+				if err := c.Consume(context.Background(), tok); err == nil {
+					admitted.Add(1)
+				} else if !errors.Is(err, store.ErrQuotaExceeded) {
+					t.Errorf("Consume: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := admitted.Load(); got != 50 {
+		t.Fatalf("%d of 160 requests admitted across two replicas, want 50", got)
+	}
+	// Every admitted request reached the database.
+	got, err := st.GetToken(context.Background(), tok.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RequestCount != 50 {
+		t.Fatalf("database request_count %d, want 50", got.RequestCount)
+	}
+}
+
+// TestRedisReseedAfterKeyLoss checks the seeding path: the first use reads
+// the database once, later uses do not, and a counter Redis lost is
+// rebuilt from the database's request_count.
+func TestRedisReseedAfterKeyLoss(t *testing.T) {
+	client, prefix := testenv.RedisClient(t)
+	hook := &testenv.CommandCounter{}
+	client.AddHook(hook)
+	st := openSQLite(t)
+	tok := tokenMaker(t, st)(t, 10, 0)
+	c := newRedisCounter(t, client, prefix, st)
+	ctx := context.Background()
+	// Open the connection first: its handshake is not the counter's.
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook.Reset()
+	for range 4 {
+		if err := c.Consume(ctx, tok); err != nil {
+			t.Fatalf("Consume: %v", err)
+		}
+	}
+	if n := c.Seeds(); n != 1 {
+		t.Fatalf("%d seeds after 4 requests, want 1", n)
+	}
+	// Seeding cost a second round trip once; after it, one per request.
+	if n := hook.Count(); n < 5 || n > 6 {
+		t.Fatalf("%d Redis commands for 4 requests with one seed, want 5 (6 if the script was not cached)", n)
+	}
+	hook.Reset()
+	if err := c.Consume(ctx, tok); err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	if n := hook.Count(); n != 1 {
+		t.Fatalf("%d Redis commands for one request, want 1", n)
+	}
+	key := prefix + "rl:q:" + tok.ID
+	if v, err := client.Get(ctx, key).Int64(); err != nil || v != 5 {
+		t.Fatalf("counter = %d, %v; want 5", v, err)
+	}
+	if ttl := client.PTTL(ctx, key).Val(); ttl < time.Hour || ttl > 2*time.Hour+time.Minute {
+		t.Fatalf("counter TTL %v, want the token's hour left plus an hour", ttl)
+	}
+
+	if err := client.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	admitted := 0
+	for range 10 {
+		if err := c.Consume(ctx, tok); err == nil {
+			admitted++
+		} else if !errors.Is(err, store.ErrQuotaExceeded) {
+			t.Fatalf("Consume: %v", err)
+		}
+	}
+	if admitted != 5 {
+		t.Fatalf("%d admitted after the counter was lost at 5 of 10, want 5", admitted)
+	}
+	if n := c.Seeds(); n != 2 {
+		t.Fatalf("%d seeds, want 2 (first use and after the loss)", n)
+	}
+}
+
+func TestRedisUnknownToken(t *testing.T) {
+	client, prefix := testenv.RedisClient(t)
+	st := openSQLite(t)
+	c := newRedisCounter(t, client, prefix, st)
+	if err := c.Consume(context.Background(), memToken(5, 0)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Consume of a token missing from the database = %v, want ErrNotFound", err)
+	}
+}
+
+// closedAddr returns a local address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func TestRedisUnreachable(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	for _, failOpen := range []bool{true, false} {
+		name := "fail closed"
+		if failOpen {
+			name = "fail open"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			client := redis.NewClient(&redis.Options{Addr: closedAddr(t), ContextTimeoutEnabled: true})
+			t.Cleanup(func() { _ = client.Close() })
+			touches := &countToucher{}
+			brk := breaker.New(breaker.Options{Failures: 3, Cooldown: time.Hour})
+			c := quota.NewRedis(quota.RedisOptions{
+				Limiter: ratelimit.NewRedis(client, ratelimit.RedisOptions{Timeout: timeout, FailOpen: failOpen, Breaker: brk}),
+				Toucher: touches,
+			})
+			tok := memToken(1, 0)
+			for i := range 6 {
+				start := time.Now()
+				err := c.Consume(context.Background(), tok)
+				if took := time.Since(start); took > 4*timeout {
+					t.Fatalf("Consume took %v with Timeout %v", took, timeout)
+				}
+				if failOpen && err != nil {
+					t.Fatalf("fail open: Consume = %v, want admitted", err)
+				}
+				if !failOpen && !errors.Is(err, quota.ErrUnavailable) {
+					t.Fatalf("fail closed: Consume = %v, want ErrUnavailable", err)
+				}
+				// The breaker opens after 3 failures: later calls do not wait.
+				if wantOpen := i >= 2; brk.Open() != wantOpen {
+					t.Fatalf("breaker open = %v after %d failures", brk.Open(), i+1)
+				}
+			}
+			wantTouches := int64(0)
+			if failOpen {
+				wantTouches = 6
+			}
+			if got := touches.count(tok.ID); got != wantTouches {
+				t.Fatalf("%d touches, want %d", got, wantTouches)
+			}
+		})
+	}
+}
+
+// TestRedisConsumeWithLimits checks the one-round-trip admission: quota and
+// rate limits in one command, all or nothing.
+func TestRedisConsumeWithLimits(t *testing.T) {
+	client, prefix := testenv.RedisClient(t)
+	hook := &testenv.CommandCounter{}
+	client.AddHook(hook)
+	st := openSQLite(t)
+	tok := tokenMaker(t, st)(t, 5, 0)
+	c := newRedisCounter(t, client, prefix, st)
+	ctx := context.Background()
+	rate := ratelimit.Request{Key: "tok:" + tok.ID + ":rpm", Limit: 2, Cost: 1}
+	if d, err := c.ConsumeWith(ctx, tok, rate); err != nil || !d.Allowed {
+		t.Fatalf("first = %+v, %v", d, err) // seeds the counter
+	}
+	hook.Reset()
+	if d, err := c.ConsumeWith(ctx, tok, rate); err != nil || !d.Allowed {
+		t.Fatalf("second = %+v, %v", d, err)
+	}
+	if n := hook.Count(); n != 1 {
+		t.Fatalf("%d Redis commands for quota + rate limit, want 1", n)
+	}
+	d, err := c.ConsumeWith(ctx, tok, rate)
+	if err != nil || d.Allowed || d.Key != rate.Key {
+		t.Fatalf("third (rate limit of 2) = %+v, %v; want refused by the rate limit", d, err)
+	}
+	// The refusal consumed none of the quota: 3 of 5 are left.
+	admitted := 0
+	for range 5 {
+		if err := c.Consume(ctx, tok); err == nil {
+			admitted++
+		}
+	}
+	if admitted != 3 {
+		t.Fatalf("%d admitted after the rate refusal, want 3", admitted)
+	}
+}
+
+// TestMemoryForgetsExpiredTokens keeps a process that sees many short-lived
+// tokens at bounded memory.
+func TestMemoryForgetsExpiredTokens(t *testing.T) {
+	m := quota.NewMemory(&countToucher{})
+	ctx := context.Background()
+	for i := range 3000 {
+		tok := memToken(10, 0)
+		if i < 2000 {
+			tok.ExpiresAt = time.Now().Add(-time.Second) // already expired: its counter is garbage
+		}
+		if err := m.Consume(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Sweeps ran at the 1024th, 2048th new counter: the 2000 expired ones
+	// are gone, the live ones (and those added after the last sweep) stay.
+	if n := m.Len(); n >= 2000 || n < 1000 {
+		t.Fatalf("%d counters held after 3000 tokens of which 2000 expired, want the live 1000 plus at most one sweep interval", n)
+	}
+}

@@ -1,0 +1,186 @@
+// Package retention deletes rows that have outlived their retention period
+// (SPEC §4): old usage and audit rows and long-expired tokens. Sweeps run on
+// one replica at a time, under the store's "retention" lock, and delete in
+// bounded batches with a pause between them, so the tables are never locked
+// for long and the request path keeps its share of the database.
+package retention
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
+)
+
+// LockName is the cluster-wide lock a sweep holds.
+const LockName = "retention"
+
+// Defaults applied by New to zero Options fields.
+const (
+	DefaultInterval  = time.Hour
+	DefaultBatchSize = 1000
+	DefaultPause     = 50 * time.Millisecond
+)
+
+// maxStartJitter caps the random delay before the first sweep.
+const maxStartJitter = time.Minute
+
+// Options configure a Sweeper. A zero (or negative) retention period keeps
+// those rows forever.
+type Options struct {
+	Usage  time.Duration // keep usage rows this long after they were created
+	Audit  time.Duration // keep audit events this long after they were created
+	Tokens time.Duration // keep tokens this long after they expired
+	// Interval is the time between sweeps (DefaultInterval when zero).
+	Interval time.Duration
+	// BatchSize bounds the rows one DELETE removes (DefaultBatchSize when
+	// zero).
+	BatchSize int
+	// Pause is the wait between batches (DefaultPause when zero).
+	Pause time.Duration
+	// Logger nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Result counts the rows one sweep deleted.
+type Result struct {
+	Usage, Audit, Tokens int64
+}
+
+// Sweeper runs retention sweeps. Its methods are safe for concurrent use.
+type Sweeper struct {
+	store store.Store
+	opts  Options
+}
+
+// New returns a Sweeper over st with opts, defaults applied.
+func New(st store.Store, opts Options) *Sweeper {
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultInterval
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.Pause <= 0 {
+		opts.Pause = DefaultPause
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Sweeper{store: st, opts: opts}
+}
+
+// Run sweeps every Interval, the first time after a random delay of up to a
+// tenth of Interval (at most a minute) so replicas started together do not
+// all try at once. Only the replica holding the lock sweeps; the others
+// skip that round. Errors are logged and the next round retries. Run
+// returns nil when ctx ends, abandoning a sweep in progress between two
+// batches.
+func (s *Sweeper) Run(ctx context.Context) error {
+	if s.opts.Usage == 0 && s.opts.Audit == 0 && s.opts.Tokens == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	jitter := min(s.opts.Interval/10, maxStartJitter)
+	timer := time.NewTimer(rand.N(jitter + 1))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		start := time.Now()
+		res, ran, err := s.SweepOnce(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			s.opts.Logger.Error("retention sweep", "error", err,
+				"usage_deleted", res.Usage, "audit_deleted", res.Audit, "tokens_deleted", res.Tokens)
+		case !ran:
+			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
+		default:
+			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
+				"tokens_deleted", res.Tokens, "duration_ms", time.Since(start).Milliseconds())
+		}
+		timer.Reset(s.opts.Interval)
+	}
+}
+
+// SweepOnce takes the lock and, in batches until none are left, deletes
+// usage rows older than Usage, audit events older than Audit and tokens
+// that expired more than Tokens ago; a zero period skips that kind. It
+// returns ran=false, doing nothing, when another holder has the lock. On
+// an error it stops and returns what it deleted so far.
+func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
+	release, ok, err := s.store.TryLock(ctx, LockName)
+	if err != nil {
+		return Result{}, false, fmt.Errorf("take retention lock: %w", err)
+	}
+	if !ok {
+		return Result{}, false, nil
+	}
+	defer release()
+
+	now := s.opts.Now()
+	var res Result
+	kinds := []struct {
+		what   string
+		keep   time.Duration
+		delete func(context.Context, time.Time, int) (int64, error)
+		count  *int64
+	}{
+		{"usage", s.opts.Usage, s.store.DeleteUsageBefore, &res.Usage},
+		{"audit events", s.opts.Audit, s.store.DeleteAuditBefore, &res.Audit},
+		{"expired tokens", s.opts.Tokens, s.store.DeleteTokensExpiredBefore, &res.Tokens},
+	}
+	for _, k := range kinds {
+		if k.keep <= 0 {
+			continue
+		}
+		if err := s.sweep(ctx, now.Add(-k.keep), k.delete, k.count); err != nil {
+			return res, true, fmt.Errorf("sweep %s: %w", k.what, err)
+		}
+	}
+	return res, true, nil
+}
+
+// sweep deletes batches older than cutoff until a batch comes back short,
+// adding the deleted rows to count.
+func (s *Sweeper) sweep(ctx context.Context, cutoff time.Time,
+	del func(context.Context, time.Time, int) (int64, error), count *int64) error {
+	for {
+		n, err := del(ctx, cutoff, s.opts.BatchSize)
+		*count += n
+		if err != nil {
+			return err
+		}
+		if n < int64(s.opts.BatchSize) {
+			return nil
+		}
+		if err := sleep(ctx, s.opts.Pause); err != nil {
+			return err
+		}
+	}
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,316 @@
+package retention
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/llmproxy/llm-proxy/internal/schema"
+	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/store/postgres"
+	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
+	"github.com/llmproxy/llm-proxy/internal/teststore"
+)
+
+// now is the fixed clock of every test.
+var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+const day = 24 * time.Hour
+
+func openSQLite(t *testing.T) store.Store {
+	t.Helper()
+	db, err := sqlite.Open(t.Context(), sqlite.Options{Path: ":memory:"})
+	if err != nil {
+		t.Fatalf("sqlite.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	teststore.Migrate(t, schema.DriverSQLite, db.SchemaDSN())
+	return db
+}
+
+func openPostgres(t *testing.T, url string) store.Store {
+	t.Helper()
+	db, err := postgres.Open(t.Context(), postgres.Options{URL: url, PoolSize: 2})
+	if err != nil {
+		t.Fatalf("postgres.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+var backends = []struct {
+	name string
+	open func(t *testing.T) store.Store
+}{
+	{"SQLite", openSQLite},
+	{"Postgres", func(t *testing.T) store.Store { return openPostgres(t, teststore.PostgresURL(t)) }},
+}
+
+// counts is how many rows of each kind a store holds.
+type counts struct{ usage, audit, tokens int64 }
+
+// Seeded rows: old ones are beyond a one-day retention, recent ones within
+// it; of the tokens, 3 expired two days ago, 1 an hour ago, 1 expires
+// tomorrow.
+var seeded = counts{usage: 7, audit: 6, tokens: 5}
+
+const oldUsage, oldAudit, oldTokens = 5, 4, 3
+
+func seedUsage(t *testing.T, s store.Store, old, recent int) {
+	t.Helper()
+	var rows []store.Usage
+	for i := range old + recent {
+		at := now.Add(-time.Hour)
+		if i < old {
+			at = now.Add(-2*day - time.Duration(i)*time.Minute)
+		}
+		rows = append(rows, store.Usage{ID: uuid.NewString(), CreatedAt: at, RequestID: "req",
+			Endpoint: "/v1/chat/completions", Status: 200})
+	}
+	if err := s.InsertUsage(t.Context(), rows); err != nil {
+		t.Fatalf("InsertUsage: %v", err)
+	}
+}
+
+func seed(t *testing.T, s store.Store) {
+	t.Helper()
+	ctx := t.Context()
+	seedUsage(t, s, oldUsage, int(seeded.usage)-oldUsage)
+	var events []store.AuditEvent
+	for i := range seeded.audit {
+		at := now.Add(-time.Minute)
+		if i < oldAudit {
+			at = now.Add(-3*day + time.Duration(i)*time.Minute)
+		}
+		events = append(events, store.AuditEvent{ID: uuid.NewString(), CreatedAt: at, Actor: "management",
+			Action: "token.create", Outcome: store.OutcomeSuccess})
+	}
+	if err := s.InsertAuditEvents(ctx, events); err != nil {
+		t.Fatalf("InsertAuditEvents: %v", err)
+	}
+	p := &store.Project{ID: uuid.NewString(), Name: "p", Provider: store.ProviderOpenAI,
+		BaseURL: "https://api.openai.com/v1", APIKeyEncrypted: []byte{1}, IsActive: true,
+		CreatedAt: now.Add(-10 * day), UpdatedAt: now.Add(-10 * day)}
+	if err := s.CreateProject(ctx, p); err != nil {
+		t.Fatalf("CreateProject: %v", err)
+	}
+	expiries := []time.Time{now.Add(-2 * day), now.Add(-3 * day), now.Add(-2*day - time.Hour),
+		now.Add(-time.Hour), now.Add(day)}
+	for _, exp := range expiries {
+		id := uuid.NewString()
+		tok := &store.Token{ID: id, ProjectID: p.ID, Hash: id, Prefix: "wt_", ExpiresAt: exp, IsActive: true,
+			CreatedAt: now.Add(-5 * day)}
+		if err := s.CreateToken(ctx, tok); err != nil {
+			t.Fatalf("CreateToken: %v", err)
+		}
+	}
+}
+
+func count(t *testing.T, s store.Store) counts {
+	t.Helper()
+	ctx := t.Context()
+	u, err := s.SumUsage(ctx, store.UsageFilter{})
+	if err != nil {
+		t.Fatalf("SumUsage: %v", err)
+	}
+	_, audit, err := s.ListAuditEvents(ctx, store.AuditFilter{Page: store.Page{Page: 1, PageSize: 1}})
+	if err != nil {
+		t.Fatalf("ListAuditEvents: %v", err)
+	}
+	_, tokens, err := s.ListTokens(ctx, store.TokenFilter{Page: store.Page{Page: 1, PageSize: 1}})
+	if err != nil {
+		t.Fatalf("ListTokens: %v", err)
+	}
+	return counts{usage: u[0].Requests, audit: int64(audit), tokens: int64(tokens)}
+}
+
+func TestSweepOnce(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   Options
+		want   Result
+		remain counts
+	}{
+		{
+			name:   "all kinds in small batches",
+			opts:   Options{Usage: day, Audit: day, Tokens: day, BatchSize: 2},
+			want:   Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens},
+			remain: counts{usage: 2, audit: 2, tokens: 2},
+		},
+		{
+			name:   "all kinds in one batch each",
+			opts:   Options{Usage: day, Audit: day, Tokens: day},
+			want:   Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens},
+			remain: counts{usage: 2, audit: 2, tokens: 2},
+		},
+		{
+			name:   "batch size equal to the old rows",
+			opts:   Options{Usage: day, BatchSize: oldUsage},
+			want:   Result{Usage: oldUsage},
+			remain: counts{usage: 2, audit: seeded.audit, tokens: seeded.tokens},
+		},
+		{
+			name:   "zero keeps audit and tokens",
+			opts:   Options{Usage: day, BatchSize: 3},
+			want:   Result{Usage: oldUsage},
+			remain: counts{usage: 2, audit: seeded.audit, tokens: seeded.tokens},
+		},
+		{
+			name:   "long periods keep everything",
+			opts:   Options{Usage: 30 * day, Audit: 30 * day, Tokens: 30 * day},
+			remain: seeded,
+		},
+		{
+			name:   "zero keeps everything",
+			remain: seeded,
+		},
+		{
+			name:   "tokens expired an hour ago are past a 30-minute period",
+			opts:   Options{Tokens: 30 * time.Minute},
+			want:   Result{Tokens: oldTokens + 1},
+			remain: counts{usage: seeded.usage, audit: seeded.audit, tokens: 1},
+		},
+	}
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) {
+			t.Parallel()
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					s := bk.open(t)
+					seed(t, s)
+					opts := tc.opts
+					opts.Pause = time.Millisecond
+					opts.Now = func() time.Time { return now }
+					sw := New(s, opts)
+					res, ran, err := sw.SweepOnce(t.Context())
+					if err != nil || !ran {
+						t.Fatalf("SweepOnce = (%+v, %t, %v), want a sweep", res, ran, err)
+					}
+					if res != tc.want {
+						t.Errorf("SweepOnce deleted %+v, want %+v", res, tc.want)
+					}
+					if got := count(t, s); got != tc.remain {
+						t.Errorf("rows left %+v, want %+v", got, tc.remain)
+					}
+					res, _, err = sw.SweepOnce(t.Context())
+					if err != nil || res != (Result{}) {
+						t.Errorf("second SweepOnce = (%+v, %v), want nothing deleted", res, err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestLockHeldElsewhere holds the lock on one store (replica) while the
+// other sweeps.
+func TestLockHeldElsewhere(t *testing.T) {
+	url := teststore.PostgresURL(t)
+	a, b := openPostgres(t, url), openPostgres(t, url)
+	seed(t, a)
+	release, ok, err := a.TryLock(t.Context(), LockName)
+	if err != nil || !ok {
+		t.Fatalf("TryLock = (%t, %v), want the lock", ok, err)
+	}
+	sw := New(b, Options{Usage: day, Audit: day, Tokens: day, Now: func() time.Time { return now }})
+	res, ran, err := sw.SweepOnce(t.Context())
+	if err != nil || ran || res != (Result{}) {
+		t.Fatalf("SweepOnce while another replica holds the lock = (%+v, %t, %v), want (zero, false, nil)", res, ran, err)
+	}
+	if got := count(t, b); got != seeded {
+		t.Errorf("rows left %+v, want all %+v", got, seeded)
+	}
+	release()
+	res, ran, err = sw.SweepOnce(t.Context())
+	if err != nil || !ran {
+		t.Fatalf("SweepOnce after release = (%+v, %t, %v), want a sweep", res, ran, err)
+	}
+	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens}); res != want {
+		t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
+	}
+}
+
+// TestConcurrentSweeps runs a slow sweep on one replica and a second sweep
+// on another while the first is between batches.
+func TestConcurrentSweeps(t *testing.T) {
+	url := teststore.PostgresURL(t)
+	a, b := openPostgres(t, url), openPostgres(t, url)
+	seedUsage(t, a, 6, 1)
+	opts := Options{Usage: day, BatchSize: 1, Pause: 100 * time.Millisecond, Now: func() time.Time { return now }}
+	type outcome struct {
+		res Result
+		ran bool
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, ran, err := New(a, opts).SweepOnce(t.Context())
+		done <- outcome{res, ran, err}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for count(t, b).usage == 7 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first sweep deleted nothing within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res, ran, err := New(b, opts).SweepOnce(t.Context())
+	if err != nil || ran || res != (Result{}) {
+		t.Errorf("second SweepOnce during the first = (%+v, %t, %v), want (zero, false, nil)", res, ran, err)
+	}
+	first := <-done
+	if first.err != nil || !first.ran || first.res != (Result{Usage: 6}) {
+		t.Errorf("first SweepOnce = (%+v, %t, %v), want 6 usage rows deleted", first.res, first.ran, first.err)
+	}
+	if got := count(t, b).usage; got != 1 {
+		t.Errorf("%d usage rows left, want 1", got)
+	}
+}
+
+func TestRun(t *testing.T) {
+	s := openSQLite(t)
+	seed(t, s)
+	sw := New(s, Options{Usage: day, Audit: day, Tokens: day, Interval: 100 * time.Millisecond, BatchSize: 2,
+		Now: func() time.Time { return now }})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- sw.Run(ctx) }()
+
+	awaitUsage := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for count(t, s).usage != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("usage rows = %d after 3s of Run, want %d", count(t, s).usage, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	awaitUsage(2)
+	// Rows that age out later go in a later sweep.
+	seedUsage(t, s, 3, 0)
+	awaitUsage(2)
+	if got, want := count(t, s), (counts{usage: 2, audit: 2, tokens: 2}); got != want {
+		t.Errorf("rows left %+v, want %+v", got, want)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return within 2s of cancellation")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	sw := New(nil, Options{})
+	if sw.opts.Interval != DefaultInterval || sw.opts.BatchSize != DefaultBatchSize || sw.opts.Pause != DefaultPause ||
+		sw.opts.Logger == nil || sw.opts.Now == nil {
+		t.Errorf("New(Options{}) options = %+v, want the defaults", sw.opts)
+	}
+}

@@ -1,0 +1,267 @@
+// Package store holds the domain records of LLM Proxy and the Store
+// interface that the PostgreSQL and SQLite implementations satisfy.
+//
+// Implementations translate their driver errors once, at the seam, into the
+// sentinels below; callers compare with errors.Is and never inspect driver
+// error strings.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors every implementation returns (wrapped) for the matching
+// conditions.
+var (
+	// ErrNotFound means the record does not exist (a malformed ID counts as
+	// not found).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means a unique or foreign-key constraint refused the write.
+	ErrConflict = errors.New("conflict")
+	// ErrQuotaExceeded means a token's max_requests is used up.
+	ErrQuotaExceeded = errors.New("request quota exceeded")
+	// ErrPoolExhausted means no database connection became free within the
+	// configured pool timeout.
+	ErrPoolExhausted = errors.New("database pool exhausted")
+)
+
+// Provider names accepted for a project.
+const (
+	ProviderOpenAI    = "openai"
+	ProviderAnthropic = "anthropic"
+	ProviderAzure     = "azure"
+)
+
+// Project is a team's upstream account: where requests go and with which key.
+// Limits of 0 mean unlimited.
+type Project struct {
+	ID              string
+	Name            string
+	Provider        string
+	BaseURL         string
+	APIVersion      string // Azure only
+	APIKeyEncrypted []byte // AES-256-GCM ciphertext; never the clear key
+	APIKeyHint      string // masked form for display, e.g. "sk-...wxyz"
+	IsActive        bool
+	DeactivatedAt   *time.Time
+	RPMLimit        int
+	TPMLimit        int
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// Token is a withering token. Only the SHA-256 of its secret (hex) is stored.
+// MaxRequests nil means unlimited; limits of 0 mean unlimited.
+type Token struct {
+	ID            string
+	ProjectID     string
+	Hash          string // hex SHA-256 of the secret
+	Prefix        string // short display prefix of the secret
+	Label         string
+	ExpiresAt     time.Time
+	MaxRequests   *int64
+	RequestCount  int64
+	IsActive      bool
+	DeactivatedAt *time.Time
+	RPMLimit      int
+	TPMLimit      int
+	CreatedAt     time.Time
+	LastUsedAt    *time.Time
+}
+
+// Usage is one proxied request. Empty optional IDs are stored as NULL.
+type Usage struct {
+	ID               string
+	CreatedAt        time.Time
+	RequestID        string
+	ProjectID        string
+	TokenID          string
+	AgentTokenID     string
+	UserID           string
+	Model            string
+	Endpoint         string
+	Status           int
+	PromptTokens     int
+	CompletionTokens int
+	TotalTokens      int
+	Latency          time.Duration // stored in milliseconds
+	TTFB             time.Duration // stored in milliseconds
+	Streamed         bool
+}
+
+// Audit outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+	OutcomeDenied  = "denied"
+	OutcomeError   = "error"
+)
+
+// AuditEvent records a management action or an authentication failure.
+// Empty optional IDs are stored as NULL; Metadata is stored as JSON.
+type AuditEvent struct {
+	ID        string
+	CreatedAt time.Time
+	Actor     string
+	Action    string
+	Outcome   string
+	ProjectID string
+	TokenID   string
+	RequestID string
+	ClientIP  string
+	Method    string
+	Path      string
+	Reason    string
+	Metadata  map[string]any
+}
+
+// TokenTouch adds Requests to a token's request_count and moves its
+// last_used_at forward to LastUsedAt (never backwards). It is used for
+// tokens whose count was not already advanced by ConsumeToken.
+type TokenTouch struct {
+	TokenID    string
+	Requests   int64
+	LastUsedAt time.Time
+}
+
+// Page selects a page of a list; Page starts at 1.
+type Page struct {
+	Page     int
+	PageSize int
+}
+
+// ProjectFilter selects projects. Nil fields do not filter.
+type ProjectFilter struct {
+	Active *bool
+	Page
+}
+
+// TokenFilter selects tokens. Empty or nil fields do not filter.
+type TokenFilter struct {
+	ProjectID string
+	Active    *bool
+	Page
+}
+
+// AuditFilter selects audit events, newest first. Zero fields do not filter.
+type AuditFilter struct {
+	Action    string
+	Outcome   string
+	ProjectID string
+	TokenID   string
+	From, To  time.Time // From inclusive, To exclusive
+	Page
+}
+
+// Usage groupings.
+const (
+	GroupByDay   = "day"
+	GroupByModel = "model"
+	GroupByToken = "token"
+)
+
+// UsageFilter selects usage rows for aggregation. Zero fields do not filter.
+// GroupBy is one of GroupByDay, GroupByModel, GroupByToken or "" (one total).
+type UsageFilter struct {
+	ProjectID string
+	TokenID   string
+	From, To  time.Time // From inclusive, To exclusive
+	GroupBy   string
+}
+
+// UsageTotal is one group of aggregated usage. Key is the day
+// ("2006-01-02", UTC), the model, the token ID, or "" for the overall total.
+type UsageTotal struct {
+	Key              string
+	Requests         int64
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+}
+
+// PoolStats are the connection pool figures exported as database_* metrics.
+// Fields that do not apply to an implementation stay zero.
+type PoolStats struct {
+	MaxConns      int
+	TotalConns    int
+	IdleConns     int
+	InUseConns    int
+	AcquireCount  int64
+	AcquireWait   time.Duration // cumulative
+	ExhaustedErrs int64         // acquires that gave up after the pool timeout
+	BusyWaits     int64         // SQLite: writes that waited for the writer
+}
+
+// Store is the persistence seam. All times are returned in UTC. Methods are
+// safe for concurrent use. Lists return the page of records and the total
+// number of matching records.
+type Store interface {
+	// CreateProject inserts p; p.ID must be set. A duplicate name is ErrConflict.
+	CreateProject(ctx context.Context, p *Project) error
+	GetProject(ctx context.Context, id string) (*Project, error)
+	GetProjectByName(ctx context.Context, name string) (*Project, error)
+	ListProjects(ctx context.Context, f ProjectFilter) ([]*Project, int, error)
+	// UpdateProject writes every mutable field of p (name, base_url,
+	// api_version, api key, is_active, deactivated_at, limits, updated_at).
+	UpdateProject(ctx context.Context, p *Project) error
+
+	// CreateToken inserts t; t.ID must be set. An unknown project or a
+	// duplicate hash is ErrConflict.
+	CreateToken(ctx context.Context, t *Token) error
+	GetToken(ctx context.Context, id string) (*Token, error)
+	GetTokenByHash(ctx context.Context, hash string) (*Token, error)
+	ListTokens(ctx context.Context, f TokenFilter) ([]*Token, int, error)
+	// UpdateToken writes label, is_active, deactivated_at, max_requests and
+	// limits of t.
+	UpdateToken(ctx context.Context, t *Token) error
+	// DeactivateProjectTokens deactivates every active token of a project and
+	// returns how many changed.
+	DeactivateProjectTokens(ctx context.Context, projectID string, at time.Time) (int64, error)
+	// ConsumeToken atomically counts one request against the token's
+	// max_requests (a single conditional update, never read-then-write) and
+	// returns the new request_count. ErrQuotaExceeded when the quota is used
+	// up, ErrNotFound when the token does not exist.
+	ConsumeToken(ctx context.Context, tokenID string, at time.Time) (int64, error)
+	// TouchTokens applies request counts and last-use times in one batch,
+	// in sorted ID order so concurrent batches cannot deadlock.
+	TouchTokens(ctx context.Context, touches []TokenTouch) error
+
+	// InsertUsage writes a batch of usage rows in one statement (or COPY).
+	InsertUsage(ctx context.Context, rows []Usage) error
+	SumUsage(ctx context.Context, f UsageFilter) ([]UsageTotal, error)
+
+	// InsertAuditEvents writes a batch of audit events.
+	InsertAuditEvents(ctx context.Context, events []AuditEvent) error
+	GetAuditEvent(ctx context.Context, id string) (*AuditEvent, error)
+	ListAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, int, error)
+
+	// TryLock takes the named cluster-wide lock without waiting. On
+	// PostgreSQL it is a session advisory lock (pg_try_advisory_lock of
+	// hashtext(name)) held on a dedicated pooled connection until release;
+	// on SQLite, which runs a single instance, it is an in-process lock.
+	// ok is false when another holder (in this process or another) has the
+	// lock; release is nil then. release is idempotent and safe for
+	// concurrent use; if the holding connection dies the lock is lost with
+	// it.
+	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
+	// DeleteUsageBefore deletes at most limit (> 0) usage rows created
+	// before t, oldest first, in one short statement, and returns how many
+	// it deleted.
+	DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	// DeleteAuditBefore deletes at most limit (> 0) audit events created
+	// before t, oldest first, and returns how many it deleted.
+	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	// DeleteTokensExpiredBefore deletes at most limit (> 0) tokens whose
+	// expires_at is before t, earliest first, and returns how many it
+	// deleted.
+	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	// Stats reports pool figures for /metrics.
+	Stats() PoolStats
+	// Close releases every connection; the Store is unusable afterwards.
+	Close() error
+}

@@ -1,0 +1,445 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
+)
+
+func testTokenRoundTrip(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	unlimited := mustCreateToken(t, s, newToken(p.ID))
+	limited := newToken(p.ID)
+	limited.MaxRequests = ptr(int64(5))
+	limited.Label = ""
+	limited.RPMLimit, limited.TPMLimit = 0, 0
+	mustCreateToken(t, s, limited)
+
+	for _, want := range []*store.Token{unlimited, limited} {
+		diff(t, "GetToken", want, mustGetToken(t, s, want.ID))
+		got, err := s.GetTokenByHash(ctx, want.Hash)
+		if err != nil {
+			t.Fatalf("GetTokenByHash: %v", err)
+		}
+		requireUTC(t, got)
+		diff(t, "GetTokenByHash", want, got)
+	}
+
+	// Nullable fields become non-nil through ConsumeToken and UpdateToken.
+	usedAt := base().Add(time.Minute)
+	if _, err := s.ConsumeToken(ctx, limited.ID, usedAt); err != nil {
+		t.Fatalf("ConsumeToken: %v", err)
+	}
+	upd := *limited
+	upd.IsActive = false
+	upd.DeactivatedAt = ptr(base().Add(2 * time.Minute))
+	if err := s.UpdateToken(ctx, &upd); err != nil {
+		t.Fatalf("UpdateToken: %v", err)
+	}
+	want := upd
+	want.RequestCount = 1
+	want.LastUsedAt = &usedAt
+	diff(t, "token after use and deactivation", &want, mustGetToken(t, s, limited.ID))
+}
+
+func testTokenNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	mustCreateToken(t, s, newToken(p.ID))
+	missing := newToken(p.ID)
+	malformed := newToken(p.ID)
+	malformed.ID = "not-a-uuid"
+
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"GetToken missing", func() error { _, err := s.GetToken(ctx, uuid.NewString()); return err }},
+		{"GetToken malformed", func() error { _, err := s.GetToken(ctx, "not-a-uuid"); return err }},
+		{"GetTokenByHash missing", func() error { _, err := s.GetTokenByHash(ctx, missing.Hash); return err }},
+		{"UpdateToken missing", func() error { return s.UpdateToken(ctx, missing) }},
+		{"UpdateToken malformed", func() error { return s.UpdateToken(ctx, malformed) }},
+		{"ConsumeToken missing", func() error { _, err := s.ConsumeToken(ctx, uuid.NewString(), base()); return err }},
+		{"ConsumeToken malformed", func() error { _, err := s.ConsumeToken(ctx, "not-a-uuid", base()); return err }},
+	}
+	for _, tc := range tests {
+		requireErr(t, tc.name, tc.call(), store.ErrNotFound)
+	}
+}
+
+func testTokenConflict(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	existing := mustCreateToken(t, s, newToken(p.ID))
+
+	requireErr(t, "CreateToken unknown project", s.CreateToken(ctx, newToken(uuid.NewString())), store.ErrConflict)
+
+	dupHash := newToken(p.ID)
+	dupHash.Hash = existing.Hash
+	requireErr(t, "CreateToken duplicate hash", s.CreateToken(ctx, dupHash), store.ErrConflict)
+
+	dupID := newToken(p.ID)
+	dupID.ID = existing.ID
+	requireErr(t, "CreateToken duplicate id", s.CreateToken(ctx, dupID), store.ErrConflict)
+
+	got, total, err := s.ListTokens(ctx, store.TokenFilter{Page: store.Page{Page: 1, PageSize: 10}})
+	if err != nil {
+		t.Fatalf("ListTokens: %v", err)
+	}
+	if total != 1 || len(got) != 1 {
+		t.Errorf("ListTokens after refused inserts: %d records, total %d; want 1, 1", len(got), total)
+	}
+}
+
+func testUpdateToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	orig := mustCreateToken(t, s, newToken(p.ID))
+	for range 2 {
+		if _, err := s.ConsumeToken(ctx, orig.ID, base()); err != nil {
+			t.Fatalf("ConsumeToken: %v", err)
+		}
+	}
+
+	// upd is a stale copy (RequestCount 0, LastUsedAt nil): UpdateToken must
+	// not write the request count or last use back.
+	upd := *orig
+	upd.Label = "renamed"
+	upd.IsActive = false
+	upd.DeactivatedAt = ptr(base().Add(time.Hour))
+	upd.MaxRequests = ptr(int64(10))
+	upd.RPMLimit = 1
+	upd.TPMLimit = 2
+	if err := s.UpdateToken(ctx, &upd); err != nil {
+		t.Fatalf("UpdateToken: %v", err)
+	}
+	want := upd
+	want.RequestCount = 2
+	want.LastUsedAt = ptr(base())
+	diff(t, "updated token", &want, mustGetToken(t, s, orig.ID))
+
+	upd.MaxRequests = nil
+	upd.IsActive = true
+	upd.DeactivatedAt = nil
+	if err := s.UpdateToken(ctx, &upd); err != nil {
+		t.Fatalf("UpdateToken clear: %v", err)
+	}
+	want.MaxRequests, want.IsActive, want.DeactivatedAt = nil, true, nil
+	diff(t, "token after clearing nullable fields", &want, mustGetToken(t, s, orig.ID))
+}
+
+func testListTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := mustCreateProject(t, s, newProject("a"))
+	b := mustCreateProject(t, s, newProject("b"))
+	all := map[string]*store.Token{}
+	var aActive, aInactive, bActive []string
+	add := func(projectID string, active bool, i int) string {
+		tok := newToken(projectID)
+		tok.CreatedAt = base().Add(time.Duration(i) * time.Second)
+		if !active {
+			tok.IsActive = false
+			tok.DeactivatedAt = ptr(base())
+		}
+		mustCreateToken(t, s, tok)
+		all[tok.ID] = tok
+		return tok.ID
+	}
+	for i := range 4 {
+		aActive = append(aActive, add(a.ID, true, i))
+	}
+	for i := range 2 {
+		aInactive = append(aInactive, add(a.ID, false, 10+i))
+	}
+	for i := range 3 {
+		bActive = append(bActive, add(b.ID, true, 20+i))
+	}
+	tokenID := func(tok *store.Token) string { return tok.ID }
+
+	tests := []struct {
+		name      string
+		projectID string
+		active    *bool
+		want      []string
+	}{
+		{"all", "", nil, slices.Concat(aActive, aInactive, bActive)},
+		{"project a", a.ID, nil, slices.Concat(aActive, aInactive)},
+		{"project a active", a.ID, ptr(true), aActive},
+		{"project a inactive", a.ID, ptr(false), aInactive},
+		{"project b inactive", b.ID, ptr(false), nil},
+		{"inactive", "", ptr(false), aInactive},
+		{"active", "", ptr(true), slices.Concat(aActive, bActive)},
+		{"unknown project", uuid.NewString(), nil, nil},
+	}
+	for _, tc := range tests {
+		got, total, err := s.ListTokens(ctx, store.TokenFilter{ProjectID: tc.projectID, Active: tc.active, Page: store.Page{Page: 1, PageSize: 50}})
+		if err != nil {
+			t.Fatalf("ListTokens %s: %v", tc.name, err)
+		}
+		if total != len(tc.want) {
+			t.Errorf("ListTokens %s: total %d, want %d", tc.name, total, len(tc.want))
+		}
+		diff(t, "ListTokens "+tc.name+" ids", sorted(tc.want), sorted(ids(got, tokenID)), cmpopts.EquateEmpty())
+		for _, tok := range got {
+			requireUTC(t, tok)
+			diff(t, "listed token", all[tok.ID], tok)
+		}
+	}
+
+	var paged []string
+	for page, wantLen := range []int{4, 2, 0} {
+		got, total, err := s.ListTokens(ctx, store.TokenFilter{ProjectID: a.ID, Page: store.Page{Page: page + 1, PageSize: 4}})
+		if err != nil {
+			t.Fatalf("ListTokens page %d: %v", page+1, err)
+		}
+		if len(got) != wantLen || total != 6 {
+			t.Errorf("ListTokens page %d: %d records, total %d; want %d, 6", page+1, len(got), total, wantLen)
+		}
+		paged = append(paged, ids(got, tokenID)...)
+	}
+	diff(t, "ids over all pages", sorted(slices.Concat(aActive, aInactive)), sorted(paged))
+}
+
+func testDeactivateProjectTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a := mustCreateProject(t, s, newProject("a"))
+	b := mustCreateProject(t, s, newProject("b"))
+	var aTokens []*store.Token
+	for range 3 {
+		aTokens = append(aTokens, mustCreateToken(t, s, newToken(a.ID)))
+	}
+	earlier := newToken(a.ID)
+	earlier.IsActive = false
+	earlier.DeactivatedAt = ptr(base().Add(-time.Hour))
+	mustCreateToken(t, s, earlier)
+	bToken := mustCreateToken(t, s, newToken(b.ID))
+
+	at := base().Add(time.Hour)
+	n, err := s.DeactivateProjectTokens(ctx, a.ID, at)
+	if err != nil {
+		t.Fatalf("DeactivateProjectTokens: %v", err)
+	}
+	if n != 3 {
+		t.Errorf("DeactivateProjectTokens = %d, want 3", n)
+	}
+	for _, tok := range aTokens {
+		want := *tok
+		want.IsActive = false
+		want.DeactivatedAt = &at
+		diff(t, "deactivated token", &want, mustGetToken(t, s, tok.ID))
+	}
+	diff(t, "already inactive token", earlier, mustGetToken(t, s, earlier.ID))
+	diff(t, "other project's token", bToken, mustGetToken(t, s, bToken.ID))
+
+	n, err = s.DeactivateProjectTokens(ctx, a.ID, at.Add(time.Hour))
+	if err != nil || n != 0 {
+		t.Errorf("DeactivateProjectTokens again = %d, %v; want 0, nil", n, err)
+	}
+	n, err = s.DeactivateProjectTokens(ctx, uuid.NewString(), at)
+	if err != nil || n != 0 {
+		t.Errorf("DeactivateProjectTokens unknown project = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func testConsumeToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	limited := newToken(p.ID)
+	limited.MaxRequests = ptr(int64(3))
+	mustCreateToken(t, s, limited)
+	unlimited := mustCreateToken(t, s, newToken(p.ID))
+
+	var lastOK time.Time
+	for i := range 5 {
+		at := base().Add(time.Duration(i) * time.Second)
+		n, err := s.ConsumeToken(ctx, limited.ID, at)
+		switch {
+		case i < 3:
+			if err != nil || n != int64(i+1) {
+				t.Errorf("ConsumeToken #%d = %d, %v; want %d, nil", i+1, n, err, i+1)
+			}
+			lastOK = at
+		default:
+			requireErr(t, fmt.Sprintf("ConsumeToken #%d over quota", i+1), err, store.ErrQuotaExceeded)
+		}
+	}
+	got := mustGetToken(t, s, limited.ID)
+	if got.RequestCount != 3 {
+		t.Errorf("RequestCount after exhausting = %d, want 3", got.RequestCount)
+	}
+	if got.LastUsedAt == nil || !got.LastUsedAt.Equal(lastOK) {
+		t.Errorf("LastUsedAt = %v, want %v (refused requests do not count as use)", got.LastUsedAt, lastOK)
+	}
+
+	for i := range 20 {
+		n, err := s.ConsumeToken(ctx, unlimited.ID, base())
+		if err != nil || n != int64(i+1) {
+			t.Fatalf("ConsumeToken unlimited #%d = %d, %v; want %d, nil", i+1, n, err, i+1)
+		}
+	}
+	if got := mustGetToken(t, s, unlimited.ID); got.RequestCount != 20 {
+		t.Errorf("unlimited RequestCount = %d, want 20", got.RequestCount)
+	}
+}
+
+func testConsumeTokenConcurrent(t *testing.T, s store.Store) {
+	const (
+		maxRequests = 100
+		workers     = 64
+	)
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	tok := newToken(p.ID)
+	tok.MaxRequests = ptr(int64(maxRequests))
+	mustCreateToken(t, s, tok)
+
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		counts []int64
+		errs   []error
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				n, err := s.ConsumeToken(ctx, tok.ID, base())
+				mu.Lock()
+				if err == nil {
+					counts = append(counts, n)
+				} else if !errors.Is(err, store.ErrQuotaExceeded) {
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Errorf("ConsumeToken under contention: %v", err)
+	}
+	slices.Sort(counts)
+	want := make([]int64, maxRequests)
+	for i := range want {
+		want[i] = int64(i + 1)
+	}
+	diff(t, "returned counts", want, counts)
+	if got := mustGetToken(t, s, tok.ID); got.RequestCount != maxRequests {
+		t.Errorf("RequestCount = %d, want %d", got.RequestCount, maxRequests)
+	}
+}
+
+func testTouchTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	t1 := mustCreateToken(t, s, newToken(p.ID))
+	t2 := mustCreateToken(t, s, newToken(p.ID))
+	consumed := mustCreateToken(t, s, newToken(p.ID))
+	untouched := mustCreateToken(t, s, newToken(p.ID))
+	if _, err := s.ConsumeToken(ctx, consumed.ID, base()); err != nil {
+		t.Fatalf("ConsumeToken: %v", err)
+	}
+
+	if err := s.TouchTokens(ctx, nil); err != nil {
+		t.Fatalf("TouchTokens(nil): %v", err)
+	}
+	at := func(sec int) time.Time { return base().Add(time.Duration(sec) * time.Second) }
+	steps := []struct {
+		name    string
+		touches []store.TokenTouch
+		want    map[string]struct {
+			count int64
+			last  time.Time
+		}
+	}{
+		{
+			name: "first use",
+			touches: []store.TokenTouch{
+				{TokenID: t2.ID, Requests: 3, LastUsedAt: at(10)},
+				{TokenID: t1.ID, Requests: 2, LastUsedAt: at(5)},
+				{TokenID: consumed.ID, Requests: 4, LastUsedAt: at(20)},
+			},
+			want: map[string]struct {
+				count int64
+				last  time.Time
+			}{t1.ID: {2, at(5)}, t2.ID: {3, at(10)}, consumed.ID: {5, at(20)}},
+		},
+		{
+			name: "older times never move last_used_at back",
+			touches: []store.TokenTouch{
+				{TokenID: t1.ID, Requests: 1, LastUsedAt: at(1)},
+				{TokenID: t2.ID, Requests: 1, LastUsedAt: at(30)},
+			},
+			want: map[string]struct {
+				count int64
+				last  time.Time
+			}{t1.ID: {3, at(5)}, t2.ID: {4, at(30)}, consumed.ID: {5, at(20)}},
+		},
+	}
+	for _, step := range steps {
+		if err := s.TouchTokens(ctx, step.touches); err != nil {
+			t.Fatalf("TouchTokens %s: %v", step.name, err)
+		}
+		for id, w := range step.want {
+			got := mustGetToken(t, s, id)
+			if got.RequestCount != w.count || got.LastUsedAt == nil || !got.LastUsedAt.Equal(w.last) {
+				t.Errorf("%s: token %s = count %d, last %v; want %d, %v", step.name, id, got.RequestCount, got.LastUsedAt, w.count, w.last)
+			}
+		}
+	}
+	diff(t, "untouched token", untouched, mustGetToken(t, s, untouched.ID))
+}
+
+func testTimePrecision(t *testing.T, s store.Store) {
+	p := mustCreateProject(t, s, newProject("p"))
+	times := []time.Time{
+		time.Date(2025, 1, 2, 3, 4, 5, 1000, zone),
+		time.Date(2025, 12, 31, 23, 59, 59, 999999000, time.FixedZone("UTC-08", -8*3600)),
+		time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2099, 2, 28, 12, 0, 0, 500000000, zone),
+		base(),
+	}
+	for _, ts := range times {
+		tok := newToken(p.ID)
+		tok.ExpiresAt = ts
+		tok.CreatedAt = ts.Add(-time.Microsecond)
+		mustCreateToken(t, s, tok)
+		got := mustGetToken(t, s, tok.ID)
+		if !got.ExpiresAt.Equal(ts) || !got.CreatedAt.Equal(tok.CreatedAt) {
+			t.Errorf("times of token = %v, %v; want %v, %v", got.ExpiresAt, got.CreatedAt, ts, tok.CreatedAt)
+		}
+	}
+}
+
+func testConcurrentWriters(t *testing.T, s store.Store) {
+	const writers = 50
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	errs := make([]error, 2*writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() { errs[i] = s.CreateToken(ctx, newToken(p.ID)) })
+		wg.Go(func() { _, errs[writers+i] = s.GetProject(ctx, p.ID) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("concurrent call %d: %v", i, err)
+		}
+	}
+	_, total, err := s.ListTokens(ctx, store.TokenFilter{ProjectID: p.ID, Page: store.Page{Page: 1, PageSize: 10}})
+	if err != nil || total != writers {
+		t.Errorf("ListTokens total = %d, %v; want %d", total, err, writers)
+	}
+}

@@ -1,0 +1,199 @@
+// Package telemetry sets up logging and Prometheus metrics (SPEC §6.3, §8).
+package telemetry
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
+)
+
+// Metrics holds the proxy's Prometheus collectors in a registry of its own
+// (no global registry). Label values are bounded: routes are echo route
+// patterns, never raw paths; no token IDs.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	InFlight     prometheus.Gauge
+	upstream     *prometheus.HistogramVec
+	ttfb         *prometheus.HistogramVec
+	overhead     prometheus.Histogram
+	tokens       *prometheus.CounterVec
+	rateDecision *prometheus.CounterVec
+}
+
+// latencyBuckets span sub-millisecond proxy overhead to multi-minute streams.
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// NewMetrics registers every collector. stats reports database pool
+// figures; queue reports batch-writer figures; either may be nil.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "http_requests_total", Help: "HTTP requests by route pattern, method and status.",
+		}, []string{"route", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "http_request_duration_seconds", Help: "HTTP request latency by route pattern and status.", Buckets: latencyBuckets,
+		}, []string{"route", "status"}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "http_requests_in_flight", Help: "Requests being served.",
+		}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "upstream_request_duration_seconds", Help: "Time spent on the upstream call, streams included.", Buckets: latencyBuckets,
+		}, []string{"provider"}),
+		ttfb: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "upstream_time_to_first_byte_seconds", Help: "Time from sending the upstream request to its first response byte.", Buckets: latencyBuckets,
+		}, []string{"provider"}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "proxy_overhead_seconds", Help: "Time spent in the gateway before the response headers, upstream wait excluded (the proxy part of Server-Timing).",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llm_tokens_total", Help: "LLM tokens by model, project and kind (prompt|completion).",
+		}, []string{"model", "project", "kind"}),
+		rateDecision: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratelimit_decisions_total", Help: "Rate-limit and quota decisions by limit and outcome.",
+		}, []string{"limit", "decision"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.InFlight, m.upstream, m.ttfb, m.overhead, m.tokens, m.rateDecision,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveRequest counts one finished HTTP request.
+func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
+	s := strconv.Itoa(status)
+	m.requests.WithLabelValues(route, method, s).Inc()
+	m.duration.WithLabelValues(route, s).Observe(d.Seconds())
+}
+
+// ObserveUpstream records one upstream call: its whole duration, the time
+// to its first byte and the gateway's own overhead (the two figures of
+// Server-Timing).
+func (m *Metrics) ObserveUpstream(provider string, total, ttfb, overhead time.Duration) {
+	m.upstream.WithLabelValues(provider).Observe(total.Seconds())
+	if ttfb > 0 {
+		m.ttfb.WithLabelValues(provider).Observe(ttfb.Seconds())
+		m.overhead.Observe(max(overhead, 0).Seconds())
+	}
+}
+
+// AddTokens counts LLM tokens of one request.
+func (m *Metrics) AddTokens(model, project string, prompt, completion int) {
+	if len(model) > 64 {
+		model = model[:64]
+	}
+	if prompt > 0 {
+		m.tokens.WithLabelValues(model, project, "prompt").Add(float64(prompt))
+	}
+	if completion > 0 {
+		m.tokens.WithLabelValues(model, project, "completion").Add(float64(completion))
+	}
+}
+
+// RateDecision counts one limit decision; limit is e.g. "rate" or "quota",
+// decision "allowed" or "limited".
+func (m *Metrics) RateDecision(limit, decision string) {
+	m.rateDecision.WithLabelValues(limit, decision).Inc()
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// RegisterPool exports database pool figures as database_* metrics, read
+// from stats at scrape time.
+func (m *Metrics) RegisterPool(driver string, stats func() store.PoolStats) {
+	labels := prometheus.Labels{"driver": driver}
+	gauge := func(name, help string, f func(store.PoolStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return f(stats()) })
+	}
+	counter := func(name, help string, f func(store.PoolStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return f(stats()) })
+	}
+	m.reg.MustRegister(
+		gauge("database_connections_max", "Maximum open connections.", func(s store.PoolStats) float64 { return float64(s.MaxConns) }),
+		gauge("database_connections_total", "Open connections.", func(s store.PoolStats) float64 { return float64(s.TotalConns) }),
+		gauge("database_connections_idle", "Idle connections.", func(s store.PoolStats) float64 { return float64(s.IdleConns) }),
+		gauge("database_connections_in_use", "Connections in use.", func(s store.PoolStats) float64 { return float64(s.InUseConns) }),
+		counter("database_acquire_total", "Connection acquisitions (waits on SQLite).", func(s store.PoolStats) float64 { return float64(s.AcquireCount) }),
+		counter("database_acquire_wait_seconds_total", "Cumulative time spent waiting for a connection.", func(s store.PoolStats) float64 { return s.AcquireWait.Seconds() }),
+		counter("database_pool_exhausted_total", "Acquisitions that gave up after the pool timeout.", func(s store.PoolStats) float64 { return float64(s.ExhaustedErrs) }),
+		counter("database_busy_waits_total", "SQLite writes that waited for the writer connection.", func(s store.PoolStats) float64 { return float64(s.BusyWaits) }),
+	)
+}
+
+// RedisStats are the Redis client's pool figures and the failure counts of
+// the limiter that uses it.
+type RedisStats struct {
+	TotalConns, IdleConns  int
+	Hits, Misses, Timeouts int64 // connection acquisitions
+	WaitDuration           time.Duration
+	Errors, FailOpen       int64 // limiter calls that failed; decisions admitted because of REDIS_FAIL_OPEN
+}
+
+// RegisterRedis exports Redis pool and failure figures as redis_* metrics,
+// read from stats at scrape time.
+func (m *Metrics) RegisterRedis(stats func() RedisStats) {
+	gauge := func(name, help string, f func(RedisStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(stats()) })
+	}
+	counter := func(name, help string, f func(RedisStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(stats()) })
+	}
+	m.reg.MustRegister(
+		gauge("redis_pool_connections_total", "Open Redis connections.", func(s RedisStats) float64 { return float64(s.TotalConns) }),
+		gauge("redis_pool_connections_idle", "Idle Redis connections.", func(s RedisStats) float64 { return float64(s.IdleConns) }),
+		counter("redis_pool_hits_total", "Acquisitions that found an idle connection.", func(s RedisStats) float64 { return float64(s.Hits) }),
+		counter("redis_pool_misses_total", "Acquisitions that had to open a connection.", func(s RedisStats) float64 { return float64(s.Misses) }),
+		counter("redis_pool_timeouts_total", "Acquisitions that timed out waiting for a connection.", func(s RedisStats) float64 { return float64(s.Timeouts) }),
+		counter("redis_pool_wait_seconds_total", "Cumulative time spent waiting for a Redis connection.", func(s RedisStats) float64 { return s.WaitDuration.Seconds() }),
+		counter("redis_errors_total", "Rate-limit and quota calls to Redis that failed (timeout, unreachable, breaker open).", func(s RedisStats) float64 { return float64(s.Errors) }),
+		counter("redis_fail_open_total", "Requests admitted without a limit decision because Redis was away and REDIS_FAIL_OPEN is true.", func(s RedisStats) float64 { return float64(s.FailOpen) }),
+	)
+}
+
+// QueueStats are the batch writer's figures.
+type QueueStats struct {
+	QueuedUsage, QueuedAudit                int
+	DroppedUsage, DroppedAudit              int64
+	WrittenUsage, WrittenAudit, FlushErrors int64
+}
+
+// RegisterQueue exports the usage/audit batch writer's queue depth, drops
+// and writes, read from stats at scrape time.
+func (m *Metrics) RegisterQueue(stats func() QueueStats) {
+	kinds := []struct {
+		kind             string
+		queued           func(QueueStats) int
+		dropped, written func(QueueStats) int64
+	}{
+		{"usage", func(s QueueStats) int { return s.QueuedUsage }, func(s QueueStats) int64 { return s.DroppedUsage }, func(s QueueStats) int64 { return s.WrittenUsage }},
+		{"audit", func(s QueueStats) int { return s.QueuedAudit }, func(s QueueStats) int64 { return s.DroppedAudit }, func(s QueueStats) int64 { return s.WrittenAudit }},
+	}
+	for _, k := range kinds {
+		labels := prometheus.Labels{"kind": k.kind}
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "batch_queue_depth", Help: "Rows waiting to be written.", ConstLabels: labels},
+				func() float64 { return float64(k.queued(stats())) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batch_dropped_rows_total", Help: "Rows dropped because the buffer was full.", ConstLabels: labels},
+				func() float64 { return float64(k.dropped(stats())) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batch_written_rows_total", Help: "Rows written to the database.", ConstLabels: labels},
+				func() float64 { return float64(k.written(stats())) }),
+		)
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batch_flush_errors_total", Help: "Batch writes that failed and will be retried."},
+		func() float64 { return float64(stats().FlushErrors) }))
+}
