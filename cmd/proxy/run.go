@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -95,7 +96,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer sh.close()
-	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, Logger: logger, TracerProvider: tp})
+	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(os.Getenv)})
 	defer forwarder.Close()
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
@@ -299,4 +300,16 @@ func loadCipher(cfg *config.Config, logger *slog.Logger) (*secret.Cipher, error)
 		return nil, fmt.Errorf("ENCRYPTION_KEY: %w", err)
 	}
 	return c, nil
+}
+
+// egressProxy returns net/http's standard choice of egress proxy
+// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) for upstream URLs, or nil when none
+// of those variables is set, so that every upstream is reached directly.
+func egressProxy(getenv func(string) string) func(*url.URL) (*url.URL, error) {
+	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		if getenv(k) != "" {
+			return func(u *url.URL) (*url.URL, error) { return http.ProxyFromEnvironment(&http.Request{URL: u}) }
+		}
+	}
+	return nil
 }

@@ -36,10 +36,10 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	if n := strings.Count(report, "**PASS**") + strings.Count(report, "**MISS**"); n != 8 {
-		t.Errorf("report has %d verdicts, want the 8 goals of set-up (a)", n)
+	if n := strings.Count(report, "**PASS**") + strings.Count(report, "**MISS**"); n != 9 {
+		t.Errorf("report has %d verdicts, want the 9 goals of set-up (a)", n)
 	}
-	for _, want := range []string{"Machine: ", "Set-up (b) PostgreSQL + Redis was skipped", "RSS last third"} {
+	for _, want := range []string{"Machine: ", "Set-up (b) PostgreSQL + Redis was skipped", "RSS last third", "| " + Startup + " | proxy (a) SQLite | "} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}

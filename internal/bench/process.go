@@ -68,8 +68,13 @@ func (p *process) died() error {
 	return fmt.Errorf("%s exited (%v): %s", p.name, p.waitErr, strings.TrimSpace(p.stderr.String()))
 }
 
-// waitReady polls url until it answers 200.
+// waitReady polls url every 50 ms until it answers 200.
 func (p *process) waitReady(ctx context.Context, url string, timeout time.Duration) error {
+	return p.pollReady(ctx, url, timeout, 50*time.Millisecond)
+}
+
+// pollReady polls url every interval until it answers 200.
+func (p *process) pollReady(ctx context.Context, url string, timeout, interval time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -88,7 +93,7 @@ func (p *process) waitReady(ctx context.Context, url string, timeout time.Durati
 			return p.died()
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready at %s within %s: %s", p.name, url, timeout, strings.TrimSpace(p.stderr.String()))
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }

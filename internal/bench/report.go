@@ -43,7 +43,10 @@ type Row struct {
 	// SoakGrowth is the mean RSS of the soak's last third over its first
 	// third, NaN outside the soak row.
 	SoakGrowth float64
-	Checks     []Check
+	// Startup is the median time from exec to ready, ms, NaN outside the
+	// start-up row.
+	Startup float64
+	Checks  []Check
 }
 
 // Summarize builds the row of one target from its runs, paired round by
@@ -57,7 +60,7 @@ func Summarize(scenario, key, setup string, runs, base []Sample) Row {
 		}
 		return Median(xs)
 	}
-	r := Row{Scenario: scenario, Key: key, Setup: setup, RedisRoundTrips: math.NaN(), SoakGrowth: math.NaN()}
+	r := Row{Scenario: scenario, Key: key, Setup: setup, RedisRoundTrips: math.NaN(), SoakGrowth: math.NaN(), Startup: math.NaN()}
 	r.Med = Sample{
 		RPS: col(func(s Sample) float64 { return s.RPS }), P50: col(func(s Sample) float64 { return s.P50 }),
 		P99: col(func(s Sample) float64 { return s.P99 }), TTFB50: col(func(s Sample) float64 { return s.TTFB50 }),

@@ -17,11 +17,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/llmproxy/llm-proxy/internal/proxy/h1"
 )
 
 // StatusClientClosedRequest is the non-standard status (nginx, caddy)
@@ -137,12 +140,19 @@ type Options struct {
 	// TracerProvider, when set, traces each upstream call; nil keeps
 	// tracing off the request path.
 	TracerProvider trace.TracerProvider
+	// Proxy returns the egress proxy for an upstream URL (nil for none), as
+	// http.ProxyFromEnvironment does; nil means no upstream is proxied.
+	Proxy func(*url.URL) (*url.URL, error)
 }
 
-// Forwarder sends requests upstream over one tuned, keep-alive Transport.
-// It is safe for concurrent use.
+// Forwarder sends requests upstream over keep-alive connections: its own
+// HTTP/1.1 client (package h1) for direct connections, net/http's Transport
+// for upstreams reached through an egress proxy. It is safe for concurrent
+// use.
 type Forwarder struct {
-	transport *http.Transport
+	client    *h1.Client
+	transport *http.Transport // for proxied upstreams
+	proxy     func(*url.URL) (*url.URL, error)
 	log       *slog.Logger
 	tracer    trace.Tracer // nil when tracing is off
 	bufs      sync.Pool    // *buffers
@@ -164,23 +174,28 @@ func New(opts Options) *Forwarder {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dialer := &net.Dialer{Timeout: min(timeout, 30*time.Second), KeepAlive: 30 * time.Second}
+	dialTimeout := min(timeout, 30*time.Second)
 	f := &Forwarder{
-		transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
+		client: h1.New(h1.Options{DialTimeout: dialTimeout, ResponseHeaderTimeout: timeout}),
+		proxy:  opts.Proxy,
+		log:    logger,
+	}
+	if opts.Proxy != nil {
+		dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+		f.transport = &http.Transport{
+			Proxy:                 func(r *http.Request) (*url.URL, error) { return opts.Proxy(r.URL) },
 			DialContext:           dialer.DialContext,
 			ForceAttemptHTTP2:     true,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
+			IdleConnTimeout:       h1.DefaultIdleTimeout,
 			TLSHandshakeTimeout:   min(timeout, 10*time.Second),
 			ExpectContinueTimeout: time.Second,
 			ResponseHeaderTimeout: timeout,
-			// The transport's own 4 KiB buffers: every idle upstream
-			// connection keeps them, so larger ones cost resident memory
-			// under high concurrency for little gain.
-		},
-		log: logger,
+			// Without an Accept-Encoding from us the Transport would
+			// negotiate gzip; plain bytes are what usage is read from.
+			DisableCompression: true,
+		}
 	}
 	if opts.TracerProvider != nil {
 		f.tracer = opts.TracerProvider.Tracer(tracerName)
@@ -197,13 +212,18 @@ func New(opts Options) *Forwarder {
 
 // Close closes idle upstream connections. In-flight requests are not
 // interrupted.
-func (f *Forwarder) Close() { f.transport.CloseIdleConnections() }
+func (f *Forwarder) Close() {
+	f.client.Close()
+	if f.transport != nil {
+		f.transport.CloseIdleConnections()
+	}
+}
 
 // Forward sends req to up and relays the response to w, returning the
 // result. info must describe req.Body (see Inspect); its Model names the
-// Azure deployment. Forward never panics on upstream garbage and does not
-// retry (the Transport alone retries requests that provably never reached
-// the upstream).
+// Azure deployment. Forward never panics on upstream garbage and retries only a
+// request that provably never reached the upstream (written to a pooled
+// connection the upstream had closed).
 //
 // wrote reports whether the response status was written to w; when it is
 // false and res.Err is set, the caller writes the error response.
@@ -241,7 +261,7 @@ func (f *Forwarder) forward(ctx context.Context, w http.ResponseWriter, req *Req
 	}
 
 	sent := time.Now()
-	resp, err := f.transport.RoundTrip(out)
+	resp, err := f.roundTrip(ctx, out)
 	if err != nil {
 		res.Upstream = time.Since(sent)
 		res.fail(roundTripError(ctx, err))
@@ -315,7 +335,7 @@ func (r *Result) fail(e *Error) {
 
 // upstreamRequest builds the upstream request; strip reports whether the
 // body now asks for a usage chunk that the client did not ask for.
-func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info, up Upstream) (out *http.Request, strip bool, err error) {
+func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info, up Upstream) (out *h1.Request, strip bool, err error) {
 	u, err := targetURL(up, req.Path, req.RawQuery, info.Model)
 	if err != nil {
 		return nil, false, err
@@ -329,21 +349,55 @@ func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info
 			body, strip = edited, true
 		}
 	}
-	var rd io.Reader
-	if len(body) > 0 {
-		rd = bytes.NewReader(body)
-	}
-	out, err = http.NewRequestWithContext(ctx, req.Method, "", rd)
-	if err != nil {
-		return nil, false, err
-	}
-	out.URL = u
-	out.Host = ""
-	out.Header = upstreamHeader(req.Header, up, req.RequestID)
+	out = &h1.Request{Method: req.Method, URL: u, Header: upstreamHeader(req.Header, up, req.RequestID), Body: body}
 	if f.tracer != nil {
-		traceRequest(ctx, out)
+		traceRequest(ctx, u, out.Header)
 	}
 	return out, strip, nil
+}
+
+// response is what forward reads of an upstream response, from either
+// client.
+type response struct {
+	StatusCode    int
+	Header        http.Header
+	ContentLength int64
+	Body          io.ReadCloser
+}
+
+// roundTrip sends out through the egress proxy's Transport when one is
+// configured for its URL, else over a direct connection.
+func (f *Forwarder) roundTrip(ctx context.Context, out *h1.Request) (response, error) {
+	if f.proxy != nil {
+		if p, err := f.proxy(out.URL); err != nil || p != nil {
+			return f.roundTripProxied(ctx, out)
+		}
+	}
+	resp, err := f.client.Do(ctx, out)
+	if err != nil {
+		return response{}, err
+	}
+	return response{resp.StatusCode, resp.Header, resp.ContentLength, resp.Body}, nil
+}
+
+func (f *Forwarder) roundTripProxied(ctx context.Context, out *h1.Request) (response, error) {
+	var rd io.Reader
+	if len(out.Body) > 0 {
+		rd = bytes.NewReader(out.Body)
+	}
+	hr, err := http.NewRequestWithContext(ctx, out.Method, "", rd)
+	if err != nil {
+		return response{}, err
+	}
+	hr.URL, hr.Host, hr.Header = out.URL, "", out.Header
+	if _, ok := hr.Header["User-Agent"]; !ok {
+		hr.Header["User-Agent"] = []string{""} // no Go default user agent
+	}
+	resp, err := f.transport.RoundTrip(hr)
+	if err != nil {
+		return response{}, err
+	}
+	return response{resp.StatusCode, resp.Header, resp.ContentLength, resp.Body}, nil
 }
 
 // roundTripError maps a failure before any response header arrived.

@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,12 +216,20 @@ var resultCmp = cmp.Options{
 	}),
 }
 
-func TestForwardGzipUpstream(t *testing.T) {
+// The upstream is asked for an uncompressed answer (usage is read from it),
+// whatever the client accepts; one that compresses anyway is relayed as it
+// is, Content-Encoding included, for the client to decode.
+func TestForwardUncompressedUpstream(t *testing.T) {
+	var compress atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-			t.Errorf("upstream Accept-Encoding = %q", r.Header.Get("Accept-Encoding"))
+		if ae := r.Header.Get("Accept-Encoding"); ae != "" {
+			t.Errorf("upstream Accept-Encoding = %q, want none", ae)
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if !compress.Load() {
+			io.WriteString(w, chatJSON)
+			return
+		}
 		w.Header().Set("Content-Encoding", "gzip")
 		zw := gzip.NewWriter(w)
 		io.WriteString(zw, chatJSON)
@@ -234,6 +244,23 @@ func TestForwardGzipUpstream(t *testing.T) {
 	if o := h.outcome(t); o.res.Usage != (Usage{19, 10, 29}) {
 		t.Errorf("usage = %+v", o.res.Usage)
 	}
+
+	compress.Store(true)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, h.url+"/v1/chat/completions", strings.NewReader(`{"model":"m"}`))
+	req.Header.Set("Accept-Encoding", "gzip")
+	raw, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Body.Close()
+	zr, err := gzip.NewReader(raw.Body)
+	if err != nil || raw.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("relayed body is not the upstream's gzip stream (Content-Encoding %q): %v", raw.Header.Get("Content-Encoding"), err)
+	}
+	if plain, err := io.ReadAll(zr); err != nil || string(plain) != chatJSON {
+		t.Errorf("decoded body = %.200s, %v", plain, err)
+	}
+	h.outcome(t)
 }
 
 func TestForwardRelaysUpstreamErrors(t *testing.T) {
@@ -608,5 +635,46 @@ func TestForwardUpstreamBreaksOffStream(t *testing.T) {
 	}
 	if o.res.Usage.CompletionTokens != 1 {
 		t.Errorf("usage = %+v, want 1 estimated completion token", o.res.Usage)
+	}
+}
+
+// An upstream behind an egress proxy (HTTPS_PROXY and friends) is reached
+// through it; the others stay direct.
+func TestForwardThroughEgressProxy(t *testing.T) {
+	direct := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, chatJSON)
+	}))
+	t.Cleanup(direct.Close)
+	var proxied atomic.Int64
+	egress := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !r.URL.IsAbs() || r.URL.Host != "upstream.example:8443" || r.Header.Get("Authorization") != "Bearer k" {
+			t.Errorf("egress proxy got %s %s (Authorization %q)", r.Method, r.URL, r.Header.Get("Authorization"))
+		}
+		proxied.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, chatJSON)
+	}))
+	t.Cleanup(egress.Close)
+	egressURL, _ := url.Parse(egress.URL)
+	f := New(Options{UpstreamTimeout: time.Second, Proxy: func(u *url.URL) (*url.URL, error) {
+		if u.Hostname() == "upstream.example" {
+			return egressURL, nil
+		}
+		return nil, nil
+	}})
+	t.Cleanup(f.Close)
+	for _, up := range []Upstream{{BaseURL: "http://upstream.example:8443/v1", APIKey: "k"}, {BaseURL: direct.URL, APIKey: "k"}} {
+		h := newHarness(t, f, up)
+		resp := post(t, t.Context(), h.url+"/v1/chat/completions", `{"model":"m"}`, nil)
+		if body := readAll(t, resp); body != chatJSON {
+			t.Errorf("%s: client body = %.200s", up.BaseURL, body)
+		}
+		if o := h.outcome(t); o.res.Status != http.StatusOK || o.res.Usage != (Usage{19, 10, 29}) {
+			t.Errorf("%s: result %+v", up.BaseURL, o.res)
+		}
+	}
+	if n := proxied.Load(); n != 1 {
+		t.Errorf("%d requests through the egress proxy, want 1", n)
 	}
 }

@@ -104,7 +104,7 @@ func connectionTokens(h http.Header) []string {
 }
 
 // upstreamHeader copies the client headers minus credentials, hop-by-hop
-// headers and those the Transport owns, and adds the project's key. It
+// headers and those the HTTP client writes itself, and adds the project's key. It
 // shares value slices with in and never modifies in.
 func upstreamHeader(in http.Header, up Upstream, requestID string) http.Header {
 	listed := connectionTokens(in)
@@ -116,8 +116,8 @@ func upstreamHeader(in http.Header, up Upstream, requestID string) http.Header {
 		}
 		switch ck {
 		case "Authorization", "X-Api-Key", "Api-Key", "Cookie",
-			// The Transport sets these; dropping Accept-Encoding lets it
-			// negotiate gzip and hand us plain bytes to read usage from.
+			// The client writes these itself; without Accept-Encoding the
+			// upstream answers uncompressed, so usage can be read.
 			"Host", "Content-Length", "Accept-Encoding", "Expect", "X-Request-Id":
 			continue
 		}
@@ -136,9 +136,6 @@ func upstreamHeader(in http.Header, up Upstream, requestID string) http.Header {
 	}
 	if requestID != "" {
 		out.Set("X-Request-Id", requestID)
-	}
-	if _, ok := out["User-Agent"]; !ok {
-		out["User-Agent"] = []string{""} // no Go default user agent
 	}
 	return out
 }

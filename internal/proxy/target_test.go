@@ -102,7 +102,7 @@ func TestUpstreamHeader(t *testing.T) {
 		{"anthropic", Upstream{Provider: "anthropic", APIKey: "sk-project"}, client, with("X-Api-Key", "sk-project", "Anthropic-Version", "2023-06-01")},
 		{"anthropic keeps client version", Upstream{Provider: "anthropic", APIKey: "sk-project"}, with("Anthropic-Version", "2024-01-01", "X-Api-Key", "sk-client"), with("X-Api-Key", "sk-project", "Anthropic-Version", "2024-01-01")},
 		{"azure", Upstream{Provider: "azure", APIKey: "sk-project"}, client, with("Api-Key", "sk-project")},
-		{"no user agent stays empty", Upstream{APIKey: "k"}, http.Header{"authorization": {"Bearer x"}}, http.Header{"Authorization": {"Bearer k"}, "User-Agent": {""}, "X-Request-Id": {"req-1"}}},
+		{"no user agent added", Upstream{APIKey: "k"}, http.Header{"authorization": {"Bearer x"}}, http.Header{"Authorization": {"Bearer k"}, "X-Request-Id": {"req-1"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -63,15 +64,15 @@ func (f *Forwarder) startSpan(ctx context.Context, req *Request, info Info, up U
 	return f.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
 
-// traceRequest names the upstream server on the span in ctx and sends its
-// W3C trace context upstream, replacing any the client sent.
-func traceRequest(ctx context.Context, out *http.Request) {
+// traceRequest names the upstream server u on the span in ctx and puts its
+// W3C trace context in h, replacing any the client sent.
+func traceRequest(ctx context.Context, u *url.URL, h http.Header) {
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		attrs := []attribute.KeyValue{attrServerAddress.String(out.URL.Hostname())}
-		port := out.URL.Port()
+		attrs := []attribute.KeyValue{attrServerAddress.String(u.Hostname())}
+		port := u.Port()
 		if port == "" {
 			port = "80"
-			if out.URL.Scheme == "https" {
+			if u.Scheme == "https" {
 				port = "443"
 			}
 		}
@@ -80,7 +81,7 @@ func traceRequest(ctx context.Context, out *http.Request) {
 		}
 		span.SetAttributes(attrs...)
 	}
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(out.Header))
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(h))
 }
 
 // endSpan records the outcome of the call and ends the span: token usage
