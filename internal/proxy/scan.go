@@ -211,8 +211,7 @@ func lastUsage(b []byte) (wireUsage, bool) {
 		}
 		if v := keyValue(b, q, quoted); v >= 0 && b[v] == '{' {
 			if ve := valueEnd(b, v); ve > 0 {
-				var u wireUsage
-				if json.Unmarshal(b[v:ve], &u) == nil && u.any() {
+				if u, ok := decodeUsage(b[v:ve]); ok && u.any() {
 					return u, true
 				}
 			}

@@ -1,20 +1,69 @@
 package proxy
 
-// wireUsage is a usage object as OpenAI (chat, embeddings, responses) and
-// Anthropic send it; absent fields stay nil.
+// Fields of a usage object as OpenAI (chat, embeddings, responses) and
+// Anthropic send it.
+const (
+	fieldPrompt = iota
+	fieldCompletion
+	fieldTotal
+	fieldInput
+	fieldOutput
+	fieldCacheCreation
+	fieldCacheRead
+	numFields
+)
+
+var usageFields = map[string]int{
+	"prompt_tokens": fieldPrompt, "completion_tokens": fieldCompletion, "total_tokens": fieldTotal,
+	"input_tokens": fieldInput, "output_tokens": fieldOutput,
+	"cache_creation_input_tokens": fieldCacheCreation, "cache_read_input_tokens": fieldCacheRead,
+}
+
+// wireUsage is one usage object: the value of each field and whether it
+// was there (absent and null fields are not).
 type wireUsage struct {
-	PromptTokens     *int `json:"prompt_tokens"`
-	CompletionTokens *int `json:"completion_tokens"`
-	TotalTokens      *int `json:"total_tokens"`
-	InputTokens      *int `json:"input_tokens"`
-	OutputTokens     *int `json:"output_tokens"`
-	CacheCreation    *int `json:"cache_creation_input_tokens"`
-	CacheRead        *int `json:"cache_read_input_tokens"`
+	n   [numFields]int
+	has [numFields]bool
 }
 
 func (u wireUsage) any() bool {
-	return u.PromptTokens != nil || u.CompletionTokens != nil || u.TotalTokens != nil ||
-		u.InputTokens != nil || u.OutputTokens != nil
+	return u.has[fieldPrompt] || u.has[fieldCompletion] || u.has[fieldTotal] || u.has[fieldInput] || u.has[fieldOutput]
+}
+
+// decodeUsage reads the token counts of the usage object obj. ok is false
+// when obj is not an object or a count is not a non-negative integer (or
+// null): such an object is not usage the proxy can trust.
+func decodeUsage(obj []byte) (u wireUsage, ok bool) {
+	valid := true
+	walked := eachMember(obj, func(name []byte, vs, ve int) bool {
+		f, known := usageFields[string(name)]
+		if !known || string(obj[vs:ve]) == "null" {
+			return true
+		}
+		n, isInt := parseCount(obj[vs:ve])
+		if !isInt {
+			valid = false
+			return false
+		}
+		u.n[f], u.has[f] = n, true
+		return true
+	})
+	return u, walked && valid
+}
+
+// parseCount parses a non-negative decimal integer of at most 18 digits.
+func parseCount(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 // usageAcc merges usage objects seen along a response: each field takes the
@@ -26,21 +75,21 @@ type usageAcc struct {
 }
 
 func (a *usageAcc) merge(u wireUsage) {
-	set := func(dst *int, has *bool, ps ...*int) {
-		for _, p := range ps {
-			if p != nil {
-				*dst = *p
+	set := func(dst *int, has *bool, fields ...int) {
+		for _, f := range fields {
+			if u.has[f] {
+				*dst = u.n[f]
 				if has != nil {
 					*has = true
 				}
 			}
 		}
 	}
-	set(&a.prompt, &a.hasPrompt, u.PromptTokens, u.InputTokens)
-	set(&a.completion, &a.hasCompletion, u.CompletionTokens, u.OutputTokens)
-	set(&a.total, &a.hasTotal, u.TotalTokens)
-	set(&a.cacheCreation, nil, u.CacheCreation)
-	set(&a.cacheRead, nil, u.CacheRead)
+	set(&a.prompt, &a.hasPrompt, fieldPrompt, fieldInput)
+	set(&a.completion, &a.hasCompletion, fieldCompletion, fieldOutput)
+	set(&a.total, &a.hasTotal, fieldTotal)
+	set(&a.cacheCreation, nil, fieldCacheCreation)
+	set(&a.cacheRead, nil, fieldCacheRead)
 }
 
 // usage returns the reported usage; TotalTokens is computed when missing.

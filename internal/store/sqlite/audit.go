@@ -48,10 +48,10 @@ func (db *DB) InsertAuditEvents(ctx context.Context, events []store.AuditEvent) 
 	}
 	cols := []string{"id", "created_at", "actor", "action", "outcome", "project_id", "token_id", "request_id",
 		"client_ip", "method", "path", "reason", "metadata"}
-	err := db.insertBatches(ctx, "audit_events", cols, len(events), func(i int) []any {
+	err := db.insertBatches(ctx, "audit_events", cols, len(events), func(dst []any, i int) []any {
 		e := &events[i]
-		return []any{e.ID, timeArg(e.CreatedAt), e.Actor, e.Action, e.Outcome, nullIDArg(e.ProjectID),
-			nullIDArg(e.TokenID), e.RequestID, e.ClientIP, e.Method, e.Path, e.Reason, meta[i]}
+		return append(dst, e.ID, timeArg(e.CreatedAt), e.Actor, e.Action, e.Outcome, nullIDArg(e.ProjectID),
+			nullIDArg(e.TokenID), e.RequestID, e.ClientIP, e.Method, e.Path, e.Reason, meta[i])
 	})
 	if err != nil {
 		return fmt.Errorf("insert audit events: %w", err)

@@ -10,25 +10,52 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// insertBatches writes n rows in one transaction with one prepared
-// single-row INSERT: SQLite parses it once and then only binds and steps,
-// which costs less CPU than parsing a large multi-row statement (there is no
-// network round trip to save in process).
-func (db *DB) insertBatches(ctx context.Context, table string, cols []string, n int, args func(i int) []any) error {
+// rowsPerInsert is how many rows one multi-row INSERT carries: enough to
+// spread database/sql's and the driver's per-statement cost (locking,
+// argument conversion, a context watcher) over many rows, small enough that
+// parsing the statement once per batch stays cheap.
+const rowsPerInsert = 32
+
+// insertBatches writes n rows in one transaction: full chunks of
+// rowsPerInsert rows through one prepared multi-row INSERT, the rest
+// through a prepared single-row one. args appends the values of row i, in
+// cols order, to dst.
+func (db *DB) insertBatches(ctx context.Context, table string, cols []string, n int, args func(dst []any, i int) []any) error {
 	if n == 0 {
 		return nil
 	}
-	q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
-		strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
-	defer db.logSQL(ctx, q, time.Now())
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+	head := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES "
+	defer db.logSQL(ctx, head+row, time.Now())
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, q)
+		vals := make([]any, 0, len(cols)*rowsPerInsert)
+		i := 0
+		if n >= rowsPerInsert {
+			stmt, err := tx.PrepareContext(ctx, head+strings.TrimSuffix(strings.Repeat(row+", ", rowsPerInsert), ", "))
+			if err != nil {
+				return translate(err)
+			}
+			defer stmt.Close()
+			for ; i+rowsPerInsert <= n; i += rowsPerInsert {
+				vals = vals[:0]
+				for j := i; j < i+rowsPerInsert; j++ {
+					vals = args(vals, j)
+				}
+				if _, err := stmt.ExecContext(ctx, vals...); err != nil {
+					return translate(err)
+				}
+			}
+		}
+		if i == n {
+			return nil
+		}
+		stmt, err := tx.PrepareContext(ctx, head+row)
 		if err != nil {
 			return translate(err)
 		}
 		defer stmt.Close()
-		for i := range n {
-			if _, err := stmt.ExecContext(ctx, args(i)...); err != nil {
+		for ; i < n; i++ {
+			if _, err := stmt.ExecContext(ctx, args(vals[:0], i)...); err != nil {
 				return translate(err)
 			}
 		}
@@ -42,11 +69,11 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 	cols := []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id", "user_id",
 		"model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttfb_ms",
 		"streamed"}
-	err := db.insertBatches(ctx, "usage", cols, len(rows), func(i int) []any {
+	err := db.insertBatches(ctx, "usage", cols, len(rows), func(dst []any, i int) []any {
 		u := &rows[i]
-		return []any{u.ID, timeArg(u.CreatedAt), u.RequestID, nullIDArg(u.ProjectID), nullIDArg(u.TokenID),
+		return append(dst, u.ID, timeArg(u.CreatedAt), u.RequestID, nullIDArg(u.ProjectID), nullIDArg(u.TokenID),
 			nullIDArg(u.AgentTokenID), u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens,
-			u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed}
+			u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed)
 	})
 	if err != nil {
 		return fmt.Errorf("insert usage: %w", err)
