@@ -97,8 +97,15 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 			logger.Info("Redis circuit breaker closed: Redis is back")
 		}
 	}})
+	// Concurrent requests' decisions share pipelines; closing the client
+	// stops the autopipeliner.
+	batched, err := client.AutoPipeline()
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("redis autopipeline: %w", err)
+	}
 	limiter := ratelimit.NewRedis(client, ratelimit.RedisOptions{
-		Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, FailOpen: cfg.RedisFailOpen, Breaker: brk, Logger: logger,
+		Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, FailOpen: cfg.RedisFailOpen, Breaker: brk, Scripter: batched, Logger: logger,
 	})
 	metrics.RegisterRedis(func() telemetry.RedisStats {
 		p, l := client.PoolStats(), limiter.Stats()

@@ -38,7 +38,12 @@ type RedisOptions struct {
 	// own with the breaker package defaults. A shared breaker lets every
 	// Redis user fail fast together.
 	Breaker *breaker.Breaker
-	Logger  *slog.Logger // nil discards
+	// Scripter runs the per-request decision script; nil means the client
+	// itself. A client's autopipeliner (redis.Client.AutoPipeline) batches
+	// the decisions of concurrent requests into one pipeline: still one
+	// command per request, but one write and one read for many of them.
+	Scripter redis.Scripter
+	Logger   *slog.Logger // nil discards
 }
 
 // RedisStats are a Redis limiter's figures for /metrics.
@@ -63,6 +68,7 @@ type RedisStats struct {
 // and not at all while its breaker is open. Redis is safe for concurrent use.
 type Redis struct {
 	client   redis.UniversalClient
+	scripter redis.Scripter // runs the decision script
 	prefix   string
 	timeout  time.Duration
 	failOpen bool
@@ -222,8 +228,12 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.Breaker == nil {
 		opts.Breaker = breaker.New(breaker.Options{})
 	}
+	if opts.Scripter == nil {
+		opts.Scripter = client
+	}
 	return &Redis{
 		client:   client,
+		scripter: opts.Scripter,
 		prefix:   opts.Prefix + "rl:",
 		timeout:  opts.Timeout,
 		failOpen: opts.FailOpen,
@@ -304,7 +314,7 @@ func (r *Redis) AllowCounted(ctx context.Context, c *Counter, reqs ...Request) (
 	var res []int64
 	err := r.call(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = r.allow.Run(ctx, r.client, keys, args...).Int64Slice()
+		res, err = r.allow.Run(ctx, r.scripter, keys, args...).Int64Slice()
 		return err
 	})
 	if err != nil {

@@ -53,6 +53,20 @@ func TestRedis(t *testing.T) {
 	})
 }
 
+// TestRedisAutoPipeline runs the suite with decisions batched by the
+// client's autopipeliner, as the proxy runs them.
+func TestRedisAutoPipeline(t *testing.T) {
+	opt, prefix := redisOptions(t)
+	client := newClient(t, opt)
+	ap, err := client.AutoPipeline()
+	if err != nil {
+		t.Fatalf("AutoPipeline: %v", err)
+	}
+	limitertest.Run(t, func(*testing.T) ratelimit.Limiter {
+		return ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Scripter: ap})
+	})
+}
+
 // TestRedisSharedAcrossReplicas checks that limiters on separate
 // connections (two proxy replicas) share their buckets.
 func TestRedisSharedAcrossReplicas(t *testing.T) {
