@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -40,10 +41,10 @@ const DefaultAPIVersion = "2024-10-21"
 const DefaultUpstreamTimeout = 5 * time.Minute
 
 const (
-	copyBufSize  = 16 << 10 // read size for upstream bodies (an LLM answer or a burst of SSE events)
+	copyBufSize  = 8 << 10  // read size for upstream bodies (an LLM answer or a burst of SSE events)
 	maxEventSize = 1 << 20  // larger SSE events pass through uninspected
 	headCap      = 1 << 10  // bytes kept from the start of a JSON body (model)
-	tailCap      = 8 << 10  // bytes kept from the end of a JSON body (usage)
+	tailCap      = 4 << 10  // bytes kept from the end of a JSON body (usage)
 )
 
 // Upstream is where a project's requests go.
@@ -156,6 +157,30 @@ type Forwarder struct {
 	log       *slog.Logger
 	tracer    trace.Tracer // nil when tracing is off
 	bufs      sync.Pool    // *buffers
+
+	bases     sync.Map // parsed base URLs (*url.URL) by their text
+	baseCount atomic.Int64
+}
+
+// maxBases bounds the parsed base URLs kept; past it the cache starts over
+// (base URLs change only by project updates).
+const maxBases = 4096
+
+// baseURL returns raw parsed by parseBase, parsing each distinct value once.
+func (f *Forwarder) baseURL(raw string) (*url.URL, error) {
+	if u, ok := f.bases.Load(raw); ok {
+		return u.(*url.URL), nil
+	}
+	u, err := parseBase(raw)
+	if err != nil {
+		return nil, err
+	}
+	if f.baseCount.Add(1) > maxBases {
+		f.bases.Clear()
+		f.baseCount.Store(1)
+	}
+	f.bases.Store(raw, u)
+	return u, nil
 }
 
 type buffers struct {
@@ -336,10 +361,11 @@ func (r *Result) fail(e *Error) {
 // upstreamRequest builds the upstream request; strip reports whether the
 // body now asks for a usage chunk that the client did not ask for.
 func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info, up Upstream) (out *h1.Request, strip bool, err error) {
-	u, err := targetURL(up, req.Path, req.RawQuery, info.Model)
+	base, err := f.baseURL(up.BaseURL)
 	if err != nil {
 		return nil, false, err
 	}
+	u := targetURL(base, up, req.Path, req.RawQuery, info.Model)
 	body := req.Body
 	if req.Method == http.MethodPost && up.Provider != "anthropic" && isChatPath(req.Path) && info.Stream && !info.IncludeUsage {
 		edited, err := withIncludeUsage(body)

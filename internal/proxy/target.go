@@ -9,16 +9,22 @@ import (
 	"strings"
 )
 
-// targetURL maps a client path under /v1 to the upstream URL. model names
-// the Azure deployment.
-func targetURL(up Upstream, path, rawQuery, model string) (*url.URL, error) {
-	u, err := url.Parse(up.BaseURL)
+// parseBase parses and checks a project's base URL.
+func parseBase(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("parse base url: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, errors.New("parse base url: not an absolute http(s) URL")
 	}
+	return u, nil
+}
+
+// targetURL maps a client path under /v1 to the upstream URL under base
+// (from parseBase, not modified). model names the Azure deployment.
+func targetURL(base *url.URL, up Upstream, path, rawQuery, model string) *url.URL {
+	u := *base
 	root := strings.TrimRight(u.Path, "/")
 	rest, underV1 := cutV1(path)
 	u.RawPath, u.Fragment, u.RawFragment = "", "", ""
@@ -31,7 +37,7 @@ func targetURL(up Upstream, path, rawQuery, model string) (*url.URL, error) {
 			u.Path = root + path
 		}
 		u.RawQuery = rawQuery
-		return u, nil
+		return &u
 	}
 
 	root = strings.TrimSuffix(root, "/openai")
@@ -52,7 +58,7 @@ func targetURL(up Upstream, path, rawQuery, model string) (*url.URL, error) {
 		q.Set("api-version", DefaultAPIVersion)
 	}
 	u.RawQuery = q.Encode()
-	return u, nil
+	return &u
 }
 
 // cutV1 returns path without its leading /v1 segment.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -35,9 +36,13 @@ func TestTargetURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, err := targetURL(tt.up, tt.path, tt.query, tt.model)
+			base, err := parseBase(tt.up.BaseURL)
 			if err != nil {
-				t.Fatalf("targetURL: %v", err)
+				t.Fatalf("parseBase: %v", err)
+			}
+			u := targetURL(base, tt.up, tt.path, tt.query, tt.model)
+			if again := targetURL(base, tt.up, tt.path, tt.query, tt.model); again.String() != u.String() || base.String() != strings.TrimSpace(tt.up.BaseURL) {
+				t.Errorf("targetURL modified its base: %s, then %s (base now %s)", u, again, base)
 			}
 			if got := u.String(); got != tt.want {
 				t.Errorf("targetURL = %s, want %s", got, tt.want)
@@ -48,8 +53,8 @@ func TestTargetURL(t *testing.T) {
 
 func TestTargetURLInvalidBase(t *testing.T) {
 	for _, base := range []string{"", "api.openai.com/v1", "ftp://x/v1", "https://exa mple.com/%zz"} {
-		if u, err := targetURL(Upstream{BaseURL: base}, "/v1/models", "", ""); err == nil {
-			t.Errorf("targetURL(%q) = %s, want error", base, u)
+		if u, err := parseBase(base); err == nil {
+			t.Errorf("parseBase(%q) = %s, want error", base, u)
 		}
 	}
 }

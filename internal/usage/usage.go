@@ -285,8 +285,7 @@ func (r *Recorder) flush(ctx context.Context, all bool, timeout time.Duration) e
 			return fmt.Errorf("insert usage: %w", err)
 		}
 		r.mu.Lock()
-		clear(r.usage[:n])
-		r.usage = r.usage[n:]
+		r.usage = dropFront(r.usage, n)
 		r.stats.WrittenUsage += int64(n)
 		r.mu.Unlock()
 	}
@@ -301,8 +300,7 @@ func (r *Recorder) flush(ctx context.Context, all bool, timeout time.Duration) e
 			return fmt.Errorf("insert audit events: %w", err)
 		}
 		r.mu.Lock()
-		clear(r.audit[:n])
-		r.audit = r.audit[n:]
+		r.audit = dropFront(r.audit, n)
 		r.stats.WrittenAudit += int64(n)
 		r.mu.Unlock()
 	}
@@ -310,6 +308,15 @@ func (r *Recorder) flush(ctx context.Context, all bool, timeout time.Duration) e
 		return r.flushTouches(ctx, timeout)
 	}
 	return nil
+}
+
+// dropFront removes the first n elements of s in place, keeping its
+// backing array (re-slicing from the front would abandon it and make every
+// later append reallocate).
+func dropFront[T any](s []T, n int) []T {
+	rest := copy(s, s[n:])
+	clear(s[rest:])
+	return s[:rest]
 }
 
 // flushTouches writes the aggregated touches in token ID order; on failure

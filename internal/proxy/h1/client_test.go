@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -497,4 +498,25 @@ func truncate(s string) string {
 		return s[:40] + "…"
 	}
 	return s
+}
+
+// A pooled connection reuses its header map; values handed out before stay
+// intact.
+func TestHeaderValuesSurviveReuse(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int64
+	s := newServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-N", strconv.FormatInt(n.Add(1), 10))
+		_, _ = io.WriteString(w, "ok")
+	})
+	c := newClient(t, h1.Options{})
+	first, _ := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)})
+	kept := first.Header["X-N"]
+	second, _ := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)})
+	if kept[0] != "1" || second.Header.Get("X-N") != "2" {
+		t.Fatalf("values %q then %q, want 1 then 2", kept, second.Header["X-N"])
+	}
+	if s.conns.Load() != 1 {
+		t.Fatalf("%d connections, want 1", s.conns.Load())
+	}
 }

@@ -24,6 +24,7 @@ type conn struct {
 	nc        net.Conn // what is read and written (TLS or TCP)
 	raw       net.Conn // the TCP connection under nc, for the liveness check
 	br        *bufio.Reader
+	header    http.Header // the last response's headers, cleared for the next
 	reused    bool
 	idleSince time.Time
 }
@@ -162,7 +163,9 @@ func validToken(s string) bool {
 }
 
 // Response is an upstream response. Header holds every header received,
-// hop-by-hop ones included; Body must be closed.
+// hop-by-hop ones included; the map is the connection's and is reused once
+// the body is closed or read to its end (its value slices are not). Body
+// must be closed.
 type Response struct {
 	StatusCode int
 	Header     http.Header
@@ -278,9 +281,15 @@ func parseStatusLine(line []byte) (proto, status int, ok bool) {
 	return proto, status, status >= 100
 }
 
-// readHeader reads header lines up to the empty line.
+// readHeader reads header lines up to the empty line into the
+// connection's header map, emptied first.
 func (cn *conn) readHeader(budget *int) (http.Header, error) {
-	h := make(http.Header, 16)
+	h := cn.header
+	if h == nil {
+		h = make(http.Header, 8)
+		cn.header = h
+	}
+	clear(h)
 	var last string
 	for {
 		line, err := cn.readLine(budget)

@@ -156,6 +156,10 @@ func openPool(ctx context.Context, dsn string, conns int, readOnly bool) (*sql.D
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
+		// The writer mostly appends (usage, audit) and updates single rows:
+		// its working set is a few pages per index. Reads go to the read
+		// pool, so 1 MiB of page cache (not SQLite's 2 MiB default) is plenty.
+		q.Add("_pragma", "cache_size(-1024)")
 		q.Set("_txlock", "immediate")
 	}
 	sep := "?"
