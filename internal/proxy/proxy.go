@@ -41,10 +41,10 @@ const DefaultAPIVersion = "2024-10-21"
 const DefaultUpstreamTimeout = 5 * time.Minute
 
 const (
-	copyBufSize  = 8 << 10  // read size for upstream bodies (an LLM answer or a burst of SSE events)
-	maxEventSize = 1 << 20  // larger SSE events pass through uninspected
-	headCap      = 1 << 10  // bytes kept from the start of a JSON body (model)
-	tailCap      = 4 << 10  // bytes kept from the end of a JSON body (usage)
+	copyBufSize  = 8 << 10 // read size for upstream bodies (an LLM answer or a burst of SSE events)
+	maxEventSize = 1 << 20 // larger SSE events pass through uninspected
+	headCap      = 1 << 10 // bytes kept from the start of a JSON body (model)
+	tailCap      = 4 << 10 // bytes kept from the end of a JSON body (usage)
 )
 
 // Upstream is where a project's requests go.
