@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/llmproxy/llm-proxy/internal/store"
@@ -230,15 +231,18 @@ func isUUID(s string) bool {
 }
 
 // optionalUUID converts an optional ID to a uuid parameter, "" being NULL.
-func optionalUUID(s string) (any, error) {
+// pgtype.UUID encodes straight to the binary format; uuid.UUID would go
+// through driver.Valuer and text, which costs COPY batches several times
+// more CPU.
+func optionalUUID(s string) (pgtype.UUID, error) {
 	if s == "" {
-		return nil, nil
+		return pgtype.UUID{}, nil
 	}
 	u, err := uuid.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("invalid id %q: %w", s, err)
+		return pgtype.UUID{}, fmt.Errorf("invalid id %q: %w", s, err)
 	}
-	return u, nil
+	return pgtype.UUID{Bytes: u, Valid: true}, nil
 }
 
 // utc converts an optional time read from the database to UTC.
