@@ -149,3 +149,22 @@ func TestCopyResponseHeader(t *testing.T) {
 		t.Errorf("response header (-want +got):\n%s", diff)
 	}
 }
+
+func TestBaseURLParsedOnce(t *testing.T) {
+	f := New(Options{})
+	t.Cleanup(f.Close)
+	a, err := f.baseURL("https://api.example.com/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := f.baseURL("https://api.example.com/v1")
+	c, _ := f.baseURL("https://other.example.com")
+	if a != b || a == c || c.Host != "other.example.com" {
+		t.Errorf("cache returned %p, %p, %p (%s)", a, b, c, c)
+	}
+	for range 2 {
+		if _, err := f.baseURL("ftp://example.com"); err == nil {
+			t.Error("an invalid base URL was accepted")
+		}
+	}
+}
