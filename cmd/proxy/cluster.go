@@ -109,11 +109,22 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 	})
 	metrics.RegisterRedis(func() telemetry.RedisStats {
 		p, l := client.PoolStats(), limiter.Stats()
-		return telemetry.RedisStats{
+		s := telemetry.RedisStats{
 			TotalConns: int(p.TotalConns), IdleConns: int(p.IdleConns),
 			Hits: int64(p.Hits), Misses: int64(p.Misses), Timeouts: int64(p.Timeouts), WaitDuration: time.Duration(p.WaitDurationNs),
 			Errors: l.Errors, FailOpen: l.FailOpen,
 		}
+		// The autopipeliner's batches run on the client's separate
+		// pipeline pool; the figures cover both pools.
+		if pp := p.PipelineStats; pp != nil {
+			s.TotalConns += int(pp.TotalConns)
+			s.IdleConns += int(pp.IdleConns)
+			s.Hits += int64(pp.Hits)
+			s.Misses += int64(pp.Misses)
+			s.Timeouts += int64(pp.Timeouts)
+			s.WaitDuration += time.Duration(pp.WaitDurationNs)
+		}
+		return s
 	})
 	sh := &shared{
 		limiter: limiter,

@@ -356,9 +356,11 @@ func TestMaxRequestsIsExactUnderConcurrency(t *testing.T) {
 			}
 			if tc.name == "postgres+redis" {
 				m := scrape(t, g.p.addr)
-				if m["redis_pool_connections_total"] < 1 || m["redis_pool_hits_total"] < 100 || m["redis_errors_total"] != 0 {
-					t.Errorf("Redis figures: connections %v, hits %v, errors %v", m["redis_pool_connections_total"],
-						m["redis_pool_hits_total"], m["redis_errors_total"])
+				// Decisions share pipelines, so pool acquisitions are fewer
+				// than requests; none may have failed.
+				if m["redis_pool_connections_total"] < 1 || m["redis_pool_hits_total"]+m["redis_pool_misses_total"] < 1 || m["redis_errors_total"] != 0 {
+					t.Errorf("Redis figures: connections %v, hits %v, misses %v, errors %v", m["redis_pool_connections_total"],
+						m["redis_pool_hits_total"], m["redis_pool_misses_total"], m["redis_errors_total"])
 				}
 			}
 		})

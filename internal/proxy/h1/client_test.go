@@ -334,16 +334,28 @@ func TestUnreachableHostIsDialError(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	t.Parallel()
-	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, r.Proto)
 	}))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.StartTLS()
 	t.Cleanup(s.Close)
 	pool := s.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 	c := newClient(t, h1.Options{TLSConfig: &tls.Config{RootCAs: pool}})
-	for range 2 {
+	for range 3 {
 		if _, text := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)}); text != "HTTP/1.1" {
 			t.Fatalf("body %q", text)
 		}
+	}
+	// TLS 1.3 session tickets arrive after the handshake; they must not make
+	// the pooled connection look unusable.
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d TLS connections for 3 sequential requests, want 1", n)
 	}
 	untrusted := newClient(t, h1.Options{})
 	if _, err := untrusted.Do(context.Background(), &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)}); err == nil {
