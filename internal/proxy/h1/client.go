@@ -70,6 +70,9 @@ type Client struct {
 	mu     sync.Mutex
 	idle   map[string][]*conn // by scheme://host:port, most recently used last
 	closed bool
+
+	done    chan struct{} // closed by Close: stops the sweeper
+	sweeper sync.WaitGroup
 }
 
 // Request is one upstream request.
@@ -102,12 +105,57 @@ func New(opts Options) *Client {
 		opts:   opts,
 		dialer: net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		idle:   make(map[string][]*conn),
+		done:   make(chan struct{}),
 	}
 	c.heads.New = func() any {
 		b := make([]byte, 0, 2<<10)
 		return &b
 	}
+	c.sweeper.Go(c.sweep)
 	return c
+}
+
+// sweep closes connections idle longer than IdleTimeout, so hosts no
+// longer called (a deactivated project's upstream) do not keep sockets
+// open until Close.
+func (c *Client) sweep() {
+	tick := time.NewTicker(c.opts.IdleTimeout / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-tick.C:
+			c.closeIdleSince(now.Add(-c.opts.IdleTimeout))
+		}
+	}
+}
+
+// closeIdleSince closes the pooled connections idle since before cutoff.
+func (c *Client) closeIdleSince(cutoff time.Time) {
+	var stale []*conn
+	c.mu.Lock()
+	for key, conns := range c.idle {
+		n := 0
+		for n < len(conns) && conns[n].idleSince.Before(cutoff) {
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		stale = append(stale, conns[:n]...)
+		if n == len(conns) {
+			delete(c.idle, key)
+		} else {
+			rest := copy(conns, conns[n:])
+			clear(conns[rest:])
+			c.idle[key] = conns[:rest]
+		}
+	}
+	c.mu.Unlock()
+	for _, cn := range stale {
+		_ = cn.nc.Close()
+	}
 }
 
 // Close closes the idle connections and makes later calls fail with
@@ -115,9 +163,13 @@ func New(opts Options) *Client {
 // done instead of pooled.
 func (c *Client) Close() {
 	c.mu.Lock()
-	idle := c.idle
+	idle, wasClosed := c.idle, c.closed
 	c.idle, c.closed = nil, true
 	c.mu.Unlock()
+	if !wasClosed {
+		close(c.done)
+		c.sweeper.Wait()
+	}
 	for _, conns := range idle {
 		for _, cn := range conns {
 			_ = cn.nc.Close()

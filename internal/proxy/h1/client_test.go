@@ -532,3 +532,27 @@ func TestHeaderValuesSurviveReuse(t *testing.T) {
 		t.Fatalf("%d connections, want 1", s.conns.Load())
 	}
 }
+
+// Connections left idle past IdleTimeout are closed even when no further
+// request goes to their host.
+func TestIdleConnectionsAreSwept(t *testing.T) {
+	t.Parallel()
+	var closed atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	c := newClient(t, h1.Options{IdleTimeout: 50 * time.Millisecond})
+	do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)})
+	deadline := time.Now().Add(5 * time.Second)
+	for closed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection was still open 5s after its 50ms idle timeout")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
