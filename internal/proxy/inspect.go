@@ -36,7 +36,7 @@ func Inspect(body []byte) (Info, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Info{}, nil
 	}
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return Info{}, fmt.Errorf("%w: not valid JSON", ErrBadJSON)
 	}
 	info := Info{PromptEstimate: len(body) / 4}
