@@ -202,37 +202,50 @@ func stringValue(b []byte, v int) string {
 
 // lastUsage finds the last real "usage" key in b whose value is an object
 // with token counts and decodes it.
-func lastUsage(b []byte) (wireUsage, bool) {
+func lastUsage(b []byte) (u wireUsage, found bool) {
 	const quoted = `"usage"`
-	for end := len(b); end > 0; {
-		q := bytes.LastIndex(b[:end], []byte(quoted))
+	lastMatch(b, quoted, func(q int) bool {
+		if v := keyValue(b, q, quoted); v >= 0 && b[v] == '{' {
+			if ve := valueEnd(b, v); ve > 0 {
+				u, found = decodeUsage(b[v:ve])
+				found = found && u.any()
+			}
+		}
+		return found
+	})
+	return u, found
+}
+
+// lastMatch calls try with the index of each occurrence of pat in b, the
+// last one first, until try returns true, and reports whether one did. It
+// finds them with bytes.Index, which is vectorised (bytes.LastIndex is a
+// byte-at-a-time Rabin-Karp, a measurable cost on every SSE event).
+func lastMatch(b []byte, pat string, try func(q int) bool) bool {
+	var buf [8]int
+	at := buf[:0]
+	for from := 0; from < len(b); {
+		q := bytes.Index(b[from:], []byte(pat))
 		if q < 0 {
 			break
 		}
-		if v := keyValue(b, q, quoted); v >= 0 && b[v] == '{' {
-			if ve := valueEnd(b, v); ve > 0 {
-				if u, ok := decodeUsage(b[v:ve]); ok && u.any() {
-					return u, true
-				}
-			}
-		}
-		end = q
+		at = append(at, from+q)
+		from += q + 1
 	}
-	return wireUsage{}, false
+	for i := len(at) - 1; i >= 0; i-- {
+		if try(at[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // lastKey returns where the value of the last real `"key":` in b starts,
 // or -1.
 func lastKey(b []byte, quoted string) int {
-	for end := len(b); end > 0; {
-		q := bytes.LastIndex(b[:end], []byte(quoted))
-		if q < 0 {
-			return -1
-		}
-		if v := keyValue(b, q, quoted); v >= 0 {
-			return v
-		}
-		end = q
-	}
-	return -1
+	v := -1
+	lastMatch(b, quoted, func(q int) bool {
+		v = keyValue(b, q, quoted)
+		return v >= 0
+	})
+	return v
 }

@@ -193,6 +193,10 @@ func TestScanners(t *testing.T) {
 	if v := firstKey(b, `"usage"`); v < 0 || !bytes.HasPrefix(b[v:], []byte("2}")) {
 		t.Errorf("firstKey usage = %d", v)
 	}
+	tail := []byte(`{"model":"real","data":[{"embedding":[0.1]}],"note":"\"model\":\"fake\""}`)
+	if got := stringValue(tail, lastKey(tail, `"model"`)); got != "real" {
+		t.Errorf("lastKey model = %q, want real (the later match is inside a string)", got)
+	}
 	for _, bad := range []string{"", `"`, `{`, `{"a":`, `"usage":`, `\"usage\":{"prompt_tokens":1}`} {
 		if _, ok := lastUsage([]byte(bad)); ok {
 			t.Errorf("lastUsage(%q) found usage", bad)
