@@ -4,6 +4,8 @@ package telemetry
 import (
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +29,30 @@ type Metrics struct {
 	overhead     prometheus.Histogram
 	tokens       *prometheus.CounterVec
 	rateDecision *prometheus.CounterVec
+
+	// requestObs caches the request counter and histogram of each label
+	// set (bounded: route patterns × known methods × statuses), sparing
+	// the per-request label hashing of WithLabelValues.
+	requestObs sync.Map // requestKey → requestObs
+	// models holds the model label values in use, at most maxModels.
+	models     sync.Map // string → struct{}
+	modelCount atomic.Int64
 }
+
+type requestKey struct {
+	route, method string
+	status        int
+}
+
+type requestObs struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// maxModels bounds the distinct model label values; later models count
+// under "other". Models come from requests and answers, so a client could
+// otherwise mint label values at will.
+const maxModels = 256
 
 // latencyBuckets span sub-millisecond proxy overhead to multi-minute streams.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
@@ -69,11 +94,48 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// ObserveRequest counts one finished HTTP request.
+// ObserveRequest counts one finished HTTP request. Methods outside the
+// standard set count as "other".
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
-	s := strconv.Itoa(status)
-	m.requests.WithLabelValues(route, method, s).Inc()
-	m.duration.WithLabelValues(route, s).Observe(d.Seconds())
+	key := requestKey{route, knownMethod(method), status}
+	v, ok := m.requestObs.Load(key)
+	if !ok {
+		s := strconv.Itoa(status)
+		v, _ = m.requestObs.LoadOrStore(key, requestObs{
+			count:    m.requests.WithLabelValues(key.route, key.method, s),
+			duration: m.duration.WithLabelValues(key.route, s),
+		})
+	}
+	o := v.(requestObs)
+	o.count.Inc()
+	o.duration.Observe(d.Seconds())
+}
+
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
+		return m
+	}
+	return "other"
+}
+
+// modelLabel returns model as a label value: truncated to 64 bytes, and
+// "other" once maxModels distinct values are in use.
+func (m *Metrics) modelLabel(model string) string {
+	if len(model) > 64 {
+		model = model[:64]
+	}
+	if _, ok := m.models.Load(model); ok {
+		return model
+	}
+	if m.modelCount.Add(1) > maxModels {
+		m.modelCount.Add(-1)
+		return "other"
+	}
+	if _, loaded := m.models.LoadOrStore(model, struct{}{}); loaded {
+		m.modelCount.Add(-1)
+	}
+	return model
 }
 
 // ObserveUpstream records one upstream call: its whole duration, the time
@@ -89,9 +151,10 @@ func (m *Metrics) ObserveUpstream(provider string, total, ttfb, overhead time.Du
 
 // AddTokens counts LLM tokens of one request.
 func (m *Metrics) AddTokens(model, project string, prompt, completion int) {
-	if len(model) > 64 {
-		model = model[:64]
+	if prompt <= 0 && completion <= 0 {
+		return
 	}
+	model = m.modelLabel(model)
 	if prompt > 0 {
 		m.tokens.WithLabelValues(model, project, "prompt").Add(float64(prompt))
 	}
