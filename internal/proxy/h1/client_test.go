@@ -246,16 +246,28 @@ func TestConnectionCloseIsHonoured(t *testing.T) {
 	}
 }
 
-func TestCancelWhileWaitingForHeaders(t *testing.T) {
-	t.Parallel()
+// stallingServer sends first (when not empty) and then nothing until the
+// test ends or the client goes away.
+func stallingServer(t *testing.T, first string) *server {
+	t.Helper()
 	release := make(chan struct{})
 	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if first != "" {
+			_, _ = io.WriteString(w, first)
+			w.(http.Flusher).Flush()
+		}
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 	})
-	defer close(release)
+	t.Cleanup(func() { close(release) })
+	return s
+}
+
+func TestCancelWhileWaitingForHeaders(t *testing.T) {
+	t.Parallel()
+	s := stallingServer(t, "")
 	c := newClient(t, h1.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
@@ -271,16 +283,7 @@ func TestCancelWhileWaitingForHeaders(t *testing.T) {
 
 func TestCancelWhileReadingBody(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "data: first\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
-	defer close(release)
+	s := stallingServer(t, "data: first\n\n")
 	c := newClient(t, h1.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	resp, err := c.Do(ctx, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)})
@@ -300,14 +303,7 @@ func TestCancelWhileReadingBody(t *testing.T) {
 
 func TestResponseHeaderTimeout(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
-	defer close(release)
+	s := stallingServer(t, "")
 	c := newClient(t, h1.Options{ResponseHeaderTimeout: 100 * time.Millisecond})
 	_, err := c.Do(context.Background(), &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)})
 	var ne net.Error
