@@ -246,9 +246,9 @@ func (f *Forwarder) Close() {
 
 // Forward sends req to up and relays the response to w, returning the
 // result. info must describe req.Body (see Inspect); its Model names the
-// Azure deployment. Forward never panics on upstream garbage and retries only a
-// request that provably never reached the upstream (written to a pooled
-// connection the upstream had closed).
+// Azure deployment. Forward never panics on upstream garbage and retries
+// only a request that provably never reached the upstream (written to a
+// pooled connection the upstream had closed).
 //
 // wrote reports whether the response status was written to w; when it is
 // false and res.Err is set, the caller writes the error response.
