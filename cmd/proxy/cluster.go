@@ -105,7 +105,8 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 		return nil, fmt.Errorf("redis autopipeline: %w", err)
 	}
 	limiter := ratelimit.NewRedis(client, ratelimit.RedisOptions{
-		Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, FailOpen: cfg.RedisFailOpen, Breaker: brk, Scripter: batched, Logger: logger,
+		Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, FailOpen: cfg.RedisFailOpen, Breaker: brk,
+		Scripter: batched, DirectDecisions: directDecisions, Logger: logger,
 	})
 	metrics.RegisterRedis(func() telemetry.RedisStats {
 		p, l := client.PoolStats(), limiter.Stats()
@@ -161,6 +162,10 @@ func redisDown(err error) bool {
 	}
 	return true
 }
+
+// directDecisions is how many concurrent rate-limit decisions go to Redis
+// on their own before they share the autopipeliner's batches.
+const directDecisions = 4
 
 // close releases the Redis client.
 func (sh *shared) close() error {

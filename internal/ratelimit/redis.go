@@ -38,12 +38,17 @@ type RedisOptions struct {
 	// own with the breaker package defaults. A shared breaker lets every
 	// Redis user fail fast together.
 	Breaker *breaker.Breaker
-	// Scripter runs the per-request decision script; nil means the client
-	// itself. A client's autopipeliner (redis.Client.AutoPipeline) batches
-	// the decisions of concurrent requests into one pipeline: still one
-	// command per request, but one write and one read for many of them.
+	// Scripter runs the per-request decision script while more than
+	// DirectDecisions decisions are in flight; nil means the client itself.
+	// A client's autopipeliner (redis.Client.AutoPipeline) batches the
+	// decisions of concurrent requests into one pipeline: still one command
+	// per request, but one write and one read for many of them.
 	Scripter redis.Scripter
-	Logger   *slog.Logger // nil discards
+	// DirectDecisions is how many concurrent decisions go straight to the
+	// client before Scripter takes over: a lone request gains nothing from
+	// batching and would pay the hand-over to the pipeliner's goroutine.
+	DirectDecisions int
+	Logger          *slog.Logger // nil discards
 }
 
 // RedisStats are a Redis limiter's figures for /metrics.
@@ -68,7 +73,9 @@ type RedisStats struct {
 // and not at all while its breaker is open. Redis is safe for concurrent use.
 type Redis struct {
 	client   redis.UniversalClient
-	scripter redis.Scripter // runs the decision script
+	scripter redis.Scripter // runs the decision script under concurrency
+	direct   int64          // decisions in flight that still go to client
+	inflight atomic.Int64   // decisions in flight
 	prefix   string
 	timeout  time.Duration
 	failOpen bool
@@ -234,6 +241,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	return &Redis{
 		client:   client,
 		scripter: opts.Scripter,
+		direct:   int64(opts.DirectDecisions),
 		prefix:   opts.Prefix + "rl:",
 		timeout:  opts.Timeout,
 		failOpen: opts.FailOpen,
@@ -314,7 +322,12 @@ func (r *Redis) AllowCounted(ctx context.Context, c *Counter, reqs ...Request) (
 	var res []int64
 	err := r.call(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = r.allow.Run(ctx, r.scripter, keys, args...).Int64Slice()
+		var s redis.Scripter = r.client
+		if r.inflight.Add(1) > r.direct {
+			s = r.scripter
+		}
+		defer r.inflight.Add(-1)
+		res, err = r.allow.Run(ctx, s, keys, args...).Int64Slice()
 		return err
 	})
 	if err != nil {

@@ -53,8 +53,8 @@ func TestRedis(t *testing.T) {
 	})
 }
 
-// TestRedisAutoPipeline runs the suite with decisions batched by the
-// client's autopipeliner, as the proxy runs them.
+// TestRedisAutoPipeline runs the suite as the proxy runs the limiter:
+// decisions beyond two in flight batched by the client's autopipeliner.
 func TestRedisAutoPipeline(t *testing.T) {
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
@@ -63,7 +63,7 @@ func TestRedisAutoPipeline(t *testing.T) {
 		t.Fatalf("AutoPipeline: %v", err)
 	}
 	limitertest.Run(t, func(*testing.T) ratelimit.Limiter {
-		return ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Scripter: ap})
+		return ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Scripter: ap, DirectDecisions: 2})
 	})
 }
 

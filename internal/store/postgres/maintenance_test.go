@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"testing"
+	"time"
 )
 
 // TestTryLockAcrossReplicas checks that the advisory lock excludes another
@@ -17,7 +18,13 @@ func TestTryLockAcrossReplicas(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("A TryLock = (%t, %v), want the lock", ok, err)
 	}
-	if _, ok, err := b.TryLock(ctx, "retention"); err != nil || ok {
+	// Release is idempotent; a held connection would make closing the pool
+	// wait forever after a failure.
+	t.Cleanup(releaseA)
+	if release, ok, err := b.TryLock(ctx, "retention"); err != nil || ok {
+		if ok {
+			t.Cleanup(release)
+		}
 		t.Fatalf("B TryLock while A holds it = (%t, %v), want (false, nil)", ok, err)
 	}
 	releaseA()
@@ -50,21 +57,41 @@ func TestTryLockLostWithConnection(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("A TryLock = (%t, %v), want the lock", ok, err)
 	}
+	// A held connection would make closing the pool wait forever.
+	t.Cleanup(releaseA)
+	const holders = `FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`
 	var killed int
-	if err := b.Pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
-		WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
-		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&killed); err != nil {
+	if err := b.Pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(l.pid)) `+holders).Scan(&killed); err != nil {
 		t.Fatalf("terminate the holder: %v", err)
 	}
 	if killed != 1 {
 		t.Fatalf("terminated %d lock holders, want 1", killed)
 	}
+	// pg_terminate_backend only signals the backend: wait until its
+	// session, and with it the lock, is gone.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := b.Pool().QueryRow(ctx, `SELECT count(*) `+holders).Scan(&n); err != nil {
+			t.Fatalf("look for the holder: %v", err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the terminated session still held its lock after 10s")
+		}
+	}
 	releaseB, ok, err := b.TryLock(ctx, "retention")
 	if err != nil || !ok {
 		t.Fatalf("B TryLock after A's session died = (%t, %v), want the lock", ok, err)
 	}
+	t.Cleanup(releaseB)
 	releaseA()
-	if _, ok, err := a.TryLock(ctx, "retention"); err != nil || ok {
+	if release, ok, err := a.TryLock(ctx, "retention"); err != nil || ok {
+		if ok {
+			release()
+		}
 		t.Errorf("A TryLock while B holds it = (%t, %v), want (false, nil)", ok, err)
 	}
 	releaseB()
