@@ -99,7 +99,7 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 	}})
 	// Concurrent requests' decisions share pipelines; closing the client
 	// stops the autopipeliner.
-	batched, err := client.AutoPipeline()
+	batched, err := ratelimit.NewPipeliner(client)
 	if err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("redis autopipeline: %w", err)

@@ -220,6 +220,17 @@ end
 return 0
 `
 
+// NewPipeliner returns client's autopipeliner set up for decisions (see
+// RedisOptions.Scripter): unordered, since each decision is an independent
+// atomic script and each caller waits for its own reply, with two batches
+// in flight so that a batch's round trip does not hold up the next one.
+// Closing the client closes it.
+func NewPipeliner(client *redis.Client) (*redis.AutoPipeliner, error) {
+	return client.AutoPipelineWithOptions(&redis.AutoPipelineOptions{
+		MaxBatchSize: 300, MaxBatchBytes: 128 << 10, MaxConcurrentBatches: 2, Unordered: true,
+	})
+}
+
 // windowMicros is Window in the scripts' unit.
 const windowMicros = int64(Window / time.Microsecond)
 

@@ -58,9 +58,9 @@ func TestRedis(t *testing.T) {
 func TestRedisAutoPipeline(t *testing.T) {
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
-	ap, err := client.AutoPipeline()
+	ap, err := ratelimit.NewPipeliner(client)
 	if err != nil {
-		t.Fatalf("AutoPipeline: %v", err)
+		t.Fatalf("NewPipeliner: %v", err)
 	}
 	limitertest.Run(t, func(*testing.T) ratelimit.Limiter {
 		return ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Scripter: ap, DirectDecisions: 2})
