@@ -40,9 +40,9 @@ type RedisOptions struct {
 	Breaker *breaker.Breaker
 	// Scripter runs the per-request decision script while more than
 	// DirectDecisions decisions are in flight; nil means the client itself.
-	// A client's autopipeliner (redis.Client.AutoPipeline) batches the
-	// decisions of concurrent requests into one pipeline: still one command
-	// per request, but one write and one read for many of them.
+	// An autopipeliner (NewPipeliner) batches the decisions of concurrent
+	// requests into pipelines: still one command per request, but one write
+	// and one read for many of them.
 	Scripter redis.Scripter
 	// DirectDecisions is how many concurrent decisions go straight to the
 	// client before Scripter takes over: a lone request gains nothing from

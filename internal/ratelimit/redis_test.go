@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +66,40 @@ func TestRedisAutoPipeline(t *testing.T) {
 	limitertest.Run(t, func(*testing.T) ratelimit.Limiter {
 		return ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Scripter: ap, DirectDecisions: 2})
 	})
+}
+
+// countingScripter counts the decision scripts run through it.
+type countingScripter struct {
+	redis.Scripter
+	n atomic.Int64
+}
+
+func (c *countingScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	c.n.Add(1)
+	return c.Scripter.EvalSha(ctx, sha1, keys, args...)
+}
+
+// TestRedisDirectDecisions checks the routing between the client and the
+// Scripter: up to DirectDecisions in flight go straight to the client.
+func TestRedisDirectDecisions(t *testing.T) {
+	opt, prefix := redisOptions(t)
+	client := newClient(t, opt)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		direct, want int
+	}{{direct: 0, want: 5}, {direct: 1, want: 0}} {
+		batched := &countingScripter{Scripter: client}
+		l := ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second,
+			Scripter: batched, DirectDecisions: tc.direct})
+		for range 5 {
+			if d, err := l.Allow(ctx, ratelimit.Request{Key: "tok:direct:rpm", Limit: 1000, Cost: 1}); err != nil || !d.Allowed {
+				t.Fatalf("Allow = %+v, %v", d, err)
+			}
+		}
+		if got := int(batched.n.Load()); got != tc.want {
+			t.Errorf("DirectDecisions %d: %d of 5 sequential decisions went through the Scripter, want %d", tc.direct, got, tc.want)
+		}
+	}
 }
 
 // TestRedisSharedAcrossReplicas checks that limiters on separate

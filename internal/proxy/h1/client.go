@@ -29,10 +29,16 @@ import (
 
 // Defaults for the zero Options fields.
 const (
-	DefaultDialTimeout    = 30 * time.Second
-	DefaultIdleTimeout    = 90 * time.Second
-	DefaultMaxIdlePerHost = 256
-	DefaultReadBufferSize = 4 << 10
+	DefaultDialTimeout = 30 * time.Second
+	DefaultIdleTimeout = 90 * time.Second
+)
+
+const (
+	// maxIdlePerHost caps the idle connections kept per host.
+	maxIdlePerHost = 256
+	// readBufferSize is each connection's read buffer: every idle
+	// connection keeps one, so it trades resident memory for syscalls.
+	readBufferSize = 4 << 10
 )
 
 // maxHeaderBytes bounds a response head; a larger one fails the call.
@@ -50,11 +56,6 @@ type Options struct {
 	ResponseHeaderTimeout time.Duration
 	// IdleTimeout closes connections left idle longer than this.
 	IdleTimeout time.Duration
-	// MaxIdlePerHost caps the idle connections kept per host.
-	MaxIdlePerHost int
-	// ReadBufferSize is each connection's read buffer: every idle
-	// connection keeps one, so it trades resident memory for syscalls.
-	ReadBufferSize int
 	// TLSConfig is cloned for https hosts (ServerName and ALPN set per
 	// host); nil means the system roots.
 	TLSConfig *tls.Config
@@ -94,12 +95,6 @@ func New(opts Options) *Client {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
-	}
-	if opts.MaxIdlePerHost <= 0 {
-		opts.MaxIdlePerHost = DefaultMaxIdlePerHost
-	}
-	if opts.ReadBufferSize <= 0 {
-		opts.ReadBufferSize = DefaultReadBufferSize
 	}
 	c := &Client{
 		opts:   opts,
@@ -296,7 +291,7 @@ func (c *Client) put(cn *conn) {
 	cn.reused = false
 	cn.idleSince = time.Now()
 	c.mu.Lock()
-	if !c.closed && len(c.idle[cn.key]) < c.opts.MaxIdlePerHost {
+	if !c.closed && len(c.idle[cn.key]) < maxIdlePerHost {
 		c.idle[cn.key] = append(c.idle[cn.key], cn)
 		c.mu.Unlock()
 		return

@@ -40,6 +40,15 @@ func newServer(t *testing.T, h http.HandlerFunc) *server {
 	return s
 }
 
+// wantConns fails the test unless the server accepted exactly n
+// connections.
+func (s *server) wantConns(t *testing.T, n int64) {
+	t.Helper()
+	if got := s.conns.Load(); got != n {
+		t.Fatalf("%d connections, want %d", got, n)
+	}
+}
+
 func newClient(t *testing.T, opts h1.Options) *h1.Client {
 	t.Helper()
 	c := h1.New(opts)
@@ -130,9 +139,7 @@ func TestConnectionsAreReused(t *testing.T) {
 			t.Fatalf("body of %d bytes", len(text))
 		}
 	}
-	if n := s.conns.Load(); n != 1 {
-		t.Fatalf("%d connections for 20 sequential requests, want 1", n)
-	}
+	s.wantConns(t, 1)
 }
 
 func TestChunkedBodyWithTrailersKeepsConnection(t *testing.T) {
@@ -152,9 +159,7 @@ func TestChunkedBodyWithTrailersKeepsConnection(t *testing.T) {
 			t.Fatalf("chunked body: length %d, %d bytes", resp.ContentLength, len(text))
 		}
 	}
-	if n := s.conns.Load(); n != 1 {
-		t.Fatalf("%d connections, want 1: the trailer was not consumed", n)
-	}
+	s.wantConns(t, 1)
 }
 
 func TestUnreadBodyClosesConnection(t *testing.T) {
@@ -173,9 +178,7 @@ func TestUnreadBodyClosesConnection(t *testing.T) {
 			t.Fatal("read after Close succeeded")
 		}
 	}
-	if n := s.conns.Load(); n != 2 {
-		t.Fatalf("%d connections, want 2: a half-read connection must not be reused", n)
-	}
+	s.wantConns(t, 2)
 }
 
 func TestBodilessResponses(t *testing.T) {
@@ -203,9 +206,7 @@ func TestBodilessResponses(t *testing.T) {
 	if resp, text := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL+"/early")}); resp.StatusCode != 200 || text != "final" {
 		t.Errorf("after 103 Early Hints: %d %q", resp.StatusCode, text)
 	}
-	if n := s.conns.Load(); n != 1 {
-		t.Errorf("%d connections, want 1", n)
-	}
+	s.wantConns(t, 1)
 }
 
 func TestStaleIdleConnectionIsNotUsed(t *testing.T) {
@@ -224,9 +225,7 @@ func TestStaleIdleConnectionIsNotUsed(t *testing.T) {
 	if _, text := do(t, c, req); text != "ok" {
 		t.Fatalf("body %q", text)
 	}
-	if n := s.conns.Load(); n != 2 {
-		t.Fatalf("%d connections, want 2", n)
-	}
+	s.wantConns(t, 2)
 }
 
 func TestConnectionCloseIsHonoured(t *testing.T) {
@@ -241,9 +240,7 @@ func TestConnectionCloseIsHonoured(t *testing.T) {
 			t.Fatalf("body %q", text)
 		}
 	}
-	if n := s.conns.Load(); n != 3 {
-		t.Fatalf("%d connections, want 3", n)
-	}
+	s.wantConns(t, 3)
 }
 
 // stallingServer sends first (when not empty) and then nothing until the
@@ -374,9 +371,7 @@ func TestInvalidRequestsAreRefused(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	if n := s.conns.Load(); n != 0 {
-		t.Errorf("%d connections: an invalid request reached the server", n)
-	}
+	s.wantConns(t, 0)
 }
 
 // rawServer answers every connection with fixed bytes.
@@ -524,9 +519,7 @@ func TestHeaderValuesSurviveReuse(t *testing.T) {
 	if kept[0] != "1" || second.Header.Get("X-N") != "2" {
 		t.Fatalf("values %q then %q, want 1 then 2", kept, second.Header["X-N"])
 	}
-	if s.conns.Load() != 1 {
-		t.Fatalf("%d connections, want 1", s.conns.Load())
-	}
+	s.wantConns(t, 1)
 }
 
 // Connections left idle past IdleTimeout are closed even when no further

@@ -30,7 +30,7 @@ type conn struct {
 }
 
 func newConn(c *Client, key string, nc, raw net.Conn) *conn {
-	return &conn{client: c, key: key, nc: nc, raw: raw, br: bufio.NewReaderSize(nc, c.opts.ReadBufferSize)}
+	return &conn{client: c, key: key, nc: nc, raw: raw, br: bufio.NewReaderSize(nc, readBufferSize)}
 }
 
 // writeError marks a failed request write: the upstream read nothing it
