@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -25,27 +26,32 @@ import (
 type Config struct {
 	Database Database
 
-	ListenAddr         string        // LISTEN_ADDR, default ":8080"
-	ManagementToken    string        // MANAGEMENT_TOKEN; "" disables /manage
-	EncryptionKey      []byte        // ENCRYPTION_KEY decoded (32 bytes); nil when unset
-	RedisURL           string        // REDIS_URL (redis:// or rediss://); "" = in-process limiter and cache
-	RedisFailOpen      bool          // REDIS_FAIL_OPEN, default false
-	RedisKeyPrefix     string        // REDIS_KEY_PREFIX, default "llmproxy:"
-	RedisPoolSize      int           // REDIS_POOL_SIZE, 0 = go-redis default
-	RedisTimeout       time.Duration // REDIS_TIMEOUT, default 50ms: per call on the request path
-	RedisDialTimeout   time.Duration // REDIS_DIAL_TIMEOUT, default 1s
-	UpstreamTimeout    time.Duration // UPSTREAM_TIMEOUT, default 10m: max wait for upstream response headers
-	MaxRequestBytes    int64         // MAX_REQUEST_BYTES, default 10 MiB
-	ShutdownGrace      time.Duration // SHUTDOWN_GRACE, default 30s
-	DrainDelay         time.Duration // DRAIN_DELAY, default 5s
-	AuthCacheTTL       time.Duration // AUTH_CACHE_TTL, default 5s
-	UsageBatchSize     int           // USAGE_BATCH_SIZE, 1..10000, default 500
-	UsageFlushInterval time.Duration // USAGE_FLUSH_INTERVAL, default 1s
-	UsageBufferSize    int           // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
-	Retention          Retention
-	LogLevel           string // LOG_LEVEL: debug|info|warn|error, default info
-	LogFormat          string // LOG_FORMAT: json|text, default json
-	ConfigFile         string // --config / CONFIG_FILE; "" when none
+	ListenAddr          string         // LISTEN_ADDR, default ":8080"
+	ManagementToken     string         // MANAGEMENT_TOKEN; "" disables /manage
+	EncryptionKey       []byte         // ENCRYPTION_KEY decoded (32 bytes); nil when unset
+	RedisURL            string         // REDIS_URL (redis:// or rediss://); "" = in-process limiter and cache
+	RedisFailOpen       bool           // REDIS_FAIL_OPEN, default false
+	RedisKeyPrefix      string         // REDIS_KEY_PREFIX, default "llmproxy:"
+	RedisPoolSize       int            // REDIS_POOL_SIZE, 0 = go-redis default
+	RedisTimeout        time.Duration  // REDIS_TIMEOUT, default 50ms: per call on the request path
+	RedisDialTimeout    time.Duration  // REDIS_DIAL_TIMEOUT, default 1s
+	UpstreamTimeout     time.Duration  // UPSTREAM_TIMEOUT, default 10m: max wait for upstream response headers
+	MaxRequestBytes     int64          // MAX_REQUEST_BYTES, default 10 MiB
+	ShutdownGrace       time.Duration  // SHUTDOWN_GRACE, default 30s
+	DrainDelay          time.Duration  // DRAIN_DELAY, default 5s
+	AuthCacheTTL        time.Duration  // AUTH_CACHE_TTL, default 5s
+	RequestBodyTimeout  time.Duration  // REQUEST_BODY_TIMEOUT, default 60s: whole request must arrive within it
+	UpstreamIdleTimeout time.Duration  // UPSTREAM_IDLE_TIMEOUT, default 5m: longest upstream silence after headers
+	AuthFailureLimit    int            // AUTH_FAILURE_LIMIT, default 20 per client IP per minute
+	TrustedProxies      []netip.Prefix // TRUSTED_PROXIES; nil: the peer address is the client
+	MetricsToken        string         // METRICS_TOKEN; "" leaves /metrics open without project names
+	UsageBatchSize      int            // USAGE_BATCH_SIZE, 1..10000, default 500
+	UsageFlushInterval  time.Duration  // USAGE_FLUSH_INTERVAL, default 1s
+	UsageBufferSize     int            // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
+	Retention           Retention
+	LogLevel            string // LOG_LEVEL: debug|info|warn|error, default info
+	LogFormat           string // LOG_FORMAT: json|text, default json
+	ConfigFile          string // --config / CONFIG_FILE; "" when none
 }
 
 // Retention says how long rows are kept; 0 keeps them forever.
@@ -160,17 +166,22 @@ func build(s *settings, p *parser, opts Options) *Config {
 			Tokens:   p.durationOrZero(s.RetentionTokens),
 			Interval: p.duration(s.RetentionInterval),
 		},
-		UpstreamTimeout:    p.duration(s.UpstreamTimeout),
-		MaxRequestBytes:    int64(p.integer(s.MaxRequestBytes, 1, 1<<40)),
-		ShutdownGrace:      p.duration(s.ShutdownGrace),
-		DrainDelay:         p.durationOrZero(s.DrainDelay),
-		AuthCacheTTL:       p.duration(s.AuthCacheTTL),
-		UsageBatchSize:     p.integer(s.UsageBatchSize, 1, 10000),
-		UsageFlushInterval: p.duration(s.UsageFlushInterval),
-		UsageBufferSize:    p.integer(s.UsageBufferSize, 1, 100_000_000),
-		LogLevel:           p.oneOf(s.LogLevel, "debug", "info", "warn", "error"),
-		LogFormat:          p.oneOf(s.LogFormat, "json", "text"),
-		ConfigFile:         s.ConfigFile.text,
+		UpstreamTimeout:     p.duration(s.UpstreamTimeout),
+		MaxRequestBytes:     int64(p.integer(s.MaxRequestBytes, 1, 1<<40)),
+		ShutdownGrace:       p.duration(s.ShutdownGrace),
+		DrainDelay:          p.durationOrZero(s.DrainDelay),
+		AuthCacheTTL:        p.duration(s.AuthCacheTTL),
+		RequestBodyTimeout:  p.duration(s.RequestBodyTimeout),
+		UpstreamIdleTimeout: p.duration(s.UpstreamIdleTimeout),
+		AuthFailureLimit:    p.integer(s.AuthFailureLimit, 1, 100000),
+		TrustedProxies:      p.prefixes(s.TrustedProxies),
+		MetricsToken:        s.MetricsToken.text,
+		UsageBatchSize:      p.integer(s.UsageBatchSize, 1, 10000),
+		UsageFlushInterval:  p.duration(s.UsageFlushInterval),
+		UsageBufferSize:     p.integer(s.UsageBufferSize, 1, 100_000_000),
+		LogLevel:            p.oneOf(s.LogLevel, "debug", "info", "warn", "error"),
+		LogFormat:           p.oneOf(s.LogFormat, "json", "text"),
+		ConfigFile:          s.ConfigFile.text,
 	}
 	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
 		p.add(s.ListenAddr, "must be host:port or :port, such as :8080")
@@ -276,6 +287,28 @@ func (p *parser) seconds(v value) time.Duration {
 	}
 	p.add(v, "must be a positive number of seconds (30) or Go duration (30s)")
 	return 0
+}
+
+// prefixes parses a comma list of CIDRs (a bare address is a /32 or /128).
+func (p *parser) prefixes(v value) []netip.Prefix {
+	var out []netip.Prefix
+	for _, part := range strings.Split(v.text, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(part)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(part)
+			if aerr != nil {
+				p.add(v, "must be a comma list of CIDRs such as 10.0.0.0/8, 192.168.1.10")
+				return nil
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, pfx.Masked())
+	}
+	return out
 }
 
 func (p *parser) oneOf(v value, choices ...string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,21 +69,24 @@ func TestDefaults(t *testing.T) {
 			PoolSize: 5, MaxOverflow: 10, PoolTimeout: 30 * time.Second, MaxIdleConns: 5,
 			ConnMaxLifetime: time.Hour, AutoMigrate: true,
 		},
-		ListenAddr:         ":8080",
-		UpstreamTimeout:    10 * time.Minute,
-		MaxRequestBytes:    10 << 20,
-		ShutdownGrace:      30 * time.Second,
-		DrainDelay:         5 * time.Second,
-		AuthCacheTTL:       5 * time.Second,
-		UsageBatchSize:     500,
-		UsageFlushInterval: time.Second,
-		UsageBufferSize:    100000,
-		RedisKeyPrefix:     "llmproxy:",
-		RedisTimeout:       50 * time.Millisecond,
-		RedisDialTimeout:   time.Second,
-		Retention:          Retention{Usage: 2160 * time.Hour, Audit: 8760 * time.Hour, Tokens: 720 * time.Hour, Interval: time.Hour},
-		LogLevel:           "info",
-		LogFormat:          "json",
+		ListenAddr:          ":8080",
+		UpstreamTimeout:     10 * time.Minute,
+		MaxRequestBytes:     10 << 20,
+		ShutdownGrace:       30 * time.Second,
+		DrainDelay:          5 * time.Second,
+		AuthCacheTTL:        5 * time.Second,
+		RequestBodyTimeout:  time.Minute,
+		UpstreamIdleTimeout: 5 * time.Minute,
+		AuthFailureLimit:    20,
+		UsageBatchSize:      500,
+		UsageFlushInterval:  time.Second,
+		UsageBufferSize:     100000,
+		RedisKeyPrefix:      "llmproxy:",
+		RedisTimeout:        50 * time.Millisecond,
+		RedisDialTimeout:    time.Second,
+		Retention:           Retention{Usage: 2160 * time.Hour, Audit: 8760 * time.Hour, Tokens: 720 * time.Hour, Interval: time.Hour},
+		LogLevel:            "info",
+		LogFormat:           "json",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -122,6 +126,11 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"SHUTDOWN_GRACE":             "45s",
 		"DRAIN_DELAY":                "0s",
 		"AUTH_CACHE_TTL":             "10s",
+		"REQUEST_BODY_TIMEOUT":       "3s",
+		"UPSTREAM_IDLE_TIMEOUT":      "30s",
+		"AUTH_FAILURE_LIMIT":         "5",
+		"TRUSTED_PROXIES":            "fd00::/8",
+		"METRICS_TOKEN":              "metrics-secret",
 		"USAGE_BATCH_SIZE":           "100",
 		"USAGE_FLUSH_INTERVAL":       "250ms",
 		"USAGE_BUFFER_SIZE":          "1000",
@@ -136,28 +145,33 @@ func TestEverySettingFromEnv(t *testing.T) {
 			ConnMaxLifetime: 15 * time.Minute, Echo: true, EchoPool: true, AutoMigrate: false,
 			PoolSettingsSet: true,
 		},
-		ListenAddr:         "127.0.0.1:9000",
-		ManagementToken:    "mgmt-secret-token",
-		EncryptionKey:      []byte("0123456789abcdef0123456789abcdef"),
-		RedisURL:           "rediss://:rpw@redis:6380/2",
-		RedisFailOpen:      true,
-		RedisKeyPrefix:     "team-a:",
-		RedisPoolSize:      32,
-		RedisTimeout:       80 * time.Millisecond,
-		RedisDialTimeout:   2 * time.Second,
-		Retention:          Retention{Usage: 0, Audit: 48 * time.Hour, Tokens: 24 * time.Hour, Interval: 10 * time.Minute},
-		UpstreamTimeout:    2 * time.Minute,
-		MaxRequestBytes:    2048,
-		ShutdownGrace:      45 * time.Second,
-		DrainDelay:         0,
-		AuthCacheTTL:       10 * time.Second,
-		UsageBatchSize:     100,
-		UsageFlushInterval: 250 * time.Millisecond,
-		UsageBufferSize:    1000,
-		LogLevel:           "debug",
-		LogFormat:          "text",
+		ListenAddr:          "127.0.0.1:9000",
+		ManagementToken:     "mgmt-secret-token",
+		EncryptionKey:       []byte("0123456789abcdef0123456789abcdef"),
+		RedisURL:            "rediss://:rpw@redis:6380/2",
+		RedisFailOpen:       true,
+		RedisKeyPrefix:      "team-a:",
+		RedisPoolSize:       32,
+		RedisTimeout:        80 * time.Millisecond,
+		RedisDialTimeout:    2 * time.Second,
+		Retention:           Retention{Usage: 0, Audit: 48 * time.Hour, Tokens: 24 * time.Hour, Interval: 10 * time.Minute},
+		UpstreamTimeout:     2 * time.Minute,
+		MaxRequestBytes:     2048,
+		ShutdownGrace:       45 * time.Second,
+		DrainDelay:          0,
+		AuthCacheTTL:        10 * time.Second,
+		RequestBodyTimeout:  3 * time.Second,
+		UpstreamIdleTimeout: 30 * time.Second,
+		AuthFailureLimit:    5,
+		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("fd00::/8")},
+		MetricsToken:        "metrics-secret",
+		UsageBatchSize:      100,
+		UsageFlushInterval:  250 * time.Millisecond,
+		UsageBufferSize:     1000,
+		LogLevel:            "debug",
+		LogFormat:           "text",
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 }
@@ -264,6 +278,11 @@ max_request_bytes: 4096
 shutdown_grace: 20s
 drain_delay: 1s
 auth_cache_ttl: 2s
+request_body_timeout: 15s
+upstream_idle_timeout: 2m
+auth_failure_limit: 7
+trusted_proxies: "10.0.0.0/8, 192.168.1.10"
+metrics_token: mtok
 usage:
   batch_size: 50
   flush_interval: 3s
@@ -279,29 +298,34 @@ log:
 			PoolSize: 8, MaxOverflow: 2, PoolTimeout: time.Minute, MaxIdleConns: 4,
 			ConnMaxLifetime: 2 * time.Hour, Echo: true, EchoPool: true, PoolSettingsSet: true,
 		},
-		ListenAddr:         ":7000",
-		ManagementToken:    "tok",
-		EncryptionKey:      []byte("0123456789abcdef0123456789abcdef"),
-		RedisURL:           "redis://redis:6379/1",
-		RedisFailOpen:      true,
-		RedisKeyPrefix:     "b:",
-		RedisPoolSize:      4,
-		RedisTimeout:       30 * time.Millisecond,
-		RedisDialTimeout:   3 * time.Second,
-		Retention:          Retention{Usage: 720 * time.Hour, Tokens: time.Hour, Interval: 5 * time.Minute},
-		UpstreamTimeout:    90 * time.Second,
-		MaxRequestBytes:    4096,
-		ShutdownGrace:      20 * time.Second,
-		DrainDelay:         time.Second,
-		AuthCacheTTL:       2 * time.Second,
-		UsageBatchSize:     50,
-		UsageFlushInterval: 3 * time.Second,
-		UsageBufferSize:    500,
-		LogLevel:           "warn",
-		LogFormat:          "text",
-		ConfigFile:         path,
+		ListenAddr:          ":7000",
+		ManagementToken:     "tok",
+		EncryptionKey:       []byte("0123456789abcdef0123456789abcdef"),
+		RedisURL:            "redis://redis:6379/1",
+		RedisFailOpen:       true,
+		RedisKeyPrefix:      "b:",
+		RedisPoolSize:       4,
+		RedisTimeout:        30 * time.Millisecond,
+		RedisDialTimeout:    3 * time.Second,
+		Retention:           Retention{Usage: 720 * time.Hour, Tokens: time.Hour, Interval: 5 * time.Minute},
+		UpstreamTimeout:     90 * time.Second,
+		MaxRequestBytes:     4096,
+		ShutdownGrace:       20 * time.Second,
+		DrainDelay:          time.Second,
+		AuthCacheTTL:        2 * time.Second,
+		RequestBodyTimeout:  15 * time.Second,
+		UpstreamIdleTimeout: 2 * time.Minute,
+		AuthFailureLimit:    7,
+		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.10/32")},
+		MetricsToken:        "mtok",
+		UsageBatchSize:      50,
+		UsageFlushInterval:  3 * time.Second,
+		UsageBufferSize:     500,
+		LogLevel:            "warn",
+		LogFormat:           "text",
+		ConfigFile:          path,
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 }
@@ -450,6 +474,9 @@ func TestRangeChecks(t *testing.T) {
 		{"AUTH_CACHE_TTL", "0", "AUTH_CACHE_TTL: "},
 		{"USAGE_BATCH_SIZE", "0", "USAGE_BATCH_SIZE: "},
 		{"USAGE_BATCH_SIZE", "10001", "USAGE_BATCH_SIZE: "},
+		{"TRUSTED_PROXIES", "10.0.0.0/8, not-a-cidr", "TRUSTED_PROXIES: must be a comma list of CIDRs"},
+		{"AUTH_FAILURE_LIMIT", "0", "AUTH_FAILURE_LIMIT: "},
+		{"REQUEST_BODY_TIMEOUT", "0s", "REQUEST_BODY_TIMEOUT: "},
 		{"USAGE_FLUSH_INTERVAL", "0s", "USAGE_FLUSH_INTERVAL: "},
 		{"USAGE_BUFFER_SIZE", "499", "USAGE_BUFFER_SIZE: "},
 		{"USAGE_BUFFER_SIZE", "0", "USAGE_BUFFER_SIZE: "},

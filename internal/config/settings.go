@@ -60,6 +60,12 @@ type settings struct {
 	DrainDelay       value `envconfig:"DRAIN_DELAY" flag:"drain-delay" key:"drain_delay" def:"5s" doc:"how long /readyz reports not ready before the listener closes (Go duration)"`
 	AuthCacheTTL     value `envconfig:"AUTH_CACHE_TTL" key:"auth_cache_ttl" def:"5s" doc:"how long a token lookup is cached in process (Go duration)"`
 
+	RequestBodyTimeout  value `envconfig:"REQUEST_BODY_TIMEOUT" key:"request_body_timeout" def:"60s" doc:"the whole request (headers and body) must arrive within this; 408 otherwise (Go duration)"`
+	UpstreamIdleTimeout value `envconfig:"UPSTREAM_IDLE_TIMEOUT" key:"upstream_idle_timeout" def:"5m" doc:"longest silence between bytes of an upstream answer once its headers came; the exchange is then cut (Go duration)"`
+	AuthFailureLimit    value `envconfig:"AUTH_FAILURE_LIMIT" key:"auth_failure_limit" def:"20" doc:"failed authentications per client IP per minute before 429 (1-100000)"`
+	TrustedProxies      value `envconfig:"TRUSTED_PROXIES" key:"trusted_proxies" doc:"comma list of CIDRs whose X-Forwarded-For names the client; empty: the peer address is the client"`
+	MetricsToken        value `envconfig:"METRICS_TOKEN" key:"metrics_token" secret:"true" doc:"bearer token required by /metrics; when set, /metrics also serves llm_project_info (project names)"`
+
 	UsageBatchSize     value `envconfig:"USAGE_BATCH_SIZE" key:"usage.batch_size" def:"500" doc:"usage rows written per batch (1-10000)"`
 	UsageFlushInterval value `envconfig:"USAGE_FLUSH_INTERVAL" key:"usage.flush_interval" def:"1s" doc:"longest wait before a partial usage batch is written (Go duration)"`
 	UsageBufferSize    value `envconfig:"USAGE_BUFFER_SIZE" key:"usage.buffer_size" def:"100000" doc:"usage rows held in memory while the database is unreachable (at least the batch size)"`
