@@ -111,12 +111,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Manager: manage.New(manage.Options{
 			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
 		}),
-		Metrics:         metrics,
-		Logger:          logger,
-		ManagementToken: cfg.ManagementToken,
-		MaxRequestBytes: cfg.MaxRequestBytes,
-		Checks:          sh.checks,
-		TracerProvider:  tp,
+		Metrics:            metrics,
+		Logger:             logger,
+		ManagementToken:    cfg.ManagementToken,
+		MaxRequestBytes:    cfg.MaxRequestBytes,
+		RequestBodyTimeout: cfg.RequestBodyTimeout,
+		TrustedProxies:     cfg.TrustedProxies,
+		Checks:             sh.checks,
+		TracerProvider:     tp,
 	})
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
@@ -125,7 +127,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	// No WriteTimeout: it would cut long SSE streams (SPEC §6.1).
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 
 	// Background work outlives the request context: the recorder is
 	// stopped after the HTTP server has drained (so it flushes every row
@@ -150,6 +152,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	case <-ctx.Done():
 		err = shutdown(cfg, logger, srv, hs)
 	}
+	// Handlers cut by the grace period are still recording their usage
+	// (status 499, what was produced): wait for them before the recorder
+	// stops (SPEC §6.4).
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), handlerRecordWait)
+	if werr := srv.Wait(waitCtx); werr != nil {
+		logger.Warn("handlers still running after the shutdown grace; their usage may be lost", "err", werr)
+	}
+	cancelWait()
 	if rerr := recorderTask.stop(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("flush usage: %w", rerr))
 	}
@@ -202,6 +212,15 @@ func (t *task) stop() error {
 	t.cancel()
 	return <-t.done
 }
+
+// maxHeaderBytes bounds a request's line and headers (net/http answers 431
+// beyond it); the handler bounds the request target further (414).
+const maxHeaderBytes = 64 << 10
+
+// handlerRecordWait bounds the wait for handlers cut at SHUTDOWN_GRACE to
+// record their usage: their connections are closed, so they return as soon
+// as their next read or write fails.
+const handlerRecordWait = 5 * time.Second
 
 // shutdown is the order of SPEC §6.4: readiness flips, the drain delay lets
 // load balancers notice, the listener closes, and in-flight requests and

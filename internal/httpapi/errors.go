@@ -135,6 +135,14 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 			logger.Error("request failed", requestIDs(c, "path", c.Path(), "status", e.Status, "err", err)...)
 		}
 		if c.Response().Committed {
+			if e.Status != proxy.StatusClientClosedRequest {
+				// The status line went out and the body broke off (an
+				// upstream cut, UPSTREAM_IDLE_TIMEOUT): end the
+				// connection without the terminating chunk (HTTP/2:
+				// reset the stream), so the client sees a truncated
+				// answer rather than a complete-looking one.
+				panic(http.ErrAbortHandler)
+			}
 			return
 		}
 		if e.RetryAfter > 0 {

@@ -1,10 +1,10 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -25,20 +25,27 @@ func (s *Server) proxy(c echo.Context) error {
 	ctx := r.Context()
 	reqID := c.Response().Header().Get(echo.HeaderXRequestID)
 
+	if err := checkMethod(c); err != nil {
+		return err
+	}
+	if r.Method == http.MethodOptions {
+		return c.NoContent(http.StatusNoContent)
+	}
+	if err := proxy.CheckPath(r.URL.Path, r.URL.RawPath); err != nil {
+		return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_path",
+			Message: "request path is not canonical (" + strings.TrimPrefix(err.Error(), proxy.ErrPath.Error()+": ") + ")", Err: err}
+	}
 	p, err := s.authenticate(c, reqID)
 	if err != nil {
 		return err
 	}
-	body, err := readBody(r, s.d.MaxRequestBytes)
+	body, err := readBody(c, s.d.MaxRequestBytes)
 	if err != nil {
 		return err
 	}
-	var info proxy.Info
-	if len(body) > 0 && isJSON(r.Header.Get(echo.HeaderContentType)) {
-		if info, err = proxy.Inspect(body); err != nil {
-			return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_json",
-				Message: "request body is not valid JSON", Err: err}
-		}
+	info, err := inspect(r.URL.Path, body)
+	if err != nil {
+		return err
 	}
 
 	limits := rateRequests(p, info)
@@ -120,19 +127,37 @@ func (s *Server) auditAuthFailure(c echo.Context, reqID, reason string) {
 	})
 }
 
-// credential returns the bearer token or x-api-key value, "" when absent.
+// forwardedMethods are the methods sent upstream (SPEC §6.1); OPTIONS is
+// answered here.
+const forwardedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE"
+
+// checkMethod refuses the methods that are neither forwarded nor OPTIONS:
+// TRACE would echo the upstream key back, CONNECT and WebDAV verbs have no
+// meaning for an LLM API.
+func checkMethod(c echo.Context) error {
+	switch c.Request().Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return nil
+	}
+	c.Response().Header().Set(echo.HeaderAllow, forwardedMethods+", OPTIONS")
+	return &Error{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+		Message: "method not allowed; allowed: " + forwardedMethods + ", OPTIONS"}
+}
+
+// credential returns the bearer token, else the x-api-key value; "" when
+// neither is present. An Authorization of another scheme (Basic) does not
+// hide an x-api-key.
 func credential(h http.Header) string {
-	if v := h.Get(echo.HeaderAuthorization); v != "" {
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			return strings.TrimSpace(v[7:])
-		}
-		return ""
+	if v := h.Get(echo.HeaderAuthorization); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
 	}
 	return strings.TrimSpace(h.Get("x-api-key"))
 }
 
-// readBody reads the whole client body, refusing more than max bytes.
-func readBody(r *http.Request, max int64) ([]byte, error) {
+// readBody reads the whole client body, refusing more than max bytes and a
+// body that does not arrive within RequestBodyTimeout.
+func readBody(c echo.Context, max int64) ([]byte, error) {
+	r := c.Request()
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -157,6 +182,11 @@ func readBody(r *http.Request, max int64) ([]byte, error) {
 	} else {
 		body, err = io.ReadAll(rd)
 	}
+	if errors.Is(err, errBodyTimeout) {
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+		return nil, &Error{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+			Message: "the request body did not arrive within REQUEST_BODY_TIMEOUT", Err: err}
+	}
 	if err != nil {
 		return nil, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "bad_body",
 			Message: "could not read the request body", Err: err}
@@ -167,15 +197,33 @@ func readBody(r *http.Request, max int64) ([]byte, error) {
 	return body, nil
 }
 
-func isJSON(contentType string) bool {
-	if contentType == "" {
-		return false
+// inspect reads the body the way the upstream will, whatever the
+// Content-Type says (SPEC §6.1): a JSON endpoint's body must be a JSON
+// object, and any other body that starts like one is inspected too, so a
+// text/plain label cannot skip usage accounting.
+func inspect(path string, body []byte) (proxy.Info, error) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || (!jsonEndpoint(path) && trimmed[0] != '{') {
+		return proxy.Info{}, nil
 	}
-	mt, _, err := mime.ParseMediaType(contentType)
+	info, err := proxy.Inspect(body)
+	if err != nil && !jsonEndpoint(path) && errors.Is(err, proxy.ErrBadJSON) {
+		return proxy.Info{}, nil // not JSON after all: relayed uninspected
+	}
 	if err != nil {
-		return false
+		return proxy.Info{}, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_json",
+			Message: "request body: " + err.Error(), Err: err}
 	}
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+	return info, nil
+}
+
+// jsonEndpoint reports whether a /v1 path takes a JSON object body.
+func jsonEndpoint(path string) bool {
+	switch strings.TrimPrefix(path, "/v1") {
+	case "/chat/completions", "/completions", "/embeddings", "/responses", "/messages":
+		return true
+	}
+	return false
 }
 
 // rateRequests lists the per-minute budgets this request spends: requests

@@ -9,7 +9,7 @@ import (
 // routes lists the whole HTTP surface (SPEC §6).
 func (s *Server) routes() {
 	e := s.e
-	e.Use(requestID, s.traceRequests, s.observe, s.recoverPanics)
+	e.Use(requestID, s.track, s.traceRequests, s.observe, s.recoverPanics, s.boundRequest)
 
 	for _, p := range []string{"/healthz", "/live"} {
 		e.GET(p, s.live)

@@ -7,9 +7,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +52,14 @@ type Deps struct {
 	ManagementToken string
 	// MaxRequestBytes bounds client request bodies (413 beyond it).
 	MaxRequestBytes int64
+	// RequestBodyTimeout bounds the arrival of a whole request body, on
+	// every route, authenticated or not (408 beyond it); zero means no
+	// limit.
+	RequestBodyTimeout time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (audit, failed-authentication limits); empty means the peer address
+	// is the client.
+	TrustedProxies []netip.Prefix
 	// Checks are extra readiness conditions (e.g. Redis), reported by name
 	// in the /readyz body.
 	Checks []ReadyCheck
@@ -72,6 +87,7 @@ type Server struct {
 	d        Deps
 	e        *echo.Echo
 	draining atomic.Bool
+	inflight sync.WaitGroup // handlers running, for Wait
 }
 
 // New builds the server and registers every route.
@@ -83,7 +99,7 @@ func New(d Deps) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(d.Logger)
-	e.IPExtractor = echo.ExtractIPDirect()
+	e.IPExtractor = ipExtractor(d.TrustedProxies)
 	s := &Server{d: d, e: e}
 	s.routes()
 	return s
@@ -91,6 +107,94 @@ func New(d Deps) *Server {
 
 // ServeHTTP makes the Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.e.ServeHTTP(w, r) }
+
+// Wait blocks until every handler has returned or ctx ends. After the HTTP
+// server was closed with streams still running, it lets those handlers
+// record their usage before the recorder stops (SPEC §6.4).
+func (s *Server) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.inflight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// track counts running handlers for Wait.
+func (s *Server) track(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		return next(c)
+	}
+}
+
+// ipExtractor returns the client address: the peer's, or with trusted
+// proxies the right-most X-Forwarded-For entry that is not one of them.
+// Echo's defaults (loopback, link-local and private ranges trusted) are
+// switched off: only the configured ranges are proxies.
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// maxRequestTarget bounds the request line's target (414 beyond it): every
+// audited or logged path comes from it.
+const maxRequestTarget = 8 << 10
+
+// boundRequest refuses an over-long request target and gives the body
+// RequestBodyTimeout to arrive, for every route.
+func (s *Server) boundRequest(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if len(r.RequestURI) > maxRequestTarget {
+			c.Response().Header().Set(echo.HeaderConnection, "close")
+			return &Error{Status: http.StatusRequestURITooLong, Type: "invalid_request_error", Code: "uri_too_long",
+				Message: "request target longer than " + strconv.Itoa(maxRequestTarget) + " bytes"}
+		}
+		if s.d.RequestBodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(c.Response())
+			if rc.SetReadDeadline(time.Now().Add(s.d.RequestBodyTimeout)) == nil {
+				r.Body = &timedBody{ReadCloser: r.Body, rc: rc}
+			}
+		}
+		return next(c)
+	}
+}
+
+// errBodyTimeout is wrapped by body reads that hit RequestBodyTimeout.
+var errBodyTimeout = errors.New("request body timeout")
+
+// timedBody reads a request body under the read deadline boundRequest set,
+// and lifts the deadline once the body has arrived, so a long stream's
+// response is not cut by it. A body that is never read to its end keeps
+// the deadline, which then bounds net/http's discarding of it.
+type timedBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("%w: %w", errBodyTimeout, err)
+	}
+	return n, err
+}
 
 // SetDraining makes /readyz answer 503 so load balancers stop sending
 // traffic before the listener closes (SPEC §6.4).

@@ -81,36 +81,50 @@ func TestRequestID(t *testing.T) {
 
 func TestCredential(t *testing.T) {
 	for _, tc := range []struct {
-		header, value, want string
+		name string
+		h    http.Header
+		want string
 	}{
-		{"Authorization", "Bearer sk-abc", "sk-abc"},
-		{"Authorization", "bearer  sk-abc ", "sk-abc"},
-		{"Authorization", "Basic dXNlcjpwdw==", ""},
-		{"x-api-key", "sk-xyz", "sk-xyz"},
-		{"", "", ""},
+		{"bearer", http.Header{"Authorization": {"Bearer sk-abc"}}, "sk-abc"},
+		{"bearer any case, spaces", http.Header{"Authorization": {"bearer  sk-abc "}}, "sk-abc"},
+		{"basic alone", http.Header{"Authorization": {"Basic dXNlcjpwdw=="}}, ""},
+		{"x-api-key", http.Header{"X-Api-Key": {"sk-xyz"}}, "sk-xyz"},
+		{"basic does not hide x-api-key", http.Header{"Authorization": {"Basic dXNlcjpwdw=="}, "X-Api-Key": {"sk-xyz"}}, "sk-xyz"},
+		{"bearer wins over x-api-key", http.Header{"Authorization": {"Bearer sk-abc"}, "X-Api-Key": {"sk-xyz"}}, "sk-abc"},
+		{"none", http.Header{}, ""},
 	} {
-		h := http.Header{}
-		if tc.header != "" {
-			h.Set(tc.header, tc.value)
-		}
-		if got := credential(h); got != tc.want {
-			t.Errorf("%s: %q → %q, want %q", tc.header, tc.value, got, tc.want)
+		if got := credential(tc.h); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
 
-func TestIsJSON(t *testing.T) {
-	for ct, want := range map[string]bool{
-		"application/json":                   true,
-		"application/json; charset=utf-8":    true,
-		"application/vnd.api+json":           true,
-		"multipart/form-data; boundary=x":    false,
-		"text/plain":                         false,
-		"":                                   false,
-		"application/json; charset=\"broken": false,
+// TestInspectWhateverTheContentType: the upstream parses a JSON body
+// whatever its label, so the gateway does too (usage injection and
+// estimates cannot be skipped with text/plain).
+func TestInspectWhateverTheContentType(t *testing.T) {
+	chat := `{"model":"gpt-4o","stream":true,"max_tokens":50}`
+	for _, tc := range []struct {
+		name, path, body string
+		want             proxy.Info
+		status           int
+	}{
+		{"chat", "/v1/chat/completions", chat, proxy.Info{Model: "gpt-4o", Stream: true, MaxTokens: 50, PromptEstimate: len(chat) / 4}, 0},
+		{"object on another path", "/v1/audio/speech", `{"model":"tts-1"}`, proxy.Info{Model: "tts-1", PromptEstimate: 4}, 0},
+		{"not JSON on another path", "/v1/files", "--boundary\r\n", proxy.Info{}, 0},
+		{"brace but not JSON on another path", "/v1/files", "{not json", proxy.Info{}, 0},
+		{"not JSON on a JSON endpoint", "/v1/chat/completions", "model=gpt-4o", proxy.Info{}, http.StatusBadRequest},
+		{"array on a JSON endpoint", "/v1/embeddings", "[1]", proxy.Info{}, http.StatusBadRequest},
+		{"empty", "/v1/chat/completions", "", proxy.Info{}, 0},
 	} {
-		if got := isJSON(ct); got != want {
-			t.Errorf("isJSON(%q) = %t, want %t", ct, got, want)
+		got, err := inspect(tc.path, []byte(tc.body))
+		switch {
+		case tc.status == 0 && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.status != 0 && (err == nil || toError(err).Status != tc.status):
+			t.Errorf("%s: err %v, want status %d", tc.name, err, tc.status)
+		case got != tc.want:
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 }
@@ -131,7 +145,8 @@ func TestReadBody(t *testing.T) {
 	} {
 		req := httptest.NewRequest("POST", "/", strings.NewReader(tc.body))
 		req.ContentLength = tc.length
-		got, err := readBody(req, tc.max)
+		c := echo.New().NewContext(req, httptest.NewRecorder())
+		got, err := readBody(c, tc.max)
 		switch {
 		case tc.wantErr == 0 && (err != nil || string(got) != tc.body):
 			t.Errorf("%s: %q, %v", tc.name, got, err)

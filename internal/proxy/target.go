@@ -9,6 +9,47 @@ import (
 	"strings"
 )
 
+// ErrPath is returned (wrapped) by CheckPath for a client path that is not
+// canonical.
+var ErrPath = errors.New("path not canonical")
+
+// CheckPath reports whether a client path may be appended to a project's
+// base path (SPEC §6.1): path is the decoded path and rawPath the client's
+// encoding of it when that differs (url.URL's Path and RawPath). A path is
+// canonical when it has no "." or ".." segment (raw or percent-encoded), no
+// empty segment, no encoded "/" and no "\" in any form, and no control
+// byte: an upstream or an intermediary that normalises such a path would
+// serve something outside the project's base path, with the project's key.
+// The error wraps ErrPath and names the problem, never the path.
+func CheckPath(path, rawPath string) error {
+	if path == "" || path[0] != '/' {
+		return fmt.Errorf("%w: must start with /", ErrPath)
+	}
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case c < 0x20 || c == 0x7f:
+			return fmt.Errorf("%w: control character", ErrPath)
+		case c == '\\':
+			return fmt.Errorf("%w: backslash", ErrPath)
+		}
+	}
+	for seg := range strings.SplitSeq(path[1:], "/") {
+		switch seg {
+		case "":
+			return fmt.Errorf("%w: empty segment", ErrPath)
+		case ".", "..":
+			return fmt.Errorf("%w: dot segment", ErrPath)
+		}
+	}
+	// The decoded path hides an encoded slash: it splits differently.
+	for i := 0; i+2 < len(rawPath); i++ {
+		if rawPath[i] == '%' && rawPath[i+1] == '2' && (rawPath[i+2] == 'f' || rawPath[i+2] == 'F') {
+			return fmt.Errorf("%w: encoded slash", ErrPath)
+		}
+	}
+	return nil
+}
+
 // parseBase parses and checks a project's base URL.
 func parseBase(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
@@ -124,7 +165,15 @@ func upstreamHeader(in http.Header, up Upstream, requestID string) http.Header {
 		case "Authorization", "X-Api-Key", "Api-Key", "Cookie",
 			// The client writes these itself; without Accept-Encoding the
 			// upstream answers uncompressed, so usage can be read.
-			"Host", "Content-Length", "Accept-Encoding", "Expect", "X-Request-Id":
+			"Host", "Content-Length", "Accept-Encoding", "Expect", "X-Request-Id",
+			// Billing is the project's choice, not the client's: on a
+			// multi-organization key these pick who pays.
+			"Openai-Organization", "Openai-Project",
+			// The client's address stays here (SPEC §6.1).
+			"Forwarded", "X-Real-Ip":
+			continue
+		}
+		if strings.HasPrefix(ck, "X-Forwarded-") {
 			continue
 		}
 		out[ck] = vv

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -81,6 +82,13 @@ func TestUpstreamHeader(t *testing.T) {
 		"X-Custom":            {"a", "b"},
 		"User-Agent":          {"openai-python/1.0"},
 		"Traceparent":         {"00-abc-def-01"},
+		"Openai-Organization": {"org-client-picked"},
+		"Openai-Project":      {"proj-client-picked"},
+		"X-Forwarded-For":     {"203.0.113.9"},
+		"X-Forwarded-Host":    {"evil.example"},
+		"X-Forwarded-Proto":   {"https"},
+		"Forwarded":           {"for=203.0.113.9"},
+		"X-Real-Ip":           {"203.0.113.9"},
 	}
 	pass := http.Header{
 		"Content-Type": {"application/json"},
@@ -118,6 +126,44 @@ func TestUpstreamHeader(t *testing.T) {
 			}
 			if diff := cmp.Diff(before, tt.client); diff != "" {
 				t.Errorf("client header modified (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCheckPath(t *testing.T) {
+	tests := []struct {
+		name          string
+		path, rawPath string
+		ok            bool
+	}{
+		{"chat", "/v1/chat/completions", "", true},
+		{"v1 only", "/v1", "", true},
+		{"percent-encoded letters", "/v1/models/gpt 4", "/v1/models/gpt%204", true},
+		{"dot dot", "/v1/../../tenant-b/x", "", false},
+		{"dot", "/v1/./chat/completions", "", false},
+		{"encoded dot dot", "/v1/../x", "/v1/%2e%2e/x", false},
+		{"mixed encoded dot dot", "/v1/../x", "/v1/.%2E/x", false},
+		{"encoded slash dot dot", "/v1/../x", "/v1/..%2fx", false},
+		{"encoded slash", "/v1/a/b", "/v1/a%2Fb", false},
+		{"double slash", "/v1//chat/completions", "", false},
+		{"trailing slash", "/v1/chat/completions/", "", false},
+		{"backslash", `/v1/..\x`, "", false},
+		{"encoded backslash", `/v1/a\b`, "/v1/a%5Cb", false},
+		{"NUL", "/v1/a\x00b", "/v1/a%00b", false},
+		{"newline", "/v1/a\nb", "/v1/a%0Ab", false},
+		{"DEL", "/v1/a\x7fb", "/v1/a%7Fb", false},
+		{"relative", "v1/chat", "", false},
+		{"dots inside a segment", "/v1/files/a..b", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckPath(tt.path, tt.rawPath)
+			if (err == nil) != tt.ok {
+				t.Fatalf("CheckPath(%q, %q) = %v, want ok=%v", tt.path, tt.rawPath, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrPath) {
+				t.Fatalf("error %v does not wrap ErrPath", err)
 			}
 		})
 	}
