@@ -56,7 +56,7 @@ func newClient(t *testing.T, opts h1.Options) *h1.Client {
 	return c
 }
 
-func mustURL(t *testing.T, raw string) *url.URL {
+func mustURL(t testing.TB, raw string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(raw)
 	if err != nil {
