@@ -67,6 +67,13 @@ type Options struct {
 	// ResponseHeaderTimeout bounds the wait for the response head once the
 	// request is written; zero means no limit (the context still applies).
 	ResponseHeaderTimeout time.Duration
+	// BodyIdleTimeout bounds each wait for more of a response body once
+	// the head has arrived: when the upstream sends nothing for this long,
+	// the body read fails with an error that is a net.Error whose Timeout
+	// reports true, and the connection is closed. It bounds silence, not
+	// the whole body, and not the wait for the head. Zero means no limit
+	// (the context still applies).
+	BodyIdleTimeout time.Duration
 	// IdleTimeout closes connections left idle longer than this.
 	IdleTimeout time.Duration
 	// TLSConfig is cloned for https hosts (ServerName and ALPN set per

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +25,7 @@ type conn struct {
 	key       string
 	nc        net.Conn // what is read and written (TLS or TCP)
 	raw       net.Conn // the TCP connection under nc, for the liveness check
+	sock      socket   // what br reads from: nc, with the body idle deadline
 	br        *bufio.Reader
 	header    http.Header // the last response's headers, cleared for the next
 	reused    bool
@@ -30,7 +33,43 @@ type conn struct {
 }
 
 func newConn(c *Client, key string, nc, raw net.Conn) *conn {
-	return &conn{client: c, key: key, nc: nc, raw: raw, br: bufio.NewReaderSize(nc, readBufferSize)}
+	cn := &conn{client: c, key: key, nc: nc, raw: raw, sock: socket{nc: nc}}
+	cn.br = bufio.NewReaderSize(&cn.sock, readBufferSize)
+	return cn
+}
+
+// socket reads from a connection, moving its read deadline before each
+// read while a response body is read under BodyIdleTimeout. The deadline is
+// set only when the buffered reader above it has run dry and reads from the
+// connection, so bytes already buffered cost nothing.
+type socket struct {
+	nc net.Conn
+	// idle is BodyIdleTimeout while a body is read, zero otherwise. Only
+	// the exchange's goroutine touches it.
+	idle time.Duration
+	// cancelled is set by the exchange's context before it moves the
+	// deadline into the past, so a deadline set here cannot undo that.
+	cancelled atomic.Bool
+}
+
+// Read implements io.Reader. A read cut by the idle deadline fails with an
+// error that is a net.Error timeout.
+func (s *socket) Read(p []byte) (int, error) {
+	if s.idle <= 0 {
+		return s.nc.Read(p)
+	}
+	if err := s.nc.SetReadDeadline(time.Now().Add(s.idle)); err != nil {
+		return 0, err
+	}
+	if s.cancelled.Load() {
+		// The context fired and may have set its deadline before ours.
+		_ = s.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	n, err := s.nc.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !s.cancelled.Load() {
+		err = fmt.Errorf("h1: upstream sent no body bytes for %v: %w", s.idle, err)
+	}
+	return n, err
 }
 
 // writeError marks a failed request write: the upstream read nothing it
@@ -48,7 +87,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (cn *conn) roundTrip(ctx context.Context, method string, head, body []byte) (*Response, error) {
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = cn.nc.SetDeadline(aLongTimeAgo) })
+		stop = context.AfterFunc(ctx, func() {
+			cn.sock.cancelled.Store(true)
+			_ = cn.nc.SetDeadline(aLongTimeAgo)
+		})
 	}
 	resp, err := cn.exchange(ctx, method, head, body)
 	if err != nil {
@@ -60,6 +102,7 @@ func (cn *conn) roundTrip(ctx context.Context, method string, head, body []byte)
 		return nil, err
 	}
 	resp.body.stop = stop
+	cn.sock.idle = cn.client.opts.BodyIdleTimeout
 	return resp, nil
 }
 
@@ -447,8 +490,8 @@ type body struct {
 }
 
 // Read implements io.Reader. Bad chunked framing fails it with ErrProtocol
-// (wrapped) and a body cut short with io.ErrUnexpectedEOF; each closes the
-// connection.
+// (wrapped), a body cut short with io.ErrUnexpectedEOF, and BodyIdleTimeout
+// with a net.Error timeout; each closes the connection.
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
@@ -648,6 +691,14 @@ func (b *body) finish(complete bool) {
 	b.cn = nil
 	detached := b.stop()
 	if complete && b.keepAlive && detached {
+		if cn.sock.idle > 0 {
+			// The body's last deadline must not cut the next exchange.
+			cn.sock.idle = 0
+			if err := cn.nc.SetReadDeadline(time.Time{}); err != nil {
+				_ = cn.nc.Close()
+				return
+			}
+		}
 		cn.client.put(cn)
 		return
 	}
