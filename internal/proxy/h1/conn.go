@@ -120,6 +120,11 @@ func (cn *conn) exchange(ctx context.Context, method string, head, body []byte) 
 		if err := cn.nc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 			return nil, err
 		}
+		if ctx.Err() != nil {
+			// Cancelled while the deadline was being set: the
+			// cancellation's deadline may have been overwritten.
+			return nil, ctx.Err()
+		}
 	}
 	resp, err := cn.readResponse(method)
 	if err != nil {
