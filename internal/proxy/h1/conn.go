@@ -585,7 +585,7 @@ func (b *body) readChunked(p []byte) (n int, err error) {
 			_, _ = br.Discard(2)
 			b.state = chunkSize
 		case chunkTrailer:
-			if n > 0 && !lineBuffered(br) {
+			if n > 0 && !trailerBuffered(br) {
 				return n, nil
 			}
 			if err := b.cn.readTrailer(); err != nil {
@@ -600,6 +600,13 @@ func (b *body) readChunked(p []byte) (n int, err error) {
 func lineBuffered(br *bufio.Reader) bool {
 	buf, _ := br.Peek(br.Buffered())
 	return bytes.IndexByte(buf, '\n') >= 0
+}
+
+// trailerBuffered reports whether a whole trailer section is buffered in
+// br: an empty one, or field lines up to an empty line.
+func trailerBuffered(br *bufio.Reader) bool {
+	buf, _ := br.Peek(br.Buffered())
+	return bytes.HasPrefix(buf, []byte("\r\n")) || bytes.Contains(buf, []byte("\r\n\r\n"))
 }
 
 // readChunkSize reads a chunk-size line: hex digits, optionally ';' and

@@ -199,3 +199,47 @@ func TestBodyIdleTimeoutOverTCP(t *testing.T) {
 		t.Fatalf("read %q, %v; want the first event and a *net.OpError timeout", b, err)
 	}
 }
+
+// Chunk data already read is returned at once, not held back while the
+// next chunk or the rest of the trailer is on its way.
+func TestChunkDataIsNotHeldBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const pause = time.Second
+		c := h1.New(h1.Options{})
+		defer c.Close()
+		ups := pipeUpstream(c)
+		go func() {
+			up := <-ups
+			defer up.Close()
+			if readHead(bufio.NewReader(up)) != nil {
+				return
+			}
+			for i, part := range []string{chunkedHead + "5\r\nfirst\r\n", "6\r\nsecond\r\n0\r\nX-T: a\r\n", "\r\n"} {
+				if i > 0 {
+					time.Sleep(pause)
+				}
+				if _, err := io.WriteString(up, part); err != nil {
+					return
+				}
+			}
+			_, _ = io.Copy(io.Discard, up)
+		}()
+		start := time.Now()
+		resp, err := c.Do(context.Background(), &h1.Request{Method: http.MethodGet, URL: mustURL(t, pipeURL)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		buf := make([]byte, 64)
+		for i, want := range []struct {
+			data string
+			at   time.Duration
+			err  error
+		}{{"first", 0, nil}, {"second", pause, nil}, {"", 2 * pause, io.EOF}} {
+			n, err := resp.Body.Read(buf)
+			if string(buf[:n]) != want.data || err != want.err || time.Since(start) != want.at {
+				t.Fatalf("read %d: %q, %v at %v; want %q, %v at %v", i, buf[:n], err, time.Since(start), want.data, want.err, want.at)
+			}
+		}
+	})
+}
