@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/llmproxy/llm-proxy/internal/proxy/h1"
 )
@@ -66,7 +67,8 @@ func benchServer(b *testing.B, reply string) string {
 
 // BenchmarkDo measures one GET and the read of its whole body over a
 // pooled connection: a JSON body with a Content-Length, and an event
-// stream of 40 chunks.
+// stream of 40 chunks; each without and with a BodyIdleTimeout (a read
+// deadline set before every read from the connection).
 func BenchmarkDo(b *testing.B) {
 	const head = "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nX-Request-Id: req_123\r\n"
 	event := `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"tok"}}]}` + "\n\n"
@@ -84,6 +86,9 @@ func BenchmarkDo(b *testing.B) {
 	for _, r := range replies {
 		b.Run(r.name, func(b *testing.B) {
 			benchDo(b, h1.Options{}, r.reply)
+		})
+		b.Run(r.name+"_idle", func(b *testing.B) {
+			benchDo(b, h1.Options{BodyIdleTimeout: 30 * time.Second}, r.reply)
 		})
 	}
 }
