@@ -19,6 +19,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -47,6 +48,18 @@ const maxHeaderBytes = 1 << 20
 // ErrClosed is returned by Do after Close.
 var ErrClosed = errors.New("h1: client closed")
 
+// ErrProtocol is wrapped by the errors of Do and of response body reads
+// when the upstream's response is not well-framed HTTP/1.1 (RFC 9112), or
+// is one the Client never asks for: any 1xx, since it sends neither
+// Expect: 100-continue nor Upgrade. The connection it came on is closed.
+// Callers map it to 502 Bad Gateway.
+var ErrProtocol = errors.New("h1: upstream protocol error")
+
+// protocolError returns an error wrapping ErrProtocol.
+func protocolError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
+}
+
 // Options configures a Client. Zero fields take the defaults above.
 type Options struct {
 	// DialTimeout bounds connecting, TLS handshake included.
@@ -54,6 +67,13 @@ type Options struct {
 	// ResponseHeaderTimeout bounds the wait for the response head once the
 	// request is written; zero means no limit (the context still applies).
 	ResponseHeaderTimeout time.Duration
+	// BodyIdleTimeout bounds each wait for more of a response body once
+	// the head has arrived: when the upstream sends nothing for this long,
+	// the body read fails with an error that is a net.Error whose Timeout
+	// reports true, and the connection is closed. It bounds silence, not
+	// the whole body, and not the wait for the head. Zero means no limit
+	// (the context still applies).
+	BodyIdleTimeout time.Duration
 	// IdleTimeout closes connections left idle longer than this.
 	IdleTimeout time.Duration
 	// TLSConfig is cloned for https hosts (ServerName and ALPN set per
@@ -66,7 +86,9 @@ type Options struct {
 type Client struct {
 	opts   Options
 	dialer net.Dialer
-	heads  sync.Pool // *[]byte request heads
+	// dialTCP is dialer.DialContext; tests swap in in-memory connections.
+	dialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
+	heads   sync.Pool // *[]byte request heads
 
 	mu     sync.Mutex
 	idle   map[string][]*conn // by scheme://host:port, most recently used last
@@ -102,6 +124,7 @@ func New(opts Options) *Client {
 		idle:   make(map[string][]*conn),
 		done:   make(chan struct{}),
 	}
+	c.dialTCP = c.dialer.DialContext
 	c.heads.New = func() any {
 		b := make([]byte, 0, 2<<10)
 		return &b
@@ -178,9 +201,11 @@ func (c *Client) Close() {
 // Cancelling ctx aborts the call and any read of the body. Errors are
 // net.Error timeouts when ResponseHeaderTimeout (or a cancelled ctx) cut
 // the wait, *net.OpError with Op "dial" when the host could not be reached,
-// and others for protocol failures. A request whose write fails on a
-// reused connection (the upstream closed it while idle) is sent once more
-// on a new one: it never reached the upstream. Nothing else is retried.
+// ErrProtocol (wrapped) when the response is malformed or unsolicited,
+// io.ErrUnexpectedEOF when it is cut short, and others for I/O failures.
+// A request whose write fails on a reused connection (the upstream closed
+// it while idle) is sent once more on a new one: it never reached the
+// upstream. Nothing else is retried.
 func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	key, addr, serverName, err := target(req.URL)
 	if err != nil {
@@ -262,7 +287,7 @@ func (c *Client) get(ctx context.Context, key, addr, serverName string) (*conn, 
 func (c *Client) dial(ctx context.Context, key, addr, serverName string) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
-	raw, err := c.dialer.DialContext(ctx, "tcp", addr)
+	raw, err := c.dialTCP(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func newClient(t *testing.T, opts h1.Options) *h1.Client {
 	return c
 }
 
-func mustURL(t *testing.T, raw string) *url.URL {
+func mustURL(t testing.TB, raw string) *url.URL {
 	t.Helper()
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -187,10 +187,6 @@ func TestBodilessResponses(t *testing.T) {
 		switch r.URL.Path {
 		case "/204":
 			w.WriteHeader(http.StatusNoContent)
-		case "/early":
-			w.Header().Set("Link", "</a>; rel=preload")
-			w.WriteHeader(http.StatusEarlyHints)
-			_, _ = io.WriteString(w, "final")
 		default:
 			w.Header().Set("Content-Length", "5")
 			_, _ = io.WriteString(w, "hello")
@@ -203,10 +199,31 @@ func TestBodilessResponses(t *testing.T) {
 	if resp, text := do(t, c, &h1.Request{Method: http.MethodDelete, URL: mustURL(t, s.URL+"/204")}); resp.StatusCode != 204 || text != "" {
 		t.Errorf("204: %d %q", resp.StatusCode, text)
 	}
-	if resp, text := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL+"/early")}); resp.StatusCode != 200 || text != "final" {
-		t.Errorf("after 103 Early Hints: %d %q", resp.StatusCode, text)
-	}
 	s.wantConns(t, 1)
+}
+
+// The Client asks for no interim response, so it takes one as a broken
+// upstream: the call fails and the connection is not used again.
+func TestInterimResponseIsRefused(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/early" {
+			w.Header().Set("Link", "</a>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		_, _ = io.WriteString(w, "final")
+	})
+	c := newClient(t, h1.Options{})
+	if resp, err := c.Do(context.Background(), &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL+"/early")}); !errors.Is(err, h1.ErrProtocol) {
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		t.Fatalf("after 103 Early Hints: error %v, want ErrProtocol", err)
+	}
+	if _, text := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, s.URL)}); text != "final" {
+		t.Fatalf("body %q", text)
+	}
+	s.wantConns(t, 2)
 }
 
 func TestStaleIdleConnectionIsNotUsed(t *testing.T) {
@@ -404,6 +421,8 @@ func rawServer(t *testing.T, reply string) string {
 	return "http://" + ln.Addr().String()
 }
 
+// TestMalformedResponses sends a few of the responses read_test.go checks
+// in memory over TCP. Do fails with ErrProtocol.
 func TestMalformedResponses(t *testing.T) {
 	t.Parallel()
 	for name, reply := range map[string]string{
@@ -413,7 +432,7 @@ func TestMalformedResponses(t *testing.T) {
 		"bad length":          "HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n",
 		"conflicting lengths": "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 		"gzip encoding":       "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-		"cut in the head":     "HTTP/1.1 200 OK\r\nContent-Type: text/pl",
+		"switching protocols": "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
 		"huge header":         "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -422,9 +441,88 @@ func TestMalformedResponses(t *testing.T) {
 			resp, err := c.Do(context.Background(), &h1.Request{Method: http.MethodGet, URL: mustURL(t, rawServer(t, reply))})
 			if err == nil {
 				_ = resp.Body.Close()
-				t.Fatalf("accepted %q", truncate(reply))
+			}
+			if !errors.Is(err, h1.ErrProtocol) {
+				t.Fatalf("%q: error %v, want ErrProtocol", truncate(reply), err)
 			}
 		})
+	}
+}
+
+// keepAliveServer answers each request on a connection it keeps open with
+// reply(path), and counts the connections it accepted.
+func keepAliveServer(t *testing.T, reply func(path string) string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			mu.Lock()
+			open = append(open, nc)
+			mu.Unlock()
+			wg.Go(func() {
+				br := bufio.NewReader(nc)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					_, rest, _ := strings.Cut(line, " ")
+					path, _, _ := strings.Cut(rest, " ")
+					for line != "\r\n" {
+						if line, err = br.ReadString('\n'); err != nil {
+							return
+						}
+					}
+					if _, err := io.WriteString(nc, reply(path)); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, nc := range open {
+			_ = nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "http://" + ln.Addr().String(), &conns
+}
+
+// A response framed by both Transfer-Encoding and Content-Length is read
+// by its chunks, but its connection is not used again.
+func TestChunkedAndLengthIsNotPooled(t *testing.T) {
+	t.Parallel()
+	url, conns := keepAliveServer(t, func(path string) string {
+		if path == "/both" {
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+	})
+	c := newClient(t, h1.Options{})
+	for _, path := range []string{"/", "/", "/both", "/"} {
+		resp, text := do(t, c, &h1.Request{Method: http.MethodGet, URL: mustURL(t, url+path)})
+		if text != "hello" || resp.Header.Get("Content-Length") != "" && path == "/both" {
+			t.Fatalf("%s: body %q, Content-Length %q", path, text, resp.Header.Get("Content-Length"))
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections, want 2", n)
 	}
 }
 
@@ -447,7 +545,7 @@ func TestBodyUntilClose(t *testing.T) {
 	t.Parallel()
 	c := newClient(t, h1.Options{})
 	_, text := do(t, c, &h1.Request{Method: http.MethodGet,
-		URL: mustURL(t, rawServer(t, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Fold: a\r\n b\r\n\r\nall of it"))})
+		URL: mustURL(t, rawServer(t, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it"))})
 	if text != "all of it" {
 		t.Fatalf("body %q", text)
 	}

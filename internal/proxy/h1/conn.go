@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +25,7 @@ type conn struct {
 	key       string
 	nc        net.Conn // what is read and written (TLS or TCP)
 	raw       net.Conn // the TCP connection under nc, for the liveness check
+	sock      socket   // what br reads from: nc, with the body idle deadline
 	br        *bufio.Reader
 	header    http.Header // the last response's headers, cleared for the next
 	reused    bool
@@ -30,7 +33,43 @@ type conn struct {
 }
 
 func newConn(c *Client, key string, nc, raw net.Conn) *conn {
-	return &conn{client: c, key: key, nc: nc, raw: raw, br: bufio.NewReaderSize(nc, readBufferSize)}
+	cn := &conn{client: c, key: key, nc: nc, raw: raw, sock: socket{nc: nc}}
+	cn.br = bufio.NewReaderSize(&cn.sock, readBufferSize)
+	return cn
+}
+
+// socket reads from a connection, moving its read deadline before each
+// read while a response body is read under BodyIdleTimeout. The deadline is
+// set only when the buffered reader above it has run dry and reads from the
+// connection, so bytes already buffered cost nothing.
+type socket struct {
+	nc net.Conn
+	// idle is BodyIdleTimeout while a body is read, zero otherwise. Only
+	// the exchange's goroutine touches it.
+	idle time.Duration
+	// cancelled is set by the exchange's context before it moves the
+	// deadline into the past, so a deadline set here cannot undo that.
+	cancelled atomic.Bool
+}
+
+// Read implements io.Reader. A read cut by the idle deadline fails with an
+// error that is a net.Error timeout.
+func (s *socket) Read(p []byte) (int, error) {
+	if s.idle <= 0 {
+		return s.nc.Read(p)
+	}
+	if err := s.nc.SetReadDeadline(time.Now().Add(s.idle)); err != nil {
+		return 0, err
+	}
+	if s.cancelled.Load() {
+		// The context fired and may have set its deadline before ours.
+		_ = s.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	n, err := s.nc.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !s.cancelled.Load() {
+		err = fmt.Errorf("h1: upstream sent no body bytes for %v: %w", s.idle, err)
+	}
+	return n, err
 }
 
 // writeError marks a failed request write: the upstream read nothing it
@@ -48,7 +87,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (cn *conn) roundTrip(ctx context.Context, method string, head, body []byte) (*Response, error) {
 	stop := func() bool { return true }
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = cn.nc.SetDeadline(aLongTimeAgo) })
+		stop = context.AfterFunc(ctx, func() {
+			cn.sock.cancelled.Store(true)
+			_ = cn.nc.SetDeadline(aLongTimeAgo)
+		})
 	}
 	resp, err := cn.exchange(ctx, method, head, body)
 	if err != nil {
@@ -60,6 +102,7 @@ func (cn *conn) roundTrip(ctx context.Context, method string, head, body []byte)
 		return nil, err
 	}
 	resp.body.stop = stop
+	cn.sock.idle = cn.client.opts.BodyIdleTimeout
 	return resp, nil
 }
 
@@ -76,6 +119,11 @@ func (cn *conn) exchange(ctx context.Context, method string, head, body []byte) 
 	if timeout > 0 {
 		if err := cn.nc.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 			return nil, err
+		}
+		if ctx.Err() != nil {
+			// Cancelled while the deadline was being set: the
+			// cancellation's deadline may have been overwritten.
+			return nil, ctx.Err()
 		}
 	}
 	resp, err := cn.readResponse(method)
@@ -149,8 +197,10 @@ func bodyExpected(method string) bool {
 	return method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
 }
 
-func validToken(s string) bool {
-	if s == "" {
+// validToken reports whether s is a token (RFC 9110 §5.6.2): what a
+// method or a field name must be.
+func validToken[S string | []byte](s S) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -160,6 +210,13 @@ func validToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// fieldValueByte reports whether c may appear in a field value or a reason
+// phrase: HTAB, SP, VCHAR or obs-text (RFC 9110 §5.5). CR, LF, NUL and the
+// other controls may not.
+func fieldValueByte(c byte) bool {
+	return c == '\t' || (c >= ' ' && c != 0x7f)
 }
 
 // Response is an upstream response. Header holds every header received,
@@ -176,86 +233,113 @@ type Response struct {
 	body          *body
 }
 
-// readResponse reads a response head (skipping 1xx responses) and sets up
-// its body.
+// readResponse reads a response head and sets up its body. It accepts
+// only well-framed HTTP/1.1 or 1.0, and no 1xx: the Client asks for none,
+// and a 101 would hand the connection over to another protocol.
 func (cn *conn) readResponse(method string) (*Response, error) {
 	budget := maxHeaderBytes
-	for {
-		line, err := cn.readLine(&budget)
-		if err != nil {
-			return nil, err
-		}
-		proto, status, ok := parseStatusLine(line)
-		if !ok {
-			return nil, fmt.Errorf("h1: malformed status line %q", truncate(line))
-		}
-		h, err := cn.readHeader(&budget)
-		if err != nil {
-			return nil, err
-		}
-		if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
-			continue
-		}
-		return cn.newResponse(method, proto, status, h)
+	line, err := cn.readLine(&budget)
+	if err != nil {
+		return nil, err
 	}
+	proto, status, ok := parseStatusLine(line)
+	if !ok {
+		return nil, protocolError("malformed status line %q", truncate(line))
+	}
+	if status < 200 {
+		return nil, protocolError("unsolicited %d response", status)
+	}
+	h, err := cn.readHeader(&budget)
+	if err != nil {
+		return nil, err
+	}
+	return cn.newResponse(method, proto, status, h)
 }
 
+// newResponse sets up the body of a response by its framing (RFC 9112
+// §6.3). Content-Length and Transfer-Encoding are checked even when the
+// response has no body, as net/http does.
 func (cn *conn) newResponse(method string, proto, status int, h http.Header) (*Response, error) {
+	te, cl := h["Transfer-Encoding"], h["Content-Length"]
+	if len(te) > 0 {
+		// An HTTP/1.0 message with Transfer-Encoding has likely passed
+		// something that did not decode it (RFC 9112 §6.1), and net/http
+		// ignores the header there: refuse rather than pick a framing.
+		if proto == 10 {
+			return nil, protocolError("Transfer-Encoding in an HTTP/1.0 response")
+		}
+		// Only "chunked", once: what net/http accepts too.
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") {
+			return nil, protocolError("unsupported Transfer-Encoding %q", te)
+		}
+	}
+	length := int64(-1)
+	if len(cl) > 0 {
+		if len(cl) > 1 {
+			return nil, protocolError("%d Content-Length fields", len(cl))
+		}
+		n, ok := parseContentLength(cl[0])
+		if !ok {
+			return nil, protocolError("bad Content-Length %q", cl[0])
+		}
+		length = n
+	}
 	resp := &Response{StatusCode: status, Header: h, ContentLength: -1}
 	b := &body{cn: cn, keepAlive: keepAlive(proto, h)}
 	resp.body, resp.Body = b, b
-	te := h["Transfer-Encoding"]
+	if len(te) > 0 && len(cl) > 0 {
+		// Transfer-Encoding wins, but the upstream and whatever is in
+		// between may disagree on where this response ends: the bytes
+		// after it are not trusted to start the next one.
+		delete(h, "Content-Length")
+		b.keepAlive = false
+	}
 	switch {
-	case method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified || status == http.StatusSwitchingProtocols:
+	case method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified:
 		b.remaining = 0
-		if status == http.StatusSwitchingProtocols {
-			b.keepAlive = false
-		}
 	case len(te) > 0:
-		if len(te) != 1 || !strings.EqualFold(textproto.TrimString(te[0]), "chunked") {
-			return nil, fmt.Errorf("h1: unsupported Transfer-Encoding %q", te)
-		}
-		delete(h, "Content-Length") // chunked wins (RFC 9112 §6.3)
-		b.chunked = httputil.NewChunkedReader(cn.br)
-		b.remaining = -1
-	case len(h["Content-Length"]) > 0:
-		n, err := contentLength(h["Content-Length"])
-		if err != nil {
-			return nil, err
-		}
-		b.remaining, resp.ContentLength = n, n
+		b.chunked = true
+	case length >= 0:
+		b.remaining, resp.ContentLength = length, length
 	default:
 		b.remaining, b.keepAlive = -1, false // until the upstream closes
 	}
 	return resp, nil
 }
 
-func contentLength(vv []string) (int64, error) {
-	first := textproto.TrimString(vv[0])
-	for _, v := range vv[1:] {
-		if textproto.TrimString(v) != first {
-			return 0, errors.New("h1: conflicting Content-Length")
+// parseContentLength parses a Content-Length value: decimal digits only,
+// within int64.
+func parseContentLength(v string) (int64, bool) {
+	if v == "" {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' || n > (math.MaxInt64-int64(c-'0'))/10 {
+			return 0, false
 		}
+		n = n*10 + int64(c-'0')
 	}
-	n, err := strconv.ParseInt(first, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("h1: bad Content-Length %q", first)
-	}
-	return n, nil
+	return n, true
 }
 
+// keepAlive reports whether the upstream keeps the connection open after
+// this response: HTTP/1.1 unless it says close, HTTP/1.0 only if it says
+// keep-alive and not close.
 func keepAlive(proto int, h http.Header) bool {
+	keep := proto == 11
 	for _, v := range h["Connection"] {
 		for tok := range strings.SplitSeq(v, ",") {
-			switch t := strings.TrimSpace(tok); {
+			switch t := textproto.TrimString(tok); {
 			case strings.EqualFold(t, "close"):
 				return false
-			case strings.EqualFold(t, "keep-alive") && proto == 10:
-				return true
+			case strings.EqualFold(t, "keep-alive"):
+				keep = true
 			}
 		}
 	}
-	return proto == 11
+	return keep
 }
 
 // parseStatusLine parses "HTTP/1.x NNN reason"; proto is 10 or 11.
@@ -278,11 +362,16 @@ func parseStatusLine(line []byte) (proto, status int, ok bool) {
 		}
 		status = status*10 + int(c-'0')
 	}
+	for _, c := range rest[3:] {
+		if !fieldValueByte(c) {
+			return 0, 0, false
+		}
+	}
 	return proto, status, status >= 100
 }
 
-// readHeader reads header lines up to the empty line into the
-// connection's header map, emptied first.
+// readHeader reads field lines up to the empty line into the connection's
+// header map, emptied first.
 func (cn *conn) readHeader(budget *int) (http.Header, error) {
 	h := cn.header
 	if h == nil {
@@ -290,7 +379,6 @@ func (cn *conn) readHeader(budget *int) (http.Header, error) {
 		cn.header = h
 	}
 	clear(h)
-	var last string
 	for {
 		line, err := cn.readLine(budget)
 		if err != nil {
@@ -299,26 +387,42 @@ func (cn *conn) readHeader(budget *int) (http.Header, error) {
 		if len(line) == 0 {
 			return h, nil
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			// obs-fold: a continuation of the previous value (RFC 9112 §5.2).
-			vv := h[last]
-			if len(vv) == 0 {
-				return nil, errors.New("h1: malformed header continuation")
-			}
-			vv[len(vv)-1] += " " + string(bytes.TrimSpace(line))
-			continue
+		name, value, err := splitField(line)
+		if err != nil {
+			return nil, err
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !validToken(string(line[:colon])) {
-			return nil, fmt.Errorf("h1: malformed header line %q", truncate(line))
-		}
-		last = canonicalKey(line[:colon])
-		h[last] = append(h[last], string(bytes.TrimSpace(line[colon+1:])))
+		k := canonicalKey(name)
+		h[k] = append(h[k], string(value))
 	}
 }
 
-// readLine returns the next line without its CRLF (or LF), charging its
-// length to budget.
+// splitField splits a field line into its name and its value without the
+// whitespace around it. It refuses obs-fold continuation lines (RFC 9112
+// §5.2 lets a client replace them with spaces; refusing is simpler and
+// leaves no doubt about what the upstream meant), names that are not
+// tokens (whitespace before the colon among them) and values with control
+// characters.
+func splitField(line []byte) (name, value []byte, err error) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return nil, nil, protocolError("folded field line %q", truncate(line))
+	}
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !validToken(line[:colon]) {
+		return nil, nil, protocolError("malformed field line %q", truncate(line))
+	}
+	value = line[colon+1:]
+	for _, c := range value {
+		if !fieldValueByte(c) {
+			return nil, nil, protocolError("malformed field line %q", truncate(line))
+		}
+	}
+	return line[:colon], bytes.Trim(value, " \t"), nil
+}
+
+// readLine returns the next line without its CRLF, charging its length to
+// budget. A line must end in CRLF: a bare LF is refused, which RFC 9112
+// §2.2 allows, rather than accepted, which it also allows, so that no
+// other reader of these bytes can see lines where h1 did not.
 func (cn *conn) readLine(budget *int) ([]byte, error) {
 	line, err := cn.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
@@ -331,7 +435,7 @@ func (cn *conn) readLine(budget *int) ([]byte, error) {
 	}
 	*budget -= len(line)
 	if *budget < 0 {
-		return nil, errors.New("h1: response header too large")
+		return nil, protocolError("field section too large")
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -339,11 +443,11 @@ func (cn *conn) readLine(budget *int) ([]byte, error) {
 		}
 		return nil, err
 	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
+	n := len(line)
+	if n < 2 || line[n-2] != '\r' {
+		return nil, protocolError("line not ended by CRLF: %q", truncate(line))
 	}
-	return line, nil
+	return line[:n-2], nil
 }
 
 func truncate(b []byte) []byte {
@@ -353,34 +457,57 @@ func truncate(b []byte) []byte {
 	return b
 }
 
+// chunkState is where a chunked body is in its framing.
+type chunkState uint8
+
+const (
+	chunkSize    chunkState = iota // before a chunk-size line
+	chunkData                      // in a chunk's data
+	chunkEnd                       // before the CRLF after a chunk's data
+	chunkTrailer                   // before the trailer section
+)
+
+// Chunk framing limits.
+const (
+	// maxChunkDigits bounds the hex digits of a chunk size, leading zeros
+	// included (net/http refuses a 17th).
+	maxChunkDigits = 16
+	// maxChunkOverhead bounds the framing bytes (size lines, extensions,
+	// CRLFs) not yet paid for by data, each chunk paying for 16 bytes plus
+	// twice its size: net/http's rule. Extensions cost the sender nothing
+	// and are thrown away here.
+	maxChunkOverhead = 16 << 10
+)
+
 // body reads a response body and hands the connection back to the pool
 // once it is read to its end, or closes it.
 type body struct {
-	cn        *conn // nil once released
-	remaining int64 // bytes left of a Content-Length body; -1 otherwise
-	chunked   io.Reader
+	cn *conn // nil once released
+	// remaining is what is left of a Content-Length body or of the current
+	// chunk; -1 for a body that ends when the upstream closes.
+	remaining int64
+	chunked   bool
+	state     chunkState
+	overhead  int64 // chunk framing not yet paid for (maxChunkOverhead)
 	keepAlive bool
 	stop      func() bool // detaches the context; false if it fired
 	err       error       // sticky read error (io.EOF at the end)
 }
 
-// Read implements io.Reader.
+// Read implements io.Reader. Bad chunked framing fails it with ErrProtocol
+// (wrapped), a body cut short with io.ErrUnexpectedEOF, and BodyIdleTimeout
+// with a net.Error timeout; each closes the connection.
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.remaining == 0 {
-		b.finish(true)
-		return 0, io.EOF
-	}
 	var n int
 	var err error
 	switch {
-	case b.chunked != nil:
-		n, err = b.chunked.Read(p)
-		if errors.Is(err, io.EOF) {
-			err = b.cn.skipTrailer()
-		}
+	case b.chunked:
+		n, err = b.readChunked(p)
+	case b.remaining == 0:
+		err = io.EOF
 	case b.remaining > 0:
 		if int64(len(p)) > b.remaining {
 			p = p[:b.remaining]
@@ -402,17 +529,166 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// skipTrailer consumes the trailer section after the last chunk; io.EOF
-// means the body ended cleanly.
-func (cn *conn) skipTrailer() error {
-	budget := maxHeaderBytes
+// readChunked reads chunk data into p and the framing around it (RFC 9112
+// §7.1). It reads data from the connection at most once per call, and past
+// the end of a chunk it goes only as far as buffered bytes allow, so data
+// already read is not held back waiting for the next chunk.
+func (b *body) readChunked(p []byte) (n int, err error) {
+	br := b.cn.br
+	for {
+		switch b.state {
+		case chunkSize:
+			if n > 0 && !lineBuffered(br) {
+				return n, nil
+			}
+			size, err := b.readChunkSize()
+			if err != nil {
+				return n, err
+			}
+			if size == 0 {
+				b.state = chunkTrailer
+				continue
+			}
+			b.remaining, b.state = size, chunkData
+		case chunkData:
+			if n > 0 || len(p) == 0 {
+				return n, nil
+			}
+			if int64(len(p)) > b.remaining {
+				p = p[:b.remaining]
+			}
+			n, err = br.Read(p)
+			b.remaining -= int64(n)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return n, err
+			}
+			if b.remaining == 0 {
+				b.state = chunkEnd
+			}
+		case chunkEnd:
+			if n > 0 && br.Buffered() < 2 {
+				return n, nil
+			}
+			crlf, err := br.Peek(2)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return n, err
+			}
+			if crlf[0] != '\r' || crlf[1] != '\n' {
+				return n, protocolError("chunk data not followed by CRLF")
+			}
+			_, _ = br.Discard(2)
+			b.state = chunkSize
+		case chunkTrailer:
+			if n > 0 && !trailerBuffered(br) {
+				return n, nil
+			}
+			if err := b.cn.readTrailer(); err != nil {
+				return n, err
+			}
+			return n, io.EOF
+		}
+	}
+}
+
+// lineBuffered reports whether a whole line is buffered in br.
+func lineBuffered(br *bufio.Reader) bool {
+	buf, _ := br.Peek(br.Buffered())
+	return bytes.IndexByte(buf, '\n') >= 0
+}
+
+// trailerBuffered reports whether a whole trailer section is buffered in
+// br: an empty one, or field lines up to an empty line.
+func trailerBuffered(br *bufio.Reader) bool {
+	buf, _ := br.Peek(br.Buffered())
+	return bytes.HasPrefix(buf, []byte("\r\n")) || bytes.Contains(buf, []byte("\r\n\r\n"))
+}
+
+// readChunkSize reads a chunk-size line: hex digits, optionally ';' and
+// chunk extensions (ignored), then CRLF. The line must fit in the read
+// buffer. Whitespace before the ';' is refused: RFC 9112 allows it, but
+// net/http does not, and h1 reads nothing net/http would not.
+func (b *body) readChunkSize() (int64, error) {
+	line, err := b.cn.br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return 0, protocolError("chunk size line too long")
+	case errors.Is(err, io.EOF):
+		return 0, io.ErrUnexpectedEOF
+	case err != nil:
+		return 0, err
+	}
+	n := len(line)
+	if n < 2 || line[n-2] != '\r' {
+		return 0, protocolError("chunk size line not ended by CRLF: %q", truncate(line))
+	}
+	line = line[:n-2]
+	var size int64
+	i := 0
+	for ; i < len(line); i++ {
+		d := unhex(line[i])
+		if d < 0 {
+			break
+		}
+		if i == maxChunkDigits || size > math.MaxInt64>>4 {
+			return 0, protocolError("chunk size too large: %q", truncate(line))
+		}
+		size = size<<4 | int64(d)
+	}
+	if i == 0 {
+		return 0, protocolError("malformed chunk size line %q", truncate(line))
+	}
+	if ext := line[i:]; len(ext) > 0 {
+		if ext[0] != ';' {
+			return 0, protocolError("malformed chunk size line %q", truncate(line))
+		}
+		for _, c := range ext[1:] {
+			if !fieldValueByte(c) {
+				return 0, protocolError("malformed chunk extension %q", truncate(line))
+			}
+		}
+	}
+	b.overhead += int64(len(line)) + 2 // the line and the CRLF after the data
+	b.overhead = max(b.overhead-16-2*min(size, 1<<40), 0)
+	if b.overhead > maxChunkOverhead {
+		return 0, protocolError("too much chunk framing for its data")
+	}
+	return size, nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// readTrailer reads the trailer section after the last chunk, checking
+// each field line as readHeader does, and throws it away: the Client
+// relays no trailers. Like net/http, it refuses a trailer section larger
+// than the read buffer.
+func (cn *conn) readTrailer() error {
+	budget := readBufferSize
 	for {
 		line, err := cn.readLine(&budget)
 		if err != nil {
 			return err
 		}
 		if len(line) == 0 {
-			return io.EOF
+			return nil
+		}
+		if _, _, err := splitField(line); err != nil {
+			return err
 		}
 	}
 }
@@ -427,6 +703,14 @@ func (b *body) finish(complete bool) {
 	b.cn = nil
 	detached := b.stop()
 	if complete && b.keepAlive && detached {
+		if cn.sock.idle > 0 {
+			// The body's last deadline must not cut the next exchange.
+			cn.sock.idle = 0
+			if err := cn.nc.SetReadDeadline(time.Time{}); err != nil {
+				_ = cn.nc.Close()
+				return
+			}
+		}
 		cn.client.put(cn)
 		return
 	}
@@ -436,9 +720,10 @@ func (b *body) finish(complete bool) {
 // Close implements io.Closer. Closing before the end closes the
 // connection.
 func (b *body) Close() error {
+	complete := errors.Is(b.err, io.EOF) || (!b.chunked && b.remaining == 0)
 	if b.err == nil {
 		b.err = errors.New("h1: read on closed body")
 	}
-	b.finish(b.remaining == 0)
+	b.finish(complete)
 	return nil
 }
