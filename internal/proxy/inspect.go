@@ -2,30 +2,22 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
-	"strconv"
+
+	"github.com/llmproxy/llm-proxy/internal/proxy/jsonscan"
 )
 
-// ErrBadJSON is returned (wrapped) by Inspect for a body that is not a valid
-// JSON object with the expected field types.
-var ErrBadJSON = errors.New("invalid JSON body")
-
-// ErrDuplicateKey is returned (wrapped) by Inspect for a body that names a
-// field the proxy acts on twice: upstreams disagree on which copy wins. The
-// message names the field as the proxy spells it, never the body's bytes.
-var ErrDuplicateKey = errors.New("duplicate key")
-
-// ErrKeyCase is returned (wrapped) by Inspect for a body that names a field
-// the proxy acts on in another letter case ("Stream"): an upstream decoding
-// with Go's encoding/json takes it for the field, others ignore it. The
-// message names the field as the proxy spells it.
-var ErrKeyCase = errors.New("key differs from a known field only in letter case")
-
-// keyError wraps the sentinel err with the path of the field it is about.
-func keyError(err error, path string) error {
-	return fmt.Errorf("%w: %q", err, path)
-}
+// Errors from Inspect; each is returned wrapped, with a message that holds
+// no body content.
+var (
+	// ErrBadJSON: the body is not a valid JSON object.
+	ErrBadJSON = jsonscan.ErrInvalid
+	// ErrDuplicateKey: the body names a field the proxy acts on twice;
+	// upstreams disagree on which copy wins.
+	ErrDuplicateKey = jsonscan.ErrDuplicateKey
+	// ErrKeyCase: the body names a field the proxy acts on in another letter
+	// case, a key Go's encoding/json takes for the field and others ignore.
+	ErrKeyCase = jsonscan.ErrKeyCase
+)
 
 // Info is what the gateway needs to know about a request body.
 type Info struct {
@@ -41,166 +33,24 @@ type Info struct {
 	PromptEstimate int
 }
 
-// The members of a request body the proxy acts on, in the order of
-// requestKeys.
-const (
-	keyModel = iota
-	keyStream
-	keyStreamOptions
-	keyMaxCompletionTokens
-	keyMaxTokens
-	keyMaxOutputTokens
-	keyMessages
-)
-
-var (
-	requestKeys = newKeySet("", "model", "stream", "stream_options", "max_completion_tokens", "max_tokens",
-		"max_output_tokens", "messages")
-	streamOptionKeys = newKeySet("stream_options.", "include_usage")
-)
-
-// Inspect scans a JSON request body for the fields in Info without
-// decoding the rest (messages, tools...), reading keys the way upstream
-// parsers do (escaped or not). An empty (or all-whitespace) body gives the
-// zero Info and no error; any other body that is not a JSON object gives an
-// error wrapping ErrBadJSON. A body that names model, stream,
-// stream_options, max_tokens, max_completion_tokens, max_output_tokens,
-// messages or stream_options.include_usage twice gives an error wrapping
-// ErrDuplicateKey, and one that names them in another letter case an error
-// wrapping ErrKeyCase. No error message holds body content. Fields of an
-// unexpected type are ignored: judging the request is the upstream's job,
-// the gateway only needs its estimates.
+// Inspect reads the fields in Info from a JSON request body as
+// jsonscan.ReadRequest does, keys compared the way upstream parsers compare
+// them. An empty (or all-whitespace) body gives the zero Info and no error.
+// Any other body that is not a JSON object gives an error wrapping
+// ErrBadJSON; one that names model, stream, stream_options, max_tokens,
+// max_completion_tokens, max_output_tokens, messages or
+// stream_options.include_usage twice, ErrDuplicateKey; one that names them
+// in another letter case, ErrKeyCase. Fields of an unexpected type are
+// ignored: judging the request is the upstream's job, the gateway only needs
+// its estimates.
 func Inspect(body []byte) (Info, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Info{}, nil
 	}
-	if !validJSON(body) {
-		return Info{}, fmt.Errorf("%w: not valid JSON", ErrBadJSON)
-	}
-	info := Info{PromptEstimate: len(body) / 4}
-	// max_completion_tokens, max_tokens, max_output_tokens; -1 when absent.
-	maxTokens := [3]int{-1, -1, -1}
-	var seen uint
-	var err error
-	isObject := eachMember(body, func(name []byte, vs, ve int) bool {
-		k, exact := requestKeys.match(name)
-		if k < 0 {
-			return true
-		}
-		if seen&(1<<k) != 0 {
-			err = keyError(ErrDuplicateKey, requestKeys.path(k))
-			return false
-		}
-		seen |= 1 << k
-		if !exact {
-			err = keyError(ErrKeyCase, requestKeys.path(k))
-			return false
-		}
-		v := body[vs:ve]
-		switch k {
-		case keyModel:
-			info.Model = stringValue(body, vs)
-		case keyStream:
-			info.Stream = string(v) == "true"
-		case keyStreamOptions:
-			info.IncludeUsage, err = includeUsage(v)
-		case keyMaxCompletionTokens, keyMaxTokens, keyMaxOutputTokens:
-			maxTokens[k-keyMaxCompletionTokens] = intValue(v)
-		}
-		return err == nil
-	})
-	if !isObject {
-		return Info{}, fmt.Errorf("%w: not a JSON object", ErrBadJSON)
-	}
+	r, err := jsonscan.ReadRequest(body)
 	if err != nil {
 		return Info{}, err
 	}
-	for _, n := range maxTokens {
-		if n >= 0 {
-			info.MaxTokens = n
-			break
-		}
-	}
-	return info, nil
-}
-
-// includeUsage reports whether the stream_options value v sets
-// include_usage to true; a v that is not an object does not.
-func includeUsage(v []byte) (bool, error) {
-	if v[0] != '{' {
-		return false, nil
-	}
-	s, e, found, err := uniqueMember(v, streamOptionKeys, 0)
-	if err != nil {
-		return false, err
-	}
-	return found && string(v[s:e]) == "true", nil
-}
-
-// intValue decodes a non-negative JSON integer, or returns -1.
-func intValue(v []byte) int {
-	n, err := strconv.Atoi(string(v))
-	if err != nil || n < 0 {
-		return -1
-	}
-	return n
-}
-
-// withIncludeUsage returns a copy of body whose stream_options asks for the
-// final usage chunk, leaving every other byte as it was: a stream_options
-// member is inserted after the opening brace, or include_usage inside
-// stream_options, or the value of include_usage (or a null stream_options)
-// replaced. body must be valid JSON (see Inspect). It fails when body is not
-// an object, when stream_options is neither an object nor null, and when
-// stream_options or include_usage is named twice or in another letter case
-// (errors wrapping ErrDuplicateKey and ErrKeyCase), which would leave the
-// upstream free to read the copy the proxy did not edit.
-func withIncludeUsage(body []byte) ([]byte, error) {
-	start, end, found, err := uniqueMember(body, requestKeys, keyStreamOptions)
-	if err != nil {
-		return nil, fmt.Errorf("edit stream_options: %w", err)
-	}
-	if !found {
-		return insertMember(body, skipWS(body, 0), `"stream_options":{"include_usage":true}`), nil
-	}
-	opts := body[start:end]
-	switch {
-	case string(opts) == "null":
-		return splice(body, start, end, `{"include_usage":true}`), nil
-	case opts[0] == '{':
-		s, e, found, err := uniqueMember(opts, streamOptionKeys, 0)
-		if err != nil {
-			return nil, fmt.Errorf("edit stream_options: %w", err)
-		}
-		if found {
-			return splice(body, start+s, start+e, "true"), nil
-		}
-		return insertMember(body, start, `"include_usage":true`), nil
-	}
-	return nil, errors.New("edit stream_options: not an object")
-}
-
-// insertMember returns a copy of b with member inserted first into the
-// object that opens at b[open].
-func insertMember(b []byte, open int, member string) []byte {
-	sep := ","
-	if b[skipWS(b, open+1)] == '}' {
-		sep = ""
-	}
-	return splice(b, open+1, open+1, member, sep)
-}
-
-// splice returns a copy of b with b[start:end] replaced by the
-// concatenation of s.
-func splice(b []byte, start, end int, s ...string) []byte {
-	n := len(b) - (end - start)
-	for _, p := range s {
-		n += len(p)
-	}
-	out := make([]byte, 0, n)
-	out = append(out, b[:start]...)
-	for _, p := range s {
-		out = append(out, p...)
-	}
-	return append(out, b[end:]...)
+	return Info{Model: r.Model, Stream: r.Stream, IncludeUsage: r.IncludeUsage, MaxTokens: r.MaxTokens,
+		PromptEstimate: len(body) / 4}, nil
 }
