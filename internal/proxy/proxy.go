@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmproxy/llm-proxy/internal/proxy/h1"
+	"github.com/llmproxy/llm-proxy/internal/proxy/jsonscan"
 )
 
 // StatusClientClosedRequest is the non-standard status (nginx, caddy)
@@ -368,7 +369,7 @@ func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info
 	u := targetURL(base, up, req.Path, req.RawQuery, info.Model)
 	body := req.Body
 	if req.Method == http.MethodPost && up.Provider != "anthropic" && isChatPath(req.Path) && info.Stream && !info.IncludeUsage {
-		edited, err := withIncludeUsage(body)
+		edited, err := jsonscan.WithIncludeUsage(body)
 		if err != nil {
 			f.log.DebugContext(ctx, "stream usage not requested upstream", "request_id", req.RequestID, "error", err)
 		} else {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+
+	"github.com/llmproxy/llm-proxy/internal/proxy/jsonscan"
 )
 
 // sseRelay passes a server-sent event stream through event by event,
@@ -126,12 +128,12 @@ func (s *sseRelay) inspect(ev []byte) bool {
 		s.ended = true
 	}
 	if s.model == "" {
-		s.model = stringValue(ev, firstKey(ev, `"model"`))
+		s.model = jsonscan.String(ev, jsonscan.FirstKey(ev, "model"))
 	}
-	if firstKey(ev, `"delta"`) >= 0 {
+	if jsonscan.FirstKey(ev, "delta") >= 0 {
 		s.deltas++
 	}
-	u, ok := lastUsage(ev)
+	u, ok := jsonscan.LastUsage(ev)
 	if !ok {
 		return true
 	}
@@ -142,12 +144,12 @@ func (s *sseRelay) inspect(ev []byte) bool {
 // emptyChoices reports whether ev has "choices": [] (OpenAI's usage-only
 // final chunk).
 func emptyChoices(ev []byte) bool {
-	v := firstKey(ev, `"choices"`)
+	v := jsonscan.FirstKey(ev, "choices")
 	if v < 0 || ev[v] != '[' {
 		return false
 	}
-	c := skipWS(ev, v+1)
-	return c < len(ev) && ev[c] == ']'
+	rest := bytes.TrimLeft(ev[v+1:], " \t\r\n")
+	return len(rest) > 0 && rest[0] == ']'
 }
 
 func (s *sseRelay) write(p []byte) error {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -182,58 +181,5 @@ func TestSSEResultEstimates(t *testing.T) {
 	s.inspect([]byte(`data: {"type":"message_delta","delta":{},"usage":{"output_tokens":40}}`))
 	if got, want := s.result(Info{PromptEstimate: 7}, true), (Usage{25, 40, 65}); got != want {
 		t.Errorf("complete stream usage = %+v, want %+v", got, want)
-	}
-}
-
-func TestScanners(t *testing.T) {
-	b := []byte(`{"a":"x\"model\":1","model" : "m\u00e9","n":[1,{"usage":2}],"s":"\\"}`)
-	if got := stringValue(b, firstKey(b, `"model"`)); got != "mé" {
-		t.Errorf("firstKey model = %q, want mé", got)
-	}
-	if v := firstKey(b, `"usage"`); v < 0 || !bytes.HasPrefix(b[v:], []byte("2}")) {
-		t.Errorf("firstKey usage = %d", v)
-	}
-	tail := []byte(`{"model":"real","data":[{"embedding":[0.1]}],"note":"\"model\":\"fake\""}`)
-	if got := stringValue(tail, lastKey(tail, `"model"`)); got != "real" {
-		t.Errorf("lastKey model = %q, want real (the later match is inside a string)", got)
-	}
-	for _, bad := range []string{"", `"`, `{`, `{"a":`, `"usage":`, `\"usage\":{"prompt_tokens":1}`} {
-		if _, ok := lastUsage([]byte(bad)); ok {
-			t.Errorf("lastUsage(%q) found usage", bad)
-		}
-		_ = stringValue([]byte(bad), firstKey([]byte(bad), `"usage"`))
-		_, _, _, _ = topLevelValue([]byte(bad), "usage")
-	}
-}
-
-func TestLastUsage(t *testing.T) {
-	tests := []struct {
-		name string
-		body string
-		want Usage
-		ok   bool
-	}{
-		{"openai with details", `{"id":"x","usage":{"prompt_tokens":120, "completion_tokens" : 210,"total_tokens":330,` +
-			`"prompt_tokens_details":{"cached_tokens":64,"total_tokens":9},"completion_tokens_details":{"reasoning_tokens":7}}}`, Usage{120, 210, 330}, true},
-		{"anthropic with cache", `{"usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":20,"output_tokens":3}}`,
-			Usage{35, 3, 38}, true},
-		{"null counts", `{"usage":{"prompt_tokens":null,"completion_tokens":4}}`, Usage{0, 4, 4}, true},
-		{"last one wins", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"x":{"usage":{"prompt_tokens":2,"completion_tokens":3}}}`, Usage{2, 3, 5}, true},
-		{"an invalid later object is skipped", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"x":{"usage":{"prompt_tokens":"2"}}}`, Usage{1, 1, 2}, true},
-		{"float", `{"usage":{"prompt_tokens":1.5,"completion_tokens":1}}`, Usage{}, false},
-		{"negative", `{"usage":{"prompt_tokens":-1}}`, Usage{}, false},
-		{"no counts", `{"usage":{"other":1}}`, Usage{}, false},
-		{"not an object", `{"usage":[1,2]}`, Usage{}, false},
-		{"truncated", `{"usage":{"prompt_tokens":1,"completion_tok`, Usage{}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			u, ok := lastUsage([]byte(tt.body))
-			var acc usageAcc
-			acc.merge(u)
-			if ok != tt.ok || (ok && acc.usage() != tt.want) {
-				t.Errorf("lastUsage = %+v, %v; want %+v, %v", acc.usage(), ok, tt.want, tt.ok)
-			}
-		})
 	}
 }

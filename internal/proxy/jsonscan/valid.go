@@ -1,14 +1,14 @@
-package proxy
+package jsonscan
 
 // maxNesting bounds how deeply arrays and objects may nest, as
 // encoding/json does.
 const maxNesting = 10000
 
-// validJSON reports whether b is exactly one JSON value (RFC 8259) with
+// valid reports whether b is exactly one JSON value (RFC 8259) with
 // optional surrounding whitespace: the same answer as json.Valid (strings
 // are not checked for valid UTF-8 there either), at a fraction of its cost
 // per byte. It keeps one byte per open container.
-func validJSON(b []byte) bool {
+func valid(b []byte) bool {
 	var buf [64]byte
 	open := buf[:0] // '{' or '[' for each open container
 	i := skipWS(b, 0)

@@ -1,4 +1,4 @@
-package proxy
+package jsonscan
 
 import (
 	"encoding/json"
@@ -16,15 +16,15 @@ var validSeeds = []string{
 
 func TestValidJSONMatchesEncodingJSON(t *testing.T) {
 	for _, s := range validSeeds {
-		if got, want := validJSON([]byte(s)), json.Valid([]byte(s)); got != want {
-			t.Errorf("validJSON(%q) = %v, json.Valid says %v", s, got, want)
+		if got, want := valid([]byte(s)), json.Valid([]byte(s)); got != want {
+			t.Errorf("valid(%q) = %v, json.Valid says %v", s, got, want)
 		}
 	}
 	deep := strings.Repeat("[", maxNesting) + strings.Repeat("]", maxNesting)
 	tooDeep := "[" + deep + "]"
-	if !validJSON([]byte(deep)) || validJSON([]byte(tooDeep)) {
-		t.Errorf("nesting: %d levels accepted %v, %d levels accepted %v (json.Valid: %v, %v)", maxNesting, validJSON([]byte(deep)),
-			maxNesting+1, validJSON([]byte(tooDeep)), json.Valid([]byte(deep)), json.Valid([]byte(tooDeep)))
+	if !valid([]byte(deep)) || valid([]byte(tooDeep)) {
+		t.Errorf("nesting: %d levels accepted %v, %d levels accepted %v (json.Valid: %v, %v)", maxNesting, valid([]byte(deep)),
+			maxNesting+1, valid([]byte(tooDeep)), json.Valid([]byte(deep)), json.Valid([]byte(tooDeep)))
 	}
 }
 
@@ -33,8 +33,8 @@ func FuzzValidJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if got, want := validJSON(b), json.Valid(b); got != want {
-			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", b, got, want)
+		if got, want := valid(b), json.Valid(b); got != want {
+			t.Fatalf("valid(%q) = %v, json.Valid says %v", b, got, want)
 		}
 	})
 }
@@ -42,9 +42,9 @@ func FuzzValidJSON(f *testing.F) {
 func BenchmarkValidJSON(b *testing.B) {
 	body := []byte(`{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
 		`{"role":"user","content":"` + strings.Repeat("benchmark ", 40) + `"}]}`)
-	b.Run("validJSON", func(b *testing.B) {
+	b.Run("valid", func(b *testing.B) {
 		for b.Loop() {
-			validJSON(body)
+			valid(body)
 		}
 	})
 	b.Run("json.Valid", func(b *testing.B) {

@@ -1,14 +1,27 @@
-package proxy
+// Package jsonscan reads the few fields the proxy acts on from JSON without
+// decoding the rest. ReadRequest reads a client's request body (model,
+// stream, stream_options, token limits) with keys compared as upstream
+// parsers compare them, and refuses keys two parsers could read
+// differently; WithIncludeUsage edits such a body to ask for the final
+// usage chunk of a stream. FirstKey, LastKey, String and LastUsage find the
+// model and the token usage in upstream responses and SSE events.
+//
+// The scanners rely on one property of JSON: a '"' inside a string is
+// always escaped, so an unescaped `"key"` followed by ':' is a real object
+// key. They never panic on malformed or truncated input; they report "not
+// found" instead. All functions are safe for concurrent use.
+//
+// Request keys are compared as parsers compare them: a client may spell a
+// key with escapes or in another letter case. Response keys are searched
+// for as upstream encoders write them, plainly, with a substring search
+// that stays cheap on every SSE event.
+package jsonscan
 
 import (
 	"bytes"
 	"encoding/json"
+	"unicode/utf8"
 )
-
-// The scanners below find keys in raw JSON without decoding it. They rely on
-// one property of JSON: a '"' inside a string is always escaped, so an
-// unescaped `"key"` followed by ':' is a real object key. They never panic
-// on malformed or truncated input; they report "not found" instead.
 
 // skipWS returns the index of the first non-whitespace byte at or after i
 // (len(b) when there is none).
@@ -127,20 +140,6 @@ func eachMember(b []byte, fn func(name []byte, start, end int) bool) bool {
 	return false
 }
 
-// topLevelValue finds the value of the top-level member key of the JSON
-// object b: its bounds and whether it is there; ok is false when b is not
-// an object it could walk.
-func topLevelValue(b []byte, key string) (start, end int, found, ok bool) {
-	ok = eachMember(b, func(name []byte, vs, ve int) bool {
-		if string(name) == key {
-			start, end, found = vs, ve, true
-			return false
-		}
-		return true
-	})
-	return start, end, found, ok
-}
-
 // keyValue reports whether b[q:] begins a real `"key":` token, q being the
 // index of a match of quoted ("\"key\""), and returns where its value
 // starts, or -1.
@@ -163,9 +162,12 @@ func keyValue(b []byte, q int, quoted string) int {
 	return i
 }
 
-// firstKey returns where the value of the first real `"key":` in b starts,
-// or -1. quoted is the key with its quotes.
-func firstKey(b []byte, quoted string) int {
+// FirstKey returns where the value of the first `"key":` in b starts, or
+// -1. It searches for key spelled as upstream encoders write it, without
+// escapes. A `"key":` inside a string does not count; one inside a nested
+// object does.
+func FirstKey(b []byte, key string) int {
+	quoted := `"` + key + `"`
 	for from := 0; from < len(b); {
 		q := bytes.Index(b[from:], []byte(quoted))
 		if q < 0 {
@@ -180,8 +182,10 @@ func firstKey(b []byte, quoted string) int {
 	return -1
 }
 
-// stringValue decodes the JSON string starting at b[v], or returns "".
-func stringValue(b []byte, v int) string {
+// String decodes the JSON string starting at b[v] as encoding/json does
+// (invalid UTF-8 becomes U+FFFD); it returns "" when v is out of range or
+// no complete string starts there.
+func String(b []byte, v int) string {
 	if v < 0 || v >= len(b) || b[v] != '"' {
 		return ""
 	}
@@ -190,7 +194,7 @@ func stringValue(b []byte, v int) string {
 		return ""
 	}
 	raw := b[v+1 : e-1]
-	if bytes.IndexByte(raw, '\\') < 0 {
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		return string(raw)
 	}
 	var s string
@@ -198,22 +202,6 @@ func stringValue(b []byte, v int) string {
 		return ""
 	}
 	return s
-}
-
-// lastUsage finds the last real "usage" key in b whose value is an object
-// with token counts and decodes it.
-func lastUsage(b []byte) (u wireUsage, found bool) {
-	const quoted = `"usage"`
-	lastMatch(b, quoted, func(q int) bool {
-		if v := keyValue(b, q, quoted); v >= 0 && b[v] == '{' {
-			if ve := valueEnd(b, v); ve > 0 {
-				u, found = decodeUsage(b[v:ve])
-				found = found && u.any()
-			}
-		}
-		return found
-	})
-	return u, found
 }
 
 // lastMatch calls try with the index of each occurrence of pat in b, the
@@ -239,9 +227,9 @@ func lastMatch(b []byte, pat string, try func(q int) bool) bool {
 	return false
 }
 
-// lastKey returns where the value of the last real `"key":` in b starts,
-// or -1.
-func lastKey(b []byte, quoted string) int {
+// LastKey is like FirstKey for the last `"key":` in b.
+func LastKey(b []byte, key string) int {
+	quoted := `"` + key + `"`
 	v := -1
 	lastMatch(b, quoted, func(q int) bool {
 		v = keyValue(b, q, quoted)
