@@ -91,6 +91,10 @@ type FailureOptions struct {
 	KeyPrefix string
 	// RedisTimeout bounds each Redis call (default 50ms).
 	RedisTimeout time.Duration
+	// Breaker guards the Redis calls; a breaker shared with the other Redis
+	// users lets them fail fast together. nil: a breaker of its own, which
+	// logs its transitions.
+	Breaker *breaker.Breaker
 	// MaxTracked bounds the clients counted in process per window, and the
 	// blocks held (default 100000), so spraying addresses cannot grow
 	// memory without bound.
@@ -225,16 +229,18 @@ func NewFailureLimiter(st BlockStore, audit Auditor, opts FailureOptions) *Failu
 	}
 	// While Redis is away, failing fast keeps each failed authentication
 	// from waiting out RedisTimeout.
-	l.brk = breaker.New(breaker.Options{
-		Now: opts.Now,
-		OnStateChange: func(open bool) {
-			if open {
-				l.log.Warn("redis unavailable: counting failed authentications in process")
-			} else {
-				l.log.Info("redis back: counting failed authentications in redis")
-			}
-		},
-	})
+	if l.brk = opts.Breaker; l.brk == nil {
+		l.brk = breaker.New(breaker.Options{
+			Now: opts.Now,
+			OnStateChange: func(open bool) {
+				if open {
+					l.log.Warn("redis unavailable: counting failed authentications in process")
+				} else {
+					l.log.Info("redis back: counting failed authentications in redis")
+				}
+			},
+		})
+	}
 	return l
 }
 
@@ -259,7 +265,9 @@ func (l *FailureLimiter) Blocked(ip string) (retryAfter time.Duration, blocked b
 // already blocked is only aggregated, without I/O. With Redis, the count
 // costs one round trip bounded by RedisTimeout and a circuit breaker, and
 // is made even if ctx is cancelled (a client that hangs up is still
-// counted); when Redis fails, the in-process count decides. Fail never
+// counted); when Redis fails, the in-process count decides. The first
+// failure of a window also emits the summary rows of the window before, if
+// Run has not yet (at most MaxAudited+1 calls of the Auditor). Fail never
 // touches the database.
 func (l *FailureLimiter) Fail(ctx context.Context, f Failure) {
 	now := l.now()

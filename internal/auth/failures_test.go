@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/llmproxy/llm-proxy/internal/breaker"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
@@ -426,26 +427,41 @@ func TestFailureSprayIsBounded(t *testing.T) {
 
 	// Blocks and the blocks waiting for the store are bounded too.
 	b := NewFailureLimiter(teststore.SQLite(t), log, FailureOptions{Limit: 1, MaxTracked: 1000, Now: clk.Now})
-	for i := range 5000 {
-		b.Fail(context.Background(), Failure{IP: fmt.Sprintf("10.0.%d.%d", i>>8, i&0xff)})
+	spray := func() {
+		for i := range 5000 {
+			b.Fail(context.Background(), Failure{IP: fmt.Sprintf("10.0.%d.%d", i>>8, i&0xff)})
+		}
 	}
+	spray()
 	if s := b.Stats(); s.Blocked != 1000 || s.PendingBlocks != 1000 || s.Tracked != 1000 {
 		t.Errorf("stats after blocking 5000 clients = %+v, want 1000 of each", s)
 	}
+	// Without Run, nothing writes or prunes: the same clients blocked again
+	// in the next window do not pile up more writes.
+	clk.Advance(time.Minute)
+	spray()
+	if s := b.Stats(); s.Blocked != 1000 || s.PendingBlocks != 1000 {
+		t.Errorf("stats after a second window = %+v, want 1000 blocks and pending writes", s)
+	}
 }
 
-// With Redis away, failures are counted in process and blocks still hold.
+// With Redis away, failures are counted in process and blocks still hold;
+// the breaker given stops the calls.
 func TestFailureLimitRedisDown(t *testing.T) {
 	// Nothing listens on port 1: every call fails at once.
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
 	clk := newClock()
 	st := teststore.SQLite(t)
-	l := NewFailureLimiter(st, &auditLog{}, FailureOptions{Limit: 5, Redis: rdb, Now: clk.Now})
+	brk := breaker.New(breaker.Options{Failures: 3})
+	l := NewFailureLimiter(st, &auditLog{}, FailureOptions{Limit: 5, Redis: rdb, Breaker: brk, Now: clk.Now})
 	stop := start(t, l.Run)
 	const ip = "192.0.2.9"
 	fail(l, ip, 4)
 	wantNotBlocked(t, l, ip)
+	if !brk.Open() {
+		t.Error("breaker closed after 4 failed Redis calls, want open")
+	}
 	fail(l, ip, 1)
 	wantBlocked(t, l, ip, 40*time.Second)
 	if err := stop(); err != nil {
@@ -463,7 +479,7 @@ func TestFailureRun(t *testing.T) {
 		st := teststore.SQLite(t)
 		start := time.Now() // the bubble's clock: a window starts here
 		ctx := t.Context()
-		const earlier, later, ip, last = "198.51.100.9", "198.51.100.10", "192.0.2.1", "192.0.2.2"
+		const earlier, later, ip, once, last = "198.51.100.9", "198.51.100.10", "192.0.2.1", "192.0.2.3", "192.0.2.2"
 		if err := st.RecordAuthBlocks(ctx, []store.AuthBlock{{Identifier: earlier, FailedAttempts: 20,
 			LastAttemptAt: start.Add(-10 * time.Second), BlockedUntil: start.Add(30 * time.Second)}}); err != nil {
 			t.Fatal(err)
@@ -486,6 +502,7 @@ func TestFailureRun(t *testing.T) {
 		wantBlocked(t, l, later, 55*time.Second)
 
 		fail(l, ip, 3)
+		fail(l, once, 1)
 		synctest.Wait()
 		got := activeBlocks(t, st, time.Now())
 		if len(got) != 3 || got[0].Identifier != ip || got[0].FailedAttempts != 3 {
@@ -500,6 +517,9 @@ func TestFailureRun(t *testing.T) {
 		rows := log.of(ip)
 		if len(rows) != 2 || rows[1].Metadata["count"] != int64(2) || rows[1].Metadata["blocked"] != true {
 			t.Fatalf("rows of %s after the window = %+v, want a blocked summary of 2", ip, rows)
+		}
+		if rows := log.of(once); len(rows) != 1 {
+			t.Fatalf("rows of %s, which failed once = %+v, want only the first failure's", once, rows)
 		}
 		if s := l.Stats(); s.Blocked != 0 || s.Tracked != 0 {
 			t.Errorf("stats after the window = %+v, want expired blocks and counts forgotten", s)
