@@ -364,7 +364,9 @@ func (l *FailureLimiter) final(ctx context.Context) error {
 	l.agg, l.other = make(map[string]*aggregate), aggregate{}
 	l.mu.Unlock()
 	l.emit(rows)
-	if err := l.writeBlocks(context.WithoutCancel(ctx)); err != nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	if err := l.writeBlocks(ctx); err != nil {
 		return fmt.Errorf("failure limiter: write blocks: %w", err)
 	}
 	return nil
