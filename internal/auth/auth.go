@@ -13,6 +13,9 @@
 // (SPEC §7: cached tokens keep working); the store is retried at most once
 // per TTL per token meanwhile. Unknown tokens and store failures without a
 // usable entry are never served from cache.
+//
+// FailureLimiter limits and audits failed authentications per client, and
+// Bound bounds the strings audited with them.
 package auth
 
 import (
