@@ -13,6 +13,9 @@
 // (SPEC §7: cached tokens keep working); the store is retried at most once
 // per TTL per token meanwhile. Unknown tokens and store failures without a
 // usable entry are never served from cache.
+//
+// FailureLimiter limits and audits failed authentications per client, and
+// Bound bounds the strings audited with them.
 package auth
 
 import (
@@ -125,7 +128,7 @@ type Options struct {
 	// MaxEntries bounds the cached entries, known and unknown (default
 	// 100000), so spraying random secrets cannot grow memory without bound.
 	// When full, a sampled entry is evicted, preferring unusable and unknown
-	// ones.
+	// ones. It bounds the secrets remembered for AuthenticateCached too.
 	MaxEntries int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -150,6 +153,10 @@ type Authenticator struct {
 	byToken   map[string][sha256.Size]byte
 	byProject map[string]map[[sha256.Size]byte]struct{}
 	flights   map[[sha256.Size]byte]*flight
+	// known holds the keys whose last lookup found a token. Unlike entries,
+	// invalidation keeps them: it means "reload", not "unknown", and
+	// AuthenticateCached may reload only what it knows to exist.
+	known map[[sha256.Size]byte]struct{}
 	// epoch counts invalidations. A load that started in an earlier epoch
 	// may have read pre-invalidation rows, so its result is not cached and
 	// later callers do not join it.
@@ -209,6 +216,7 @@ func New(st store.Store, c *secret.Cipher, opts Options) *Authenticator {
 		byToken:   make(map[string][sha256.Size]byte),
 		byProject: make(map[string]map[[sha256.Size]byte]struct{}),
 		flights:   make(map[[sha256.Size]byte]*flight),
+		known:     make(map[[sha256.Size]byte]struct{}),
 	}
 }
 
@@ -220,14 +228,10 @@ func New(st store.Store, c *secret.Cipher, opts Options) *Authenticator {
 // can be served stale (see the package doc). The returned Principal is
 // shared and must not be modified.
 func (a *Authenticator) Authenticate(ctx context.Context, secret string) (*Principal, error) {
-	if !wellFormed(secret) {
+	key, ok := keyOf(secret)
+	if !ok {
 		return nil, ErrUnknownToken
 	}
-	// A fixed-size copy keeps the conversion off the heap (secret has
-	// exactly TokenLen bytes here).
-	var buf [TokenLen]byte
-	copy(buf[:], secret)
-	key := sha256.Sum256(buf[:])
 	now := a.now()
 	a.mu.RLock()
 	e := a.entries[key]
@@ -236,6 +240,44 @@ func (a *Authenticator) Authenticate(ctx context.Context, secret string) (*Princ
 		return check(e.p, now)
 	}
 	return a.load(ctx, key)
+}
+
+// AuthenticateCached is Authenticate for clients blocked after too many
+// failed authentications (SPEC §6.1): it asks the store only about a secret
+// whose last lookup found a token (to reload it when stale or invalidated),
+// and answers ErrUnknownToken without a lookup for any other secret, so a
+// blocked client's guesses cost no database round trip while its valid
+// tokens keep working. A token this process has not looked up since it
+// started is refused too. Errors are those of Authenticate.
+func (a *Authenticator) AuthenticateCached(ctx context.Context, secret string) (*Principal, error) {
+	key, ok := keyOf(secret)
+	if !ok {
+		return nil, ErrUnknownToken
+	}
+	now := a.now()
+	a.mu.RLock()
+	e := a.entries[key]
+	_, known := a.known[key]
+	a.mu.RUnlock()
+	if a.usable(e, now) {
+		return check(e.p, now)
+	}
+	if !known {
+		return nil, ErrUnknownToken
+	}
+	return a.load(ctx, key)
+}
+
+// keyOf returns the cache key of a well-formed secret.
+func keyOf(secret string) ([sha256.Size]byte, bool) {
+	if !wellFormed(secret) {
+		return [sha256.Size]byte{}, false
+	}
+	// A fixed-size copy keeps the conversion off the heap (secret has
+	// exactly TokenLen bytes here).
+	var buf [TokenLen]byte
+	copy(buf[:], secret)
+	return sha256.Sum256(buf[:]), true
 }
 
 // usable reports whether e answers without asking the store.
@@ -402,8 +444,16 @@ func (a *Authenticator) putLocked(key [sha256.Size]byte, e *entry) {
 	}
 	a.entries[key] = e
 	if e.p == nil {
+		delete(a.known, key)
 		return
 	}
+	if _, ok := a.known[key]; !ok && len(a.known) >= a.max {
+		for k := range a.known { // an arbitrary one: map order
+			delete(a.known, k)
+			break
+		}
+	}
+	a.known[key] = struct{}{}
 	a.byToken[e.p.Token.ID] = key
 	keys := a.byProject[e.p.Project.ID]
 	if keys == nil {
@@ -504,7 +554,8 @@ func (a *Authenticator) InvalidateProject(projectID string) {
 }
 
 // Flush drops every cached entry, known and unknown; use it when
-// invalidations may have been missed (after a pub/sub reconnect).
+// invalidations may have been missed (after a pub/sub reconnect). Which
+// secrets named a token is kept, for AuthenticateCached.
 func (a *Authenticator) Flush() {
 	a.mu.Lock()
 	defer a.mu.Unlock()

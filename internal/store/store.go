@@ -117,6 +117,16 @@ type AuditEvent struct {
 	Metadata  map[string]any
 }
 
+// AuthBlock is a client refused after too many failed authentications (a
+// row of auth_rate_limits). Identifier names the client (its IP address, or
+// an IPv6 /64 prefix); FailedAttempts is the count that caused the block.
+type AuthBlock struct {
+	Identifier     string
+	FailedAttempts int
+	LastAttemptAt  time.Time
+	BlockedUntil   time.Time
+}
+
 // TokenTouch adds Requests to a token's request_count and moves its
 // last_used_at forward to LastUsedAt (never backwards). It is used for
 // tokens whose count was not already advanced by ConsumeToken.
@@ -257,6 +267,20 @@ type Store interface {
 	// expires_at is before t, earliest first, and returns how many it
 	// deleted.
 	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+
+	// RecordAuthBlocks upserts blocks by identifier in one transaction, in
+	// sorted identifier order so concurrent batches cannot deadlock. Blocks
+	// of one identifier, in the batch or already stored, merge: the later
+	// BlockedUntil and LastAttemptAt win; FailedAttempts is the one of the
+	// later BlockedUntil, or the larger when both end at the same time.
+	RecordAuthBlocks(ctx context.Context, blocks []AuthBlock) error
+	// ActiveAuthBlocks returns at most limit (> 0) blocks whose
+	// BlockedUntil is after now, those ending last first.
+	ActiveAuthBlocks(ctx context.Context, now time.Time, limit int) ([]AuthBlock, error)
+	// DeleteAuthBlocksBefore deletes at most limit (> 0) blocks that ended
+	// before t (rows without an end by their last attempt), earliest first,
+	// and returns how many it deleted.
+	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

@@ -159,6 +159,26 @@ var retentionKinds = []retentionKind{
 		},
 		del: store.Store.DeleteTokensExpiredBefore,
 	},
+	{
+		name: "DeleteAuthBlocksBefore",
+		insert: func(t *testing.T, s store.Store, times []time.Time, order []int) {
+			var blocks []store.AuthBlock
+			for _, i := range order {
+				blocks = append(blocks, store.AuthBlock{Identifier: strconv.Itoa(i), FailedAttempts: 20,
+					LastAttemptAt: times[i].Add(-time.Minute), BlockedUntil: times[i]})
+			}
+			recordBlocks(t, s, blocks...)
+		},
+		remaining: func(t *testing.T, s store.Store) []int {
+			blocks := activeBlocks(t, s, base().Add(-24*time.Hour), 100)
+			out := make([]int, len(blocks))
+			for i, b := range blocks {
+				out[i] = atoi(t, b.Identifier)
+			}
+			return out
+		},
+		del: store.Store.DeleteAuthBlocksBefore,
+	},
 }
 
 func atoi(t *testing.T, s string) int {

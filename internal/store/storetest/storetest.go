@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TryLock", testTryLock},
 		{"TryLockConcurrent", testTryLockConcurrent},
 		{"RetentionDeletes", testRetentionDeletes},
+		{"AuthBlockRoundTrip", testAuthBlockRoundTrip},
+		{"AuthBlockMerge", testAuthBlockMerge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
