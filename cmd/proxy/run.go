@@ -96,7 +96,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer sh.close()
-	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(os.Getenv)})
+	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(os.Getenv)})
 	defer forwarder.Close()
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")

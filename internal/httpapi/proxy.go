@@ -211,7 +211,11 @@ func inspect(path string, body []byte) (proxy.Info, error) {
 		return proxy.Info{}, nil // not JSON after all: relayed uninspected
 	}
 	if err != nil {
-		return proxy.Info{}, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_json",
+		code := "invalid_json"
+		if errors.Is(err, proxy.ErrDuplicateKey) || errors.Is(err, proxy.ErrKeyCase) {
+			code = "ambiguous_json" // valid JSON that upstreams read differently
+		}
+		return proxy.Info{}, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: code,
 			Message: "request body: " + err.Error(), Err: err}
 	}
 	return info, nil

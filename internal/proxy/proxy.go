@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -134,9 +135,13 @@ func (e *Error) Unwrap() error { return e.Err }
 // Options configures a Forwarder.
 type Options struct {
 	// UpstreamTimeout bounds the wait for the upstream's response headers
-	// (after the request is sent); bodies and streams have no time limit.
-	// Zero means DefaultUpstreamTimeout.
+	// (after the request is sent). Zero means DefaultUpstreamTimeout.
 	UpstreamTimeout time.Duration
+	// UpstreamIdleTimeout bounds the silence between bytes of a response
+	// body or stream once its headers came; past it the exchange ends as
+	// a 504 and the client's response is cut. Zero means no limit: a
+	// body's total time is never limited.
+	UpstreamIdleTimeout time.Duration
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 	// TracerProvider, when set, traces each upstream call; nil keeps
@@ -153,6 +158,7 @@ type Options struct {
 // use.
 type Forwarder struct {
 	client    *h1.Client
+	idle      time.Duration   // UpstreamIdleTimeout, for the egress-proxy path
 	transport *http.Transport // for proxied upstreams
 	proxy     func(*url.URL) (*url.URL, error)
 	log       *slog.Logger
@@ -202,7 +208,8 @@ func New(opts Options) *Forwarder {
 	}
 	dialTimeout := min(timeout, 30*time.Second)
 	f := &Forwarder{
-		client: h1.New(h1.Options{DialTimeout: dialTimeout, ResponseHeaderTimeout: timeout}),
+		client: h1.New(h1.Options{DialTimeout: dialTimeout, ResponseHeaderTimeout: timeout, BodyIdleTimeout: opts.UpstreamIdleTimeout}),
+		idle:   opts.UpstreamIdleTimeout,
 		proxy:  opts.Proxy,
 		log:    logger,
 	}
@@ -347,6 +354,8 @@ func (f *Forwarder) forward(ctx context.Context, w http.ResponseWriter, req *Req
 		res.fail(&Error{Status: StatusClientClosedRequest, Msg: "client closed request", Err: writeErr})
 	case readErr != nil && ctx.Err() != nil:
 		res.fail(contextError(ctx))
+	case readErr != nil && isTimeout(readErr):
+		res.fail(&Error{Status: http.StatusGatewayTimeout, Msg: "upstream went silent (UPSTREAM_IDLE_TIMEOUT)", Err: readErr})
 	case readErr != nil:
 		res.fail(&Error{Status: http.StatusBadGateway, Msg: "upstream response interrupted", Err: readErr})
 	}
@@ -424,7 +433,65 @@ func (f *Forwarder) roundTripProxied(ctx context.Context, out *h1.Request) (resp
 	if err != nil {
 		return response{}, err
 	}
-	return response{resp.StatusCode, resp.Header, resp.ContentLength, resp.Body}, nil
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body.Close()
+		return response{}, fmt.Errorf("%w: unrequested 101 Switching Protocols", h1.ErrProtocol)
+	}
+	body := resp.Body
+	if f.idle > 0 {
+		body = newIdleBody(body, f.idle)
+	}
+	return response{resp.StatusCode, resp.Header, resp.ContentLength, body}, nil
+}
+
+// idleBody cuts a body (by closing it) when no byte arrived for d: the
+// egress-proxy path's UPSTREAM_IDLE_TIMEOUT, which h1 does with read
+// deadlines.
+type idleBody struct {
+	io.ReadCloser
+	d     time.Duration
+	timer *time.Timer
+	fired atomic.Bool
+}
+
+func newIdleBody(rc io.ReadCloser, d time.Duration) *idleBody {
+	b := &idleBody{ReadCloser: rc, d: d}
+	b.timer = time.AfterFunc(d, func() {
+		b.fired.Store(true)
+		rc.Close()
+	})
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.fired.Load() {
+		return n, errIdle
+	}
+	if n > 0 {
+		b.timer.Reset(b.d)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
+}
+
+// errIdle is the body error after UPSTREAM_IDLE_TIMEOUT on the egress-proxy
+// path; it is a timeout, as h1's deadline errors are.
+var errIdle error = idleError{}
+
+type idleError struct{}
+
+func (idleError) Error() string   { return "upstream idle timeout" }
+func (idleError) Timeout() bool   { return true }
+func (idleError) Temporary() bool { return true }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // roundTripError maps a failure before any response header arrived.
@@ -437,9 +504,11 @@ func roundTripError(ctx context.Context, err error) *Error {
 	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) {
 		return &Error{Status: http.StatusBadGateway, Msg: "upstream unreachable", Err: err}
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Err: err}
+	}
+	if errors.Is(err, h1.ErrProtocol) {
+		return &Error{Status: http.StatusBadGateway, Msg: "upstream sent a malformed response", Err: err}
 	}
 	return &Error{Status: http.StatusBadGateway, Msg: "upstream connection failed", Err: err}
 }
