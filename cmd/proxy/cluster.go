@@ -41,7 +41,8 @@ type shared struct {
 	quota   httpapi.QuotaCounter
 	bus     *invalidate.Bus
 	checks  []httpapi.ReadyCheck
-	redis   *redis.Client // nil without REDIS_URL
+	redis   *redis.Client    // nil without REDIS_URL
+	breaker *breaker.Breaker // Redis's circuit breaker; nil without REDIS_URL
 	// flush, when set, writes the limiter's deferred adjustments in the
 	// background until its context ends.
 	flush func(context.Context) error
@@ -132,6 +133,7 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 		quota:   quota.NewRedis(quota.RedisOptions{Limiter: limiter, Store: st, Toucher: recorder, Logger: logger}),
 		bus:     invalidate.NewRedis(client, cfg.RedisKeyPrefix+"invalidate", authn, logger),
 		redis:   client,
+		breaker: brk,
 		flush:   limiter.Run,
 	}
 	sh.checks = []httpapi.ReadyCheck{{Name: "redis", Check: func(ctx context.Context) (string, bool) {

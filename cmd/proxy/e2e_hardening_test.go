@@ -2,12 +2,17 @@ package main
 
 import (
 	"bufio"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,7 +178,7 @@ func firstLine(s string) string {
 
 // TestSlowBodiesAreCut: a request body that never arrives holds its
 // connection no longer than REQUEST_BODY_TIMEOUT, authenticated (408) or not
-// (401 at once, then closed), and /readyz keeps answering while 2,000 of
+// (401 or 429 at once, then closed), and /readyz keeps answering while 2,000 of
 // them are open.
 func TestSlowBodiesAreCut(t *testing.T) {
 	const timeout = time.Second
@@ -240,13 +245,14 @@ func TestSlowBodiesAreCut(t *testing.T) {
 				wrong.Store(i, "no answer: "+err.Error())
 				return
 			}
-			// Without a token the answer is 401 at once; either way the
-			// connection must be closed by the deadline.
-			want := "HTTP/1.1 408"
+			// Without a token the answer is 401 at once (429 past
+			// AUTH_FAILURE_LIMIT); either way the connection must be
+			// closed by the deadline.
+			ok := strings.HasPrefix(line, "HTTP/1.1 408")
 			if i%2 == 1 {
-				want = "HTTP/1.1 401"
+				ok = strings.HasPrefix(line, "HTTP/1.1 401") || strings.HasPrefix(line, "HTTP/1.1 429")
 			}
-			if line != "" && !strings.HasPrefix(line, want) {
+			if line != "" && !ok {
 				wrong.Store(i, line)
 				return
 			}
@@ -368,5 +374,120 @@ func TestStreamCutAtShutdownGraceIsRecorded(t *testing.T) {
 	rows := g.usageRows(t)
 	if len(rows) != 1 || rows[0].Status != 499 || !rows[0].Streamed || rows[0].Completion < 1 || rows[0].Completion >= 10 {
 		t.Errorf("usage rows %+v, want one streamed row with status 499 and 1..9 completion tokens", rows)
+	}
+}
+
+// rss returns the process's resident set in bytes.
+func rss(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// dbBytes is the size of the proxy's SQLite database with its WAL.
+func (g *gateway) dbBytes(t *testing.T) int64 {
+	t.Helper()
+	var n int64
+	for _, suffix := range []string{"", "-wal"} {
+		if fi, err := os.Stat(filepath.Join(g.dir, "var", "db", "proxy.db"+suffix)); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// TestFailedAuthenticationsAreLimitedAndSummarised: 1,000 failed
+// authentications with long paths from one address cost almost no disk and
+// memory, are refused with 429 past AUTH_FAILURE_LIMIT, leave the
+// address's valid token working, and are audited as summary rows.
+func TestFailedAuthenticationsAreLimitedAndSummarised(t *testing.T) {
+	g := newGateway(t)
+	pid := g.project(t, "attacked", "openai", g.up.URL)
+	_, secret := g.token(t, pid, nil)
+	if code, _ := chat(t, g.p.addr, secret, "gpt-4o-mini"); code != http.StatusOK {
+		t.Fatalf("valid token before the attack: %d", code)
+	}
+	dbBefore, rssBefore := g.dbBytes(t), rss(t, g.p.cmd.Process.Pid)
+
+	longPath := "/v1/" + strings.Repeat("a", 8000)
+	statuses := map[int]int{}
+	for i := range 1000 {
+		req, _ := http.NewRequest("POST", g.p.addr+longPath, strings.NewReader(`{"model":"x"}`))
+		req.Header.Set("Authorization", fmt.Sprintf("Bearer sk-guess-%d", i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+		if i == 500 {
+			if code, _ := chat(t, g.p.addr, secret, "gpt-4o-mini"); code != http.StatusOK {
+				t.Errorf("valid token during the attack: %d, want 200", code)
+			}
+		}
+	}
+	if statuses[http.StatusUnauthorized] > 20 || statuses[http.StatusTooManyRequests] < 980 {
+		t.Errorf("statuses %v, want at most AUTH_FAILURE_LIMIT (20) 401s and the rest 429", statuses)
+	}
+	if grew := g.dbBytes(t) - dbBefore; grew > 1<<20 {
+		t.Errorf("database grew by %d bytes, want < 1 MiB", grew)
+	}
+	if grew := rss(t, g.p.cmd.Process.Pid) - rssBefore; grew > 50<<20 {
+		t.Errorf("process grew by %d bytes, want < 50 MiB", grew)
+	}
+
+	g.p.stop(t) // the last window's summary is written at shutdown
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(g.dir, "var", "db", "proxy.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT length(path), metadata FROM audit_events WHERE action = 'proxy.auth'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n, total int
+	for rows.Next() {
+		var pathLen int
+		var meta string
+		if err := rows.Scan(&pathLen, &meta); err != nil {
+			t.Fatal(err)
+		}
+		var md struct {
+			Count int `json:"count"`
+		}
+		if err := json.Unmarshal([]byte(meta), &md); err != nil {
+			t.Fatal(err)
+		}
+		if pathLen > 512 {
+			t.Errorf("audited path of %d bytes, want at most 512", pathLen)
+		}
+		n++
+		total += md.Count
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Two rows per one-minute window: the first failure and the summary.
+	if n == 0 || n > 4 || total != 1000 {
+		t.Errorf("%d audit rows counting %d failures, want at most 4 rows (two windows) counting 1000", n, total)
 	}
 }

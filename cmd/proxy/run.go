@@ -96,6 +96,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	defer sh.close()
+	failures := auth.NewFailureLimiter(st, recorder, auth.FailureOptions{
+		Limit: cfg.AuthFailureLimit, Redis: sh.redis, KeyPrefix: cfg.RedisKeyPrefix + "authfail:",
+		RedisTimeout: cfg.RedisTimeout, Breaker: sh.breaker, Logger: logger,
+	})
 	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(os.Getenv)})
 	defer forwarder.Close()
 	if cfg.ManagementToken == "" {
@@ -104,6 +108,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	srv := httpapi.New(httpapi.Deps{
 		Store:     st,
 		Auth:      authn,
+		Failures:  failures,
 		Limiter:   sh.limiter,
 		Quota:     sh.quota,
 		Forwarder: forwarder,
@@ -134,6 +139,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// of a finished request), the other tasks after it.
 	bgCtx := context.WithoutCancel(ctx)
 	recorderTask := startTask(bgCtx, recorder.Run)
+	// Its last summaries of failed authentications go through the recorder.
+	failuresTask := startTask(bgCtx, failures.Run)
 	sweeper := retention.New(st, retention.Options{
 		Usage: cfg.Retention.Usage, Audit: cfg.Retention.Audit, Tokens: cfg.Retention.Tokens,
 		Interval: cfg.Retention.Interval, Logger: logger,
@@ -160,6 +167,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		logger.Warn("handlers still running after the shutdown grace; their usage may be lost", "err", werr)
 	}
 	cancelWait()
+	if ferr := failuresTask.stop(); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("write auth blocks: %w", ferr))
+	}
 	if rerr := recorderTask.stop(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("flush usage: %w", rerr))
 	}

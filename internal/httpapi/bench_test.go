@@ -63,8 +63,9 @@ func BenchmarkProxyPath(b *testing.B) {
 	fwd := proxy.New(proxy.Options{})
 	defer fwd.Close()
 	srv := New(Deps{
-		Store: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Limiter: ratelimit.NewMemory(),
-		Quota: quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
+		Store: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
+		Limiter: ratelimit.NewMemory(),
+		Quota:   quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
 	})
 	body := []byte(`{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
 		`{"role":"user","content":"` + strings.Repeat("benchmark ", 40) + `"}]}`)

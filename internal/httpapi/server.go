@@ -40,6 +40,7 @@ import (
 type Deps struct {
 	Store     store.Store
 	Auth      *auth.Authenticator
+	Failures  FailureLimiter
 	Limiter   ratelimit.Limiter
 	Quota     QuotaCounter
 	Forwarder *proxy.Forwarder
@@ -66,6 +67,13 @@ type Deps struct {
 	// TracerProvider, when set, gives every request a server span; nil
 	// keeps tracing off the request path.
 	TracerProvider trace.TracerProvider
+}
+
+// FailureLimiter counts failed authentications per client address and
+// audits them (*auth.FailureLimiter); Blocked does no I/O.
+type FailureLimiter interface {
+	Blocked(ip string) (retryAfter time.Duration, blocked bool)
+	Fail(ctx context.Context, f auth.Failure)
 }
 
 // QuotaCounter counts a request against a token's max_requests exactly
