@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +196,31 @@ func TestRetryAfterIsWholeSecondsRoundedUp(t *testing.T) {
 	s.ServeHTTP(rec, httptest.NewRequest("GET", "/limited", nil))
 	if rec.Code != 429 || rec.Header().Get("Retry-After") != "2" {
 		t.Errorf("status %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}
+
+func TestClientAddressTrustsOnlyConfiguredProxies(t *testing.T) {
+	lb := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for _, tc := range []struct {
+		name    string
+		trusted []netip.Prefix
+		peer    string
+		xff     string
+		want    string
+	}{
+		{"no proxies: the peer, whatever the header says", nil, "198.51.100.7:5000", "203.0.113.1", "198.51.100.7"},
+		{"private peer is not trusted by default", nil, "192.168.1.2:5000", "203.0.113.1", "192.168.1.2"},
+		{"trusted peer: the client it names", lb, "10.1.2.3:5000", "203.0.113.1", "203.0.113.1"},
+		{"spoofed entries left of the real client are ignored", lb, "10.1.2.3:5000", "6.6.6.6, 203.0.113.1", "203.0.113.1"},
+		{"chain of trusted proxies", lb, "10.1.2.3:5000", "203.0.113.1, 10.9.9.9", "203.0.113.1"},
+		{"untrusted peer: its header is ignored", lb, "198.51.100.7:5000", "203.0.113.1", "198.51.100.7"},
+		{"loopback is not trusted unless listed", lb, "127.0.0.1:5000", "203.0.113.1", "127.0.0.1"},
+	} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = tc.peer
+		req.Header.Set("X-Forwarded-For", tc.xff)
+		if got := ipExtractor(tc.trusted)(req); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
