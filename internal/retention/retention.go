@@ -1,5 +1,6 @@
 // Package retention deletes rows that have outlived their retention period
-// (SPEC §4): old usage and audit rows and long-expired tokens. Sweeps run on
+// (SPEC §4): old usage and audit rows, long-expired tokens and ended
+// failed-authentication blocks. Sweeps run on
 // one replica at a time, under the store's "retention" lock, and delete in
 // bounded batches with a pause between them, so the tables are never locked
 // for long and the request path keeps its share of the database.
@@ -49,8 +50,13 @@ type Options struct {
 
 // Result counts the rows one sweep deleted.
 type Result struct {
-	Usage, Audit, Tokens int64
+	Usage, Audit, Tokens, AuthBlocks int64
 }
+
+// authBlockKeep is how long a failed-authentication block is kept after it
+// ended. Blocks are state, not history (the audit trail has the attempts),
+// so they are swept whatever the retention settings.
+const authBlockKeep = 24 * time.Hour
 
 // Sweeper runs retention sweeps. Its methods are safe for concurrent use.
 type Sweeper struct {
@@ -85,10 +91,6 @@ func New(st store.Store, opts Options) *Sweeper {
 // returns nil when ctx ends, abandoning a sweep in progress between two
 // batches.
 func (s *Sweeper) Run(ctx context.Context) error {
-	if s.opts.Usage == 0 && s.opts.Audit == 0 && s.opts.Tokens == 0 {
-		<-ctx.Done()
-		return nil
-	}
 	jitter := min(s.opts.Interval/10, maxStartJitter)
 	timer := time.NewTimer(rand.N(jitter + 1))
 	defer timer.Stop()
@@ -104,21 +106,22 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			s.opts.Logger.Error("retention sweep", "error", err,
-				"usage_deleted", res.Usage, "audit_deleted", res.Audit, "tokens_deleted", res.Tokens)
+			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "duration_ms", time.Since(start).Milliseconds())
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
 	}
 }
 
 // SweepOnce takes the lock and, in batches until none are left, deletes
-// usage rows older than Usage, audit events older than Audit and tokens
-// that expired more than Tokens ago; a zero period skips that kind. It
+// usage rows older than Usage, audit events older than Audit, tokens that
+// expired more than Tokens ago (a zero period skips that kind) and
+// failed-authentication blocks that ended more than a day ago. It
 // returns ran=false, doing nothing, when another holder has the lock. On
 // an error it stops and returns what it deleted so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
@@ -142,6 +145,7 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"usage", s.opts.Usage, s.store.DeleteUsageBefore, &res.Usage},
 		{"audit events", s.opts.Audit, s.store.DeleteAuditBefore, &res.Audit},
 		{"expired tokens", s.opts.Tokens, s.store.DeleteTokensExpiredBefore, &res.Tokens},
+		{"ended auth blocks", authBlockKeep, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {
