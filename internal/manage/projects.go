@@ -263,6 +263,9 @@ func (s *Service) setAPIKey(p *store.Project, key string) error {
 }
 
 func checkName(name string) (string, error) {
+	if err := checkText("name", name); err != nil {
+		return "", err
+	}
 	name = strings.TrimSpace(name)
 	if n := utf8.RuneCountInString(name); n < 1 || n > maxNameLen {
 		return "", invalid("name", "must be between 1 and %d characters", maxNameLen)
@@ -299,6 +302,9 @@ func checkAPIVersion(provider, v string) (string, error) {
 	}
 	if len(v) > 64 {
 		return "", invalid("api_version", "must be at most 64 characters")
+	}
+	if err := checkText("api_version", v); err != nil {
+		return "", err
 	}
 	return v, nil
 }
