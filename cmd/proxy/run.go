@@ -102,7 +102,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
 	}
 	srv := httpapi.New(httpapi.Deps{
-		Store:     st,
+		Database:  st,
 		Auth:      authn,
 		Limiter:   sh.limiter,
 		Quota:     sh.quota,

@@ -50,7 +50,7 @@ func newManageEnv(t *testing.T, managementToken string) *manageEnv {
 		}
 	})
 	srv := New(Deps{
-		Store:           st,
+		Database:        st,
 		Auth:            authn,
 		Recorder:        rec,
 		Manager:         manage.New(manage.Options{Store: st, Cipher: cipher, Invalidator: authn, Auditor: rec}),

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -554,5 +556,31 @@ func TestPagesAreBounded(t *testing.T) {
 	l, err := e.svc.ListProjects(ctx, manage.ProjectQuery{PageQuery: manage.PageQuery{Page: last, PageSize: manage.MaxPageSize}})
 	if err != nil || len(l.Items) != 0 || l.Total != 1 {
 		t.Fatalf("the last page allowed: %+v, %v; want an empty page", l, err)
+	}
+}
+
+func TestProjectNames(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	want := map[string]string{}
+	for i := range manage.MaxPageSize + 2 {
+		name := fmt.Sprintf("p%04d", i)
+		p, err := e.svc.CreateProject(ctx, manage.CreateProjectInput{Name: name, APIKey: "sk-upstream-secret-1234"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p.ID] = name
+	}
+	off := e.project(t, "off")
+	if _, err := e.svc.UpdateProject(ctx, off.ID, manage.UpdateProjectInput{IsActive: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	want[off.ID] = "off"
+	got, err := e.svc.ProjectNames(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("ProjectNames: %d names, want %d (every project, over two pages, inactive ones too)", len(got), len(want))
 	}
 }

@@ -164,6 +164,25 @@ func (s *Service) ListProjects(ctx context.Context, q ProjectQuery) (*List[*stor
 	return &List[*store.Project]{Items: items, Page: page, Total: total}, nil
 }
 
+// ProjectNames returns the name of every project, active or not, by ID (for
+// the llm_project_info metric). It reads the project list page by page and
+// stops at the first error.
+func (s *Service) ProjectNames(ctx context.Context) (map[string]string, error) {
+	names := make(map[string]string)
+	for page := 1; ; page++ {
+		items, total, err := s.store.ListProjects(ctx, store.ProjectFilter{Page: store.Page{Page: page, PageSize: MaxPageSize}})
+		if err != nil {
+			return nil, fmt.Errorf("list projects: %w", err)
+		}
+		for _, p := range items {
+			names[p.ID] = p.Name
+		}
+		if len(items) < MaxPageSize || page*MaxPageSize >= total {
+			return names, nil
+		}
+	}
+}
+
 // UpdateProject applies in to the project with id and invalidates its cached
 // authentication data. Deactivating sets deactivated_at; reactivating clears
 // it. It returns the updated project, store.ErrNotFound, a
