@@ -19,8 +19,10 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/invalidate"
 	"github.com/llmproxy/llm-proxy/internal/quota"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
+	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
+	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
 	"github.com/llmproxy/llm-proxy/internal/usage"
 )
@@ -36,11 +38,15 @@ const pgNotifyChannel = "llmproxy_invalidate"
 //	SQLite                 in-process limiter and counter, local invalidation
 //	PostgreSQL, no Redis   per-replica limiter, counter in the database, LISTEN/NOTIFY
 //	PostgreSQL + Redis     Redis limiter and counter, Redis pub/sub
+//
+// and the readiness checks of what they share besides the database itself
+// (which /readyz pings on its own): the schema and Redis.
 type shared struct {
 	limiter ratelimit.Limiter
 	quota   httpapi.QuotaCounter
 	bus     *invalidate.Bus
 	checks  []httpapi.ReadyCheck
+	probe   *schema.Probe
 	redis   *redis.Client    // nil without REDIS_URL
 	breaker *breaker.Breaker // Redis's circuit breaker; nil without REDIS_URL
 	// flush, when set, writes the limiter's deferred adjustments in the
@@ -48,10 +54,29 @@ type shared struct {
 	flush func(context.Context) error
 }
 
+// schemaProbeInterval is how often readiness re-reads the schema version:
+// probes every few seconds cost one query per interval, and a schema rolled
+// back or left dirty under a running replica takes it out of service within
+// about this long.
+const schemaProbeInterval = 10 * time.Second
+
 func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *auth.Authenticator, metrics *telemetry.Metrics,
-	recorder *usage.Recorder, tp trace.TracerProvider, logger *slog.Logger) (*shared, error) {
+	recorder *usage.Recorder, tp trace.TracerProvider, logger *slog.Logger) (_ *shared, err error) {
+	schemaDSN := cfg.Database.URL
+	if s, ok := st.(*sqlite.DB); ok {
+		schemaDSN = s.SchemaDSN()
+	}
+	probe, err := schema.NewProbe(cfg.Database.Driver, schemaDSN, schemaProbeInterval)
+	if err != nil {
+		return nil, fmt.Errorf("schema readiness probe: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = probe.Close()
+		}
+	}()
 	if cfg.RedisURL == "" {
-		sh := &shared{limiter: ratelimit.NewMemory()}
+		sh := &shared{limiter: ratelimit.NewMemory(), probe: probe, checks: []httpapi.ReadyCheck{schemaCheck(probe)}}
 		if pg, ok := st.(*postgres.DB); ok {
 			logger.Warn("REDIS_URL is not set with PostgreSQL: rate limits are per replica; " +
 				"max_requests is counted in the database and invalidations travel over LISTEN/NOTIFY")
@@ -132,22 +157,54 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 		limiter: limiter,
 		quota:   quota.NewRedis(quota.RedisOptions{Limiter: limiter, Store: st, Toucher: recorder, Logger: logger}),
 		bus:     invalidate.NewRedis(client, cfg.RedisKeyPrefix+"invalidate", authn, logger),
+		probe:   probe,
 		redis:   client,
 		breaker: brk,
 		flush:   limiter.Run,
 	}
-	sh.checks = []httpapi.ReadyCheck{{Name: "redis", Check: func(ctx context.Context) (string, bool) {
+	// Redis away is degraded, never unready, whatever REDIS_FAIL_OPEN says:
+	// every replica shares the one Redis, so 503s would pull them all out
+	// of the Service at once. Fail-open keeps serving without limits;
+	// fail-closed refuses limited requests with 503 itself, and the
+	// replicas stay in rotation to serve the rest and to resume the moment
+	// Redis returns. The body, llm_dependency_up and the log say which.
+	sh.checks = []httpapi.ReadyCheck{schemaCheck(probe), {Name: "redis", Check: func(ctx context.Context) (string, httpapi.Readiness) {
 		ctx, cancel := context.WithTimeout(ctx, cfg.RedisTimeout)
 		defer cancel()
 		if err := client.Ping(ctx).Err(); err != nil {
 			if cfg.RedisFailOpen {
-				return "unreachable (fail-open: limits not enforced)", true
+				return "unreachable (fail-open: limits not enforced)", httpapi.Degraded
 			}
-			return "unreachable (fail-closed: rate-limited requests refused)", false
+			return "unreachable (fail-closed: rate-limited requests refused)", httpapi.Degraded
 		}
-		return "ok", true
+		return "ok", httpapi.Ready
 	}}}
 	return sh, nil
+}
+
+// schemaCheck reports the schema version read through probe. A schema
+// behind this build or dirty (someone ran `migrate down`, or a migration
+// failed half way) is a reason local to this build: unready, 503. A schema
+// that cannot be read is "unknown" and degraded — the database check says
+// why, and an unreachable database is no reason to leave the Service. A
+// newer schema is served, as at start-up (migrations are additive).
+func schemaCheck(probe *schema.Probe) httpapi.ReadyCheck {
+	return httpapi.ReadyCheck{Name: "schema", Check: func(ctx context.Context) (string, httpapi.Readiness) {
+		st, err := probe.Status(ctx)
+		switch {
+		case err != nil:
+			return "unknown", httpapi.Degraded
+		case st.Dirty:
+			return fmt.Sprintf("dirty at version %d (see `migrate force`)", st.Current), httpapi.Unready
+		case st.None:
+			return fmt.Sprintf("behind: no migration applied, this build needs version %d", st.Latest), httpapi.Unready
+		case st.Current < st.Latest:
+			return fmt.Sprintf("behind: version %d, this build needs version %d", st.Current, st.Latest), httpapi.Unready
+		case st.Current > st.Latest:
+			return fmt.Sprintf("ok (version %d, newer than this build's %d)", st.Current, st.Latest), httpapi.Ready
+		}
+		return "ok", httpapi.Ready
+	}}
 }
 
 // redisDown tells the breaker which errors mean Redis is away (refused,
@@ -169,10 +226,11 @@ func redisDown(err error) bool {
 // on their own before they share the autopipeliner's batches.
 const directDecisions = 4
 
-// close releases the Redis client.
+// close releases the schema probe and the Redis client.
 func (sh *shared) close() error {
-	if sh.redis == nil {
-		return nil
+	err := sh.probe.Close()
+	if sh.redis != nil {
+		err = errors.Join(err, sh.redis.Close())
 	}
-	return sh.redis.Close()
+	return err
 }

@@ -73,8 +73,6 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		`http_request_duration_seconds_bucket{route="/v1/*",status="200",le="+Inf"}`: n,
 		`upstream_request_duration_seconds_count{provider="openai"}`:                 n,
 		`upstream_time_to_first_byte_seconds_count{provider="openai"}`:               n,
-		`llm_tokens_total{kind="prompt",model="gpt-4o-mini",project="metrics"}`:      3 * n,
-		`llm_tokens_total{kind="completion",model="gpt-4o-mini",project="metrics"}`:  5 * n,
 		`ratelimit_decisions_total{decision="allowed",limit="rate"}`:                 n,
 		`ratelimit_decisions_total{decision="allowed",limit="quota"}`:                n,
 		`batch_dropped_rows_total{kind="usage"}`:                                     0,
@@ -86,12 +84,22 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			t.Errorf("%s = %v (present %t), want %v", name, got, ok, want)
 		}
 	}
+	// Projects are labelled by ID; their names stay off an open /metrics.
+	for kind, want := range map[string]float64{"prompt": 3 * n, "completion": 5 * n} {
+		name := `llm_tokens_total{kind="` + kind + `",model="gpt-4o-mini",project_id="` + pid + `"}`
+		if got, ok := m[name]; !ok || got != want {
+			t.Errorf("%s = %v (present %t), want %v", name, got, ok, want)
+		}
+	}
 	if m[`database_acquire_total{driver="sqlite"}`] < 0 || m[`http_request_duration_seconds_bucket{route="/v1/*",status="200",le="0.0005"}`] > n {
 		t.Errorf("implausible figures: %v", m)
 	}
 	for name := range m {
 		if strings.Contains(name, "/v1/chat/completions") || strings.Contains(name, secret) {
 			t.Errorf("unbounded label value in %s", name)
+		}
+		if strings.Contains(name, `"metrics"`) || strings.HasPrefix(name, "llm_project_info") {
+			t.Errorf("/metrics without METRICS_TOKEN names the project in %s", name)
 		}
 	}
 }

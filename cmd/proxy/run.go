@@ -106,7 +106,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
 	}
 	srv := httpapi.New(httpapi.Deps{
-		Store:     st,
+		Database:  st,
 		Auth:      authn,
 		Failures:  failures,
 		Limiter:   sh.limiter,
@@ -119,6 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Metrics:            metrics,
 		Logger:             logger,
 		ManagementToken:    cfg.ManagementToken,
+		MetricsToken:       cfg.MetricsToken,
 		MaxRequestBytes:    cfg.MaxRequestBytes,
 		RequestBodyTimeout: cfg.RequestBodyTimeout,
 		TrustedProxies:     cfg.TrustedProxies,

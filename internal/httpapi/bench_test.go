@@ -63,7 +63,7 @@ func BenchmarkProxyPath(b *testing.B) {
 	fwd := proxy.New(proxy.Options{})
 	defer fwd.Close()
 	srv := New(Deps{
-		Store: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
+		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
 		Limiter: ratelimit.NewMemory(),
 		Quota:   quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
 	})

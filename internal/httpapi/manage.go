@@ -5,12 +5,15 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -30,9 +33,7 @@ const (
 
 // requireManagementToken guards /manage: 404 when no MANAGEMENT_TOKEN is
 // configured, 401 (and a "manage.auth" audit event) unless the request
-// carries "Authorization: Bearer <MANAGEMENT_TOKEN>". The digests of both
-// values are compared in constant time, so neither the content nor the
-// length of the token leaks through timing.
+// carries "Authorization: Bearer <MANAGEMENT_TOKEN>" (see bearerMatches).
 func (s *Server) requireManagementToken(next echo.HandlerFunc) echo.HandlerFunc {
 	if s.d.ManagementToken == "" {
 		return func(echo.Context) error {
@@ -42,13 +43,12 @@ func (s *Server) requireManagementToken(next echo.HandlerFunc) echo.HandlerFunc 
 	}
 	want := sha256.Sum256([]byte(s.d.ManagementToken))
 	return func(c echo.Context) error {
-		presented, ok := bearer(c.Request().Header.Get(echo.HeaderAuthorization))
-		got := sha256.Sum256([]byte(presented))
-		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 && ok {
+		ok, presented := bearerMatches(c.Request().Header.Get(echo.HeaderAuthorization), want)
+		if ok {
 			return next(c)
 		}
 		reason := "invalid management token"
-		if !ok {
+		if !presented {
 			reason = "missing bearer token"
 		}
 		ev := s.auditEvent(c, "manage.auth")
@@ -58,6 +58,16 @@ func (s *Server) requireManagementToken(next echo.HandlerFunc) echo.HandlerFunc 
 		return &Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_management_token",
 			Message: "missing or invalid management token (Authorization: Bearer $MANAGEMENT_TOKEN)"}
 	}
+}
+
+// bearerMatches reports whether the Authorization header h carries
+// "Bearer X" with sha256(X) == want, and whether it carries bearer
+// credentials at all. Digests are compared in constant time, so neither the
+// content nor the length of the expected token leaks through timing.
+func bearerMatches(h string, want [sha256.Size]byte) (ok, presented bool) {
+	cred, presented := bearer(h)
+	got := sha256.Sum256([]byte(cred))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1 && presented, presented
 }
 
 // bearer extracts the credentials of an "Authorization: Bearer X" header.
@@ -79,13 +89,18 @@ type auditCall struct {
 
 // audited runs fn and writes the audit event of the call: success, failure
 // (a 4xx answer) or error (5xx), with the client-safe reason. Validation
-// errors of the manage package become 400s naming the field.
+// errors of the manage package become 400s naming the field, a refused
+// reactivation of a revoked token a 409.
 func (s *Server) audited(c echo.Context, action string, fn func(*auditCall) error) error {
 	var call auditCall
 	err := fn(&call)
 	var ve *manage.ValidationError
-	if errors.As(err, &ve) {
+	switch {
+	case errors.As(err, &ve):
 		err = errBadRequest(ve.Field, "%s", ve.Error())
+	case errors.Is(err, manage.ErrTokenRevoked):
+		err = &Error{Status: http.StatusConflict, Type: "invalid_request_error", Code: "token_revoked", Param: "is_active",
+			Message: "the token is revoked and cannot be reactivated; create a new token", Err: err}
 	}
 	ev := s.auditEvent(c, action)
 	ev.ProjectID, ev.TokenID, ev.Metadata = call.projectID, call.tokenID, call.metadata
@@ -155,6 +170,9 @@ type updateTokenBody struct {
 
 func (s *Server) listProjects(c echo.Context) error {
 	return s.audited(c, "project.list", func(*auditCall) error {
+		if err := queryOnly(c, "active", "page", "page_size"); err != nil {
+			return err
+		}
 		var q manage.ProjectQuery
 		var err error
 		if q.Active, err = queryBool(c, "active"); err != nil {
@@ -233,6 +251,9 @@ func (s *Server) revokeProjectTokens(c echo.Context) error {
 
 func (s *Server) listTokens(c echo.Context) error {
 	return s.audited(c, "token.list", func(call *auditCall) error {
+		if err := queryOnly(c, "project_id", "active", "page", "page_size"); err != nil {
+			return err
+		}
 		q := manage.TokenQuery{ProjectID: c.QueryParam("project_id")}
 		call.projectID = q.ProjectID
 		var err error
@@ -329,6 +350,9 @@ func (s *Server) revokeToken(c echo.Context) error {
 
 func (s *Server) getUsage(c echo.Context) error {
 	return s.audited(c, "usage.query", func(call *auditCall) error {
+		if err := queryOnly(c, "project_id", "token_id", "from", "to", "group_by"); err != nil {
+			return err
+		}
 		q := manage.UsageQuery{ProjectID: c.QueryParam("project_id"), TokenID: c.QueryParam("token_id"),
 			From: c.QueryParam("from"), To: c.QueryParam("to"), GroupBy: c.QueryParam("group_by")}
 		call.projectID, call.tokenID = q.ProjectID, q.TokenID
@@ -342,6 +366,9 @@ func (s *Server) getUsage(c echo.Context) error {
 
 func (s *Server) listAudit(c echo.Context) error {
 	return s.audited(c, "audit.list", func(*auditCall) error {
+		if err := queryOnly(c, "action", "outcome", "project_id", "token_id", "from", "to", "page", "page_size"); err != nil {
+			return err
+		}
 		q := manage.AuditQuery{Action: c.QueryParam("action"), Outcome: c.QueryParam("outcome"),
 			ProjectID: c.QueryParam("project_id"), TokenID: c.QueryParam("token_id"),
 			From: c.QueryParam("from"), To: c.QueryParam("to")}
@@ -450,6 +477,51 @@ func changedFields(body any) map[string]any {
 		}
 	}
 	return map[string]any{"fields": names}
+}
+
+// queryOnly refuses query parameters outside allowed, naming them, and any
+// parameter given more than once: a misspelt filter would otherwise be
+// ignored and the answer cover everything, and a repeated one could be read
+// as either value.
+func queryOnly(c echo.Context, allowed ...string) error {
+	var unknown []string
+	for name, values := range c.QueryParams() {
+		if !slices.Contains(allowed, name) {
+			unknown = append(unknown, name)
+			continue
+		}
+		if len(values) > 1 {
+			return errBadRequest(name, "%s: given %d times; give it once", name, len(values))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	shown := make([]string, 0, maxNamesShown)
+	for _, name := range unknown[:min(len(unknown), maxNamesShown)] {
+		shown = append(shown, strconv.Quote(truncate(name, 64)))
+	}
+	more := ""
+	if len(unknown) > maxNamesShown {
+		more = fmt.Sprintf(" and %d more", len(unknown)-maxNamesShown)
+	}
+	return errBadRequest(truncate(unknown[0], 64), "unknown query parameter %s%s (accepted: %s)",
+		strings.Join(shown, ", "), more, strings.Join(allowed, ", "))
+}
+
+// maxNamesShown bounds how many unknown parameter names an error repeats.
+const maxNamesShown = 5
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // queryPage reads page and page_size; the Manager applies defaults and

@@ -50,7 +50,7 @@ func newManageEnv(t *testing.T, managementToken string) *manageEnv {
 		}
 	})
 	srv := New(Deps{
-		Store:           st,
+		Database:        st,
 		Auth:            authn,
 		Recorder:        rec,
 		Manager:         manage.New(manage.Options{Store: st, Cipher: cipher, Invalidator: authn, Auditor: rec}),
@@ -287,6 +287,22 @@ func TestManageValidation(t *testing.T) {
 		{"bad group_by", "GET", "/manage/usage?group_by=week", ``, "group_by"},
 		{"bad from", "GET", "/manage/usage?from=yesterday", ``, "from"},
 		{"bad outcome", "GET", "/manage/audit?outcome=meh", ``, "outcome"},
+		{"name with a newline", "POST", "/manage/projects", `{"name":"a\nb","api_key":"k"}`, "name"},
+		{"name with a trailing newline", "POST", "/manage/projects", `{"name":"ab\n","api_key":"k"}`, "name"},
+		{"name with a bidi override", "PATCH", "/manage/projects/" + p.ID, `{"name":"invoice\u202egpj.exe"}`, "name"},
+		{"name with NUL", "POST", "/manage/projects", `{"name":"a\u0000b","api_key":"k"}`, "name"},
+		{"label with a C1 control", "POST", "/manage/tokens", `{"project_id":"` + p.ID + `","duration_minutes":5,"label":"a\u009bb"}`, "label"},
+		{"label with an isolate", "POST", "/manage/tokens", `{"project_id":"` + p.ID + `","duration_minutes":5,"label":"a\u2067b"}`, "label"},
+		{"largest page", "GET", "/manage/projects?page=9223372036854775807", ``, "page"},
+		{"page beyond int64", "GET", "/manage/projects?page=9223372036854775808", ``, "page"},
+		{"page past the offset bound", "GET", "/manage/audit?page=10002&page_size=1000", ``, "page"},
+		{"negative page", "GET", "/manage/tokens?page=-1", ``, "page"},
+		{"negative page_size", "GET", "/manage/tokens?page_size=-5", ``, "page_size"},
+		{"unknown audit filter", "GET", "/manage/audit?outcome=success&actor=management", ``, "actor"},
+		{"misspelt token filter", "GET", "/manage/tokens?projectid=" + p.ID, ``, "projectid"},
+		{"unknown usage parameter", "GET", "/manage/usage?groupby=day", ``, "groupby"},
+		{"unknown project list parameter", "GET", "/manage/projects?name=p", ``, "name"},
+		{"repeated audit filter", "GET", "/manage/audit?outcome=success&outcome=failure", ``, "outcome"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -390,6 +406,15 @@ func TestManageTokenLifecycle(t *testing.T) {
 			t.Fatalf("after DELETE: err = %v, want ErrRevoked", err)
 		}
 	}
+	r = e.do(http.MethodPatch, "/manage/tokens/"+id, `{"is_active":true}`)
+	var conflict apiError
+	r.decode(t, &conflict)
+	if r.status != http.StatusConflict || conflict.Error.Code != "token_revoked" || conflict.Error.Param == nil || *conflict.Error.Param != "is_active" {
+		t.Fatalf("PATCH is_active=true on a revoked token: %d %s; want 409 token_revoked", r.status, r.raw)
+	}
+	if _, err := e.auth.Authenticate(ctx, secretTok); !errors.Is(err, auth.ErrRevoked) {
+		t.Fatalf("after the refused reactivation: err = %v, want ErrRevoked", err)
+	}
 	e.mustDo(http.MethodDelete, "/manage/tokens/00000000-0000-0000-0000-000000000000", "", http.StatusNotFound)
 	e.mustDo(http.MethodGet, "/manage/tokens?active=false", "", http.StatusOK).decode(t, &struct{}{})
 
@@ -408,6 +433,9 @@ func TestManageTokenLifecycle(t *testing.T) {
 		t.Fatalf("after project-wide revoke: err = %v, want ErrRevoked", err)
 	}
 
+	if ev := e.auditEvents(store.AuditFilter{Action: "token.update", Outcome: store.OutcomeFailure, TokenID: id}, 1); ev[0].Reason == "" {
+		t.Errorf("refused reactivation audited without a reason: %+v", ev[0])
+	}
 	evs := e.auditEvents(store.AuditFilter{Action: "token.revoke", TokenID: id}, 2)
 	for _, ev := range evs {
 		if ev.Actor != "management" || ev.Outcome != store.OutcomeSuccess || ev.ProjectID != p.ID || ev.Method != http.MethodDelete {
@@ -505,4 +533,38 @@ func TestManageAuditTrail(t *testing.T) {
 	}
 	e.auditEvents(store.AuditFilter{Action: "audit.list"}, 1)
 	e.auditEvents(store.AuditFilter{Action: "audit.get"}, 1)
+}
+
+func TestManageDeactivatedTokenCannotBeReactivated(t *testing.T) {
+	e := newManageEnv(t, testManagementToken)
+	var p manage.ProjectView
+	e.mustDo(http.MethodPost, "/manage/projects", `{"name":"p","api_key":"sk-0123456789abc"}`, http.StatusCreated).decode(t, &p)
+	var tok manage.CreatedTokenView
+	e.mustDo(http.MethodPost, "/manage/tokens", `{"project_id":"`+p.ID+`","duration_minutes":5}`, http.StatusCreated).decode(t, &tok)
+	e.mustDo(http.MethodPatch, "/manage/tokens/"+tok.ID, `{"is_active":false}`, http.StatusOK)
+	e.mustDo(http.MethodPatch, "/manage/tokens/"+tok.ID, `{"is_active":true}`, http.StatusConflict)
+	var got manage.TokenView
+	e.mustDo(http.MethodGet, "/manage/tokens/"+tok.ID, "", http.StatusOK).decode(t, &got)
+	if got.IsActive {
+		t.Fatal("the token is active again")
+	}
+}
+
+func TestManageUnknownQueryParametersAreNamed(t *testing.T) {
+	e := newManageEnv(t, testManagementToken)
+	r := e.do(http.MethodGet, "/manage/audit?outcome=denied&colour=red&actor=x&page=1", "")
+	var body apiError
+	r.decode(t, &body)
+	if r.status != http.StatusBadRequest || body.Error.Param == nil || *body.Error.Param != "actor" ||
+		!strings.Contains(body.Error.Message, `"actor", "colour"`) || !strings.Contains(body.Error.Message, "outcome") {
+		t.Fatalf("status %d body %s; want 400 naming actor and colour and listing the accepted filters", r.status, r.raw)
+	}
+	for _, path := range []string{
+		"/manage/audit?action=project.create&outcome=success&project_id=x&token_id=y&from=2030-01-01&to=2030-01-02&page=1&page_size=5",
+		"/manage/tokens?project_id=x&active=true&page=1&page_size=5",
+		"/manage/projects?active=false&page=1&page_size=5",
+		"/manage/usage?project_id=x&token_id=y&from=2030-01-01&to=2030-01-02&group_by=day",
+	} {
+		e.mustDo(http.MethodGet, path, "", http.StatusOK)
+	}
 }

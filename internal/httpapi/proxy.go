@@ -76,7 +76,7 @@ func (s *Server) proxy(c echo.Context) error {
 	})
 	if m := s.d.Metrics; m != nil {
 		m.ObserveUpstream(up.Provider, res.Upstream, res.TTFB, res.Overhead)
-		m.AddTokens(res.Model, p.Project.Name, res.Usage.PromptTokens, res.Usage.CompletionTokens)
+		m.AddTokens(res.Model, p.Project.ID, res.Usage.PromptTokens, res.Usage.CompletionTokens)
 	}
 	if res.Err != nil {
 		if wrote {

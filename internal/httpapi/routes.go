@@ -15,11 +15,12 @@ func (s *Server) routes() {
 		e.GET(p, s.live)
 		e.HEAD(p, s.live)
 	}
+	ready := s.newReadiness()
 	for _, p := range []string{"/readyz", "/ready", "/health"} {
-		e.GET(p, s.ready)
-		e.HEAD(p, s.ready)
+		e.GET(p, ready.serve)
+		e.HEAD(p, ready.serve)
 	}
-	e.GET("/metrics", s.metrics)
+	e.GET("/metrics", s.metricsHandler())
 
 	e.Any("/v1/*", s.proxy)
 

@@ -38,7 +38,8 @@ import (
 // Deps are the collaborators the server is wired with; cmd/proxy picks the
 // implementations.
 type Deps struct {
-	Store     store.Store
+	// Database is pinged by /readyz; nil leaves the database out of it.
+	Database  Pinger
 	Auth      *auth.Authenticator
 	Failures  FailureLimiter
 	Limiter   ratelimit.Limiter
@@ -51,6 +52,8 @@ type Deps struct {
 
 	// ManagementToken enables /manage when non-empty.
 	ManagementToken string
+	// MetricsToken, when non-empty, guards /metrics and adds project names.
+	MetricsToken string
 	// MaxRequestBytes bounds client request bodies (413 beyond it).
 	MaxRequestBytes int64
 	// RequestBodyTimeout bounds the arrival of a whole request body, on
@@ -61,8 +64,8 @@ type Deps struct {
 	// (audit, failed-authentication limits); empty means the peer address
 	// is the client.
 	TrustedProxies []netip.Prefix
-	// Checks are extra readiness conditions (e.g. Redis), reported by name
-	// in the /readyz body.
+	// Checks are readiness conditions besides the database (Redis, the
+	// schema), reported by name in the /readyz body.
 	Checks []ReadyCheck
 	// TracerProvider, when set, gives every request a server span; nil
 	// keeps tracing off the request path.
@@ -81,13 +84,6 @@ type FailureLimiter interface {
 // error wrapping store.ErrQuotaExceeded when the quota is used up.
 type QuotaCounter interface {
 	Consume(ctx context.Context, t *store.Token) error
-}
-
-// ReadyCheck is one readiness condition: Check returns the state to report
-// (e.g. "ok", "unreachable") and whether the replica may take traffic.
-type ReadyCheck struct {
-	Name  string
-	Check func(ctx context.Context) (state string, ready bool)
 }
 
 // Server is the proxy's HTTP handler.

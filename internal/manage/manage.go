@@ -140,10 +140,13 @@ func (s *Service) clock() time.Time {
 	return s.now().UTC().Truncate(time.Microsecond)
 }
 
-// Pagination defaults and bounds for list calls.
+// Pagination defaults and bounds for list calls. MaxOffset bounds
+// (page-1)*page_size: deeper pages are refused rather than computed with an
+// offset that overflows or makes the database walk millions of rows.
 const (
 	DefaultPageSize = 50
 	MaxPageSize     = 1000
+	MaxOffset       = 10_000_000
 )
 
 // PageQuery asks for one page of a list. Zero values mean the first page and
@@ -166,6 +169,10 @@ func (q PageQuery) resolve() (store.Page, error) {
 	}
 	if p.PageSize < 1 || p.PageSize > MaxPageSize {
 		return p, invalid("page_size", "must be between 1 and %d", MaxPageSize)
+	}
+	// Divided, not multiplied: (page-1)*page_size may overflow.
+	if last := MaxOffset/p.PageSize + 1; p.Page > last {
+		return p, invalid("page", "must be at most %d with page_size %d (offsets stop at %d)", last, p.PageSize, MaxOffset)
 	}
 	return p, nil
 }

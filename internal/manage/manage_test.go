@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -438,5 +441,146 @@ func TestOutcome(t *testing.T) {
 		if got, _ := manage.Outcome(tt.err); got != tt.want {
 			t.Errorf("Outcome(%v) = %s, want %s", tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestInactiveTokensStayRevoked(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	p := e.project(t, "p")
+	deactivate := map[string]func(id string) error{
+		"DELETE": func(id string) error { _, err := e.svc.RevokeToken(ctx, id); return err },
+		"PATCH is_active=false": func(id string) error {
+			_, err := e.svc.UpdateToken(ctx, id, manage.UpdateTokenInput{IsActive: ptr(false)})
+			return err
+		},
+		"project-wide revocation": func(string) error { _, err := e.svc.RevokeProjectTokens(ctx, p.ID); return err },
+	}
+	for name, off := range deactivate {
+		t.Run(name, func(t *testing.T) {
+			id := e.token(t, p.ID).Token.ID
+			if err := off(id); err != nil {
+				t.Fatal(err)
+			}
+			before, err := e.st.GetToken(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.svc.UpdateToken(ctx, id, manage.UpdateTokenInput{IsActive: ptr(true), Label: ptr("again")})
+			if !errors.Is(err, manage.ErrTokenRevoked) || !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("reactivating: err = %v, want ErrTokenRevoked (a conflict)", err)
+			}
+			after, err := e.st.GetToken(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.IsActive || after.Label != before.Label || !after.DeactivatedAt.Equal(*before.DeactivatedAt) {
+				t.Fatalf("a refused reactivation changed the token: %+v, was %+v", after, before)
+			}
+			// What does not reactivate still works on a revoked token.
+			got, err := e.svc.UpdateToken(ctx, id, manage.UpdateTokenInput{IsActive: ptr(false), Label: ptr("retired")})
+			if err != nil || got.IsActive || got.Label != "retired" || !got.DeactivatedAt.Equal(*before.DeactivatedAt) {
+				t.Fatalf("relabelling a revoked token: %+v, %v", got, err)
+			}
+		})
+	}
+	active := e.token(t, p.ID).Token.ID
+	if got, err := e.svc.UpdateToken(ctx, active, manage.UpdateTokenInput{IsActive: ptr(true)}); err != nil || !got.IsActive {
+		t.Fatalf("is_active=true on an active token: %+v, %v; want a no-op", got, err)
+	}
+}
+
+func TestNamesAndLabelsRefuseControlCharacters(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	p := e.project(t, "p")
+	tok := e.token(t, p.ID)
+	bad := map[string]string{
+		"NUL":                 "a\x00b",
+		"newline":             "a\nb",
+		"trailing newline":    "ab\n",
+		"carriage return":     "a\rb",
+		"tab":                 "a\tb",
+		"escape":              "a\x1b[31mb",
+		"DEL":                 "a\x7fb",
+		"C1 (NEL)":            "a\u0085b",
+		"C1 (CSI)":            "a\u009bb",
+		"line separator":      "a\u2028b",
+		"paragraph separator": "a\u2029b",
+		"LRE":                 "a\u202ab",
+		"RLO":                 "a\u202eb",
+		"LRI":                 "a\u2066b",
+		"PDI":                 "a\u2069b",
+		"invalid UTF-8":       "a\xffb",
+	}
+	for name, s := range bad {
+		t.Run(name, func(t *testing.T) {
+			_, err := e.svc.CreateProject(ctx, manage.CreateProjectInput{Name: s, APIKey: "sk-upstream-secret-1234"})
+			wantField(t, err, "name")
+			_, err = e.svc.UpdateProject(ctx, p.ID, manage.UpdateProjectInput{Name: &s})
+			wantField(t, err, "name")
+			_, err = e.svc.CreateToken(ctx, manage.CreateTokenInput{ProjectID: p.ID, DurationMinutes: ptr(1), Label: s})
+			wantField(t, err, "label")
+			_, err = e.svc.UpdateToken(ctx, tok.Token.ID, manage.UpdateTokenInput{Label: &s})
+			wantField(t, err, "label")
+		})
+	}
+	for _, ok := range []string{"équipe données", "チーム", "team-a_b.c (prod)", "مشروع", "a\u200db"} {
+		if _, err := e.svc.UpdateToken(ctx, tok.Token.ID, manage.UpdateTokenInput{Label: &ok}); err != nil {
+			t.Errorf("label %q refused: %v", ok, err)
+		}
+	}
+}
+
+func TestPagesAreBounded(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	e.project(t, "p")
+	last := manage.MaxOffset/manage.MaxPageSize + 1
+	for _, q := range []struct {
+		pq    manage.PageQuery
+		field string
+	}{
+		{manage.PageQuery{Page: math.MaxInt64}, "page"},
+		{manage.PageQuery{Page: math.MaxInt64, PageSize: manage.MaxPageSize}, "page"},
+		{manage.PageQuery{Page: math.MaxInt64/2 + 2, PageSize: 2}, "page"}, // (page-1)*2 wraps to a small offset
+		{manage.PageQuery{Page: last + 1, PageSize: manage.MaxPageSize}, "page"},
+		{manage.PageQuery{Page: manage.MaxOffset + 2, PageSize: 1}, "page"},
+		{manage.PageQuery{Page: math.MinInt64}, "page"},
+	} {
+		_, err := e.svc.ListProjects(ctx, manage.ProjectQuery{PageQuery: q.pq})
+		wantField(t, err, q.field)
+		_, err = e.svc.ListAudit(ctx, manage.AuditQuery{PageQuery: q.pq})
+		wantField(t, err, q.field)
+	}
+	l, err := e.svc.ListProjects(ctx, manage.ProjectQuery{PageQuery: manage.PageQuery{Page: last, PageSize: manage.MaxPageSize}})
+	if err != nil || len(l.Items) != 0 || l.Total != 1 {
+		t.Fatalf("the last page allowed: %+v, %v; want an empty page", l, err)
+	}
+}
+
+func TestProjectNames(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	want := map[string]string{}
+	for i := range manage.MaxPageSize + 2 {
+		name := fmt.Sprintf("p%04d", i)
+		p, err := e.svc.CreateProject(ctx, manage.CreateProjectInput{Name: name, APIKey: "sk-upstream-secret-1234"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p.ID] = name
+	}
+	off := e.project(t, "off")
+	if _, err := e.svc.UpdateProject(ctx, off.ID, manage.UpdateProjectInput{IsActive: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	want[off.ID] = "off"
+	got, err := e.svc.ProjectNames(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("ProjectNames: %d names, want %d (every project, over two pages, inactive ones too)", len(got), len(want))
 	}
 }

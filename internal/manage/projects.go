@@ -164,6 +164,25 @@ func (s *Service) ListProjects(ctx context.Context, q ProjectQuery) (*List[*stor
 	return &List[*store.Project]{Items: items, Page: page, Total: total}, nil
 }
 
+// ProjectNames returns the name of every project, active or not, by ID (for
+// the llm_project_info metric). It reads the project list page by page and
+// stops at the first error.
+func (s *Service) ProjectNames(ctx context.Context) (map[string]string, error) {
+	names := make(map[string]string)
+	for page := 1; ; page++ {
+		items, total, err := s.store.ListProjects(ctx, store.ProjectFilter{Page: store.Page{Page: page, PageSize: MaxPageSize}})
+		if err != nil {
+			return nil, fmt.Errorf("list projects: %w", err)
+		}
+		for _, p := range items {
+			names[p.ID] = p.Name
+		}
+		if len(items) < MaxPageSize || page*MaxPageSize >= total {
+			return names, nil
+		}
+	}
+}
+
 // UpdateProject applies in to the project with id and invalidates its cached
 // authentication data. Deactivating sets deactivated_at; reactivating clears
 // it. It returns the updated project, store.ErrNotFound, a
@@ -263,6 +282,9 @@ func (s *Service) setAPIKey(p *store.Project, key string) error {
 }
 
 func checkName(name string) (string, error) {
+	if err := checkText("name", name); err != nil {
+		return "", err
+	}
 	name = strings.TrimSpace(name)
 	if n := utf8.RuneCountInString(name); n < 1 || n > maxNameLen {
 		return "", invalid("name", "must be between 1 and %d characters", maxNameLen)
@@ -299,6 +321,9 @@ func checkAPIVersion(provider, v string) (string, error) {
 	}
 	if len(v) > 64 {
 		return "", invalid("api_version", "must be at most 64 characters")
+	}
+	if err := checkText("api_version", v); err != nil {
+		return "", err
 	}
 	return v, nil
 }

@@ -159,13 +159,26 @@ type UpdateTokenInput struct {
 	Label       *string
 }
 
+// ErrTokenRevoked is the answer to reactivating an inactive token. A token
+// revoked with DELETE must stay revoked (SPEC §6.2), and the data model
+// cannot tell a DELETE from PATCH is_active=false or a project-wide
+// revocation (each sets is_active false and deactivated_at), so no inactive
+// token comes back: deactivation is one-way, and access is restored by
+// issuing a new token. It wraps store.ErrConflict.
+var ErrTokenRevoked = fmt.Errorf("the token is revoked and cannot be reactivated; create a new token: %w", store.ErrConflict)
+
 // UpdateToken applies in to the token with id and invalidates its cached
 // authentication data, so the change holds from the next request. It
-// returns the updated token, store.ErrNotFound or a *ValidationError.
+// returns the updated token, store.ErrNotFound, a *ValidationError, or
+// ErrTokenRevoked when in reactivates an inactive token (nothing is changed
+// then).
 func (s *Service) UpdateToken(ctx context.Context, id string, in UpdateTokenInput) (*store.Token, error) {
 	t, err := s.store.GetToken(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("load token: %w", err)
+	}
+	if in.IsActive != nil && *in.IsActive && !t.IsActive {
+		return nil, fmt.Errorf("update token %s: %w", t.ID, ErrTokenRevoked)
 	}
 	if in.MaxRequests != nil {
 		if t.MaxRequests, err = checkMaxRequests(in.MaxRequests); err != nil {
@@ -189,13 +202,10 @@ func (s *Service) UpdateToken(ctx context.Context, id string, in UpdateTokenInpu
 			return nil, err
 		}
 	}
-	if in.IsActive != nil && *in.IsActive != t.IsActive {
-		t.IsActive = *in.IsActive
-		t.DeactivatedAt = nil
-		if !t.IsActive {
-			now := s.clock()
-			t.DeactivatedAt = &now
-		}
+	if in.IsActive != nil && !*in.IsActive && t.IsActive {
+		now := s.clock()
+		t.IsActive = false
+		t.DeactivatedAt = &now
 	}
 	if err := s.store.UpdateToken(ctx, t); err != nil {
 		return nil, fmt.Errorf("update token: %w", err)
@@ -238,6 +248,9 @@ func checkMaxRequests(v *int64) (*int64, error) {
 }
 
 func checkLabel(label string) (string, error) {
+	if err := checkText("label", label); err != nil {
+		return "", err
+	}
 	label = strings.TrimSpace(label)
 	if utf8.RuneCountInString(label) > maxLabelLen {
 		return "", invalid("label", "must be at most %d characters", maxLabelLen)

@@ -16,8 +16,10 @@ import (
 )
 
 // Metrics holds the proxy's Prometheus collectors in a registry of its own
-// (no global registry). Label values are bounded: routes are echo route
-// patterns, never raw paths; no token IDs.
+// (no global registry). Label values are bounded and never name anyone
+// (SPEC §6.3): routes are echo route patterns, never raw paths; projects are
+// labelled by ID; no token IDs or prefixes, no emails. Project names appear
+// only in llm_project_info, which Handler serves only when asked to.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -29,6 +31,7 @@ type Metrics struct {
 	overhead     prometheus.Histogram
 	tokens       *prometheus.CounterVec
 	rateDecision *prometheus.CounterVec
+	dependencyUp *prometheus.GaugeVec
 
 	// requestObs caches the request counter and histogram of each label
 	// set (bounded: route patterns × known methods × statuses), sparing
@@ -57,8 +60,8 @@ const maxModels = 256
 // latencyBuckets span sub-millisecond proxy overhead to multi-minute streams.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 
-// NewMetrics registers every collector. stats reports database pool
-// figures; queue reports batch-writer figures; either may be nil.
+// NewMetrics registers every collector; RegisterPool, RegisterRedis and
+// RegisterQueue add the figures read at scrape time.
 func NewMetrics() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
@@ -83,13 +86,16 @@ func NewMetrics() *Metrics {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 		}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llm_tokens_total", Help: "LLM tokens by model, project and kind (prompt|completion).",
-		}, []string{"model", "project", "kind"}),
+			Name: "llm_tokens_total", Help: "LLM tokens by model, project ID and kind (prompt|completion); llm_project_info maps IDs to names.",
+		}, []string{"model", "project_id", "kind"}),
 		rateDecision: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratelimit_decisions_total", Help: "Rate-limit and quota decisions by limit and outcome.",
 		}, []string{"limit", "decision"}),
+		dependencyUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llm_dependency_up", Help: "1 when the readiness check of the dependency (database, redis, schema) last passed, 0 while it is degraded or failing.",
+		}, []string{"dependency"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.InFlight, m.upstream, m.ttfb, m.overhead, m.tokens, m.rateDecision,
+	reg.MustRegister(m.requests, m.duration, m.InFlight, m.upstream, m.ttfb, m.overhead, m.tokens, m.rateDecision, m.dependencyUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -149,17 +155,18 @@ func (m *Metrics) ObserveUpstream(provider string, total, ttfb, overhead time.Du
 	}
 }
 
-// AddTokens counts LLM tokens of one request.
-func (m *Metrics) AddTokens(model, project string, prompt, completion int) {
+// AddTokens counts LLM tokens of one request under the project's ID (never
+// its name: see Metrics).
+func (m *Metrics) AddTokens(model, projectID string, prompt, completion int) {
 	if prompt <= 0 && completion <= 0 {
 		return
 	}
 	model = m.modelLabel(model)
 	if prompt > 0 {
-		m.tokens.WithLabelValues(model, project, "prompt").Add(float64(prompt))
+		m.tokens.WithLabelValues(model, projectID, "prompt").Add(float64(prompt))
 	}
 	if completion > 0 {
-		m.tokens.WithLabelValues(model, project, "completion").Add(float64(completion))
+		m.tokens.WithLabelValues(model, projectID, "completion").Add(float64(completion))
 	}
 }
 
@@ -169,9 +176,34 @@ func (m *Metrics) RateDecision(limit, decision string) {
 	m.rateDecision.WithLabelValues(limit, decision).Inc()
 }
 
-// Handler serves the registry in the Prometheus text format.
-func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+// SetDependencyUp records the latest readiness verdict of a dependency as
+// llm_dependency_up. dependency must come from a fixed set named in code.
+func (m *Metrics) SetDependencyUp(dependency string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.dependencyUp.WithLabelValues(dependency).Set(v)
+}
+
+// Handler serves the registry in the Prometheus text format. With projects
+// set it also serves llm_project_info{project_id,name} 1 for every project:
+// project names, which SPEC §6.3 allows only on a /metrics that requires
+// METRICS_TOKEN, so callers pass projects only then. Names are read through
+// projects at most once per projectInfoTTL.
+func (m *Metrics) Handler(projects ProjectNames) http.Handler {
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	if projects == nil {
+		return h
+	}
+	info := newProjectInfo(projects, projectInfoTTL)
+	private := prometheus.NewRegistry()
+	private.MustRegister(info)
+	h = promhttp.HandlerFor(prometheus.Gatherers{m.reg, private}, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info.refresh(r.Context())
+		h.ServeHTTP(w, r)
+	})
 }
 
 // RegisterPool exports database pool figures as database_* metrics, read

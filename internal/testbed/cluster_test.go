@@ -332,8 +332,21 @@ func TestRevocationReachesOtherReplicasWithinOneSecond(t *testing.T) {
 	}
 }
 
-// (4) Redis outage during load, with REDIS_FAIL_OPEN true and false; limits
-// apply again once Redis returns.
+// requireRedisDegraded checks that, Redis being cut, every replica answers
+// /readyz 200 "degraded" naming Redis unreachable under policy: every
+// replica shares the one Redis, so none leaves the load balancer.
+func requireRedisDegraded(t *testing.T, c *testbed.Cluster, policy string) {
+	t.Helper()
+	for i, rd := range waitStatus(t, c, "degraded", 3*time.Second) {
+		if !strings.HasPrefix(rd.Body["redis"], "unreachable ("+policy) || rd.Body["database"] != "ok" {
+			t.Errorf("replica %d /readyz with Redis cut = %v, want redis unreachable (%s) and the database ok", i, rd.Body, policy)
+		}
+	}
+}
+
+// (4) Redis outage during load, with REDIS_FAIL_OPEN true and false: every
+// replica stays in service (/readyz 200, "degraded"); limits apply again
+// once Redis returns.
 func TestRedisOutage(t *testing.T) {
 	t.Run("FailOpen", func(t *testing.T) {
 		c := testbed.StartCluster(t, testbed.Options{Binaries: bins, Env: []string{"REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
@@ -346,6 +359,7 @@ func TestRedisOutage(t *testing.T) {
 		baseline := loadFor(8, 2*time.Second, send)
 		c.Redis.Cut()
 		outage := loadFor(8, 3*time.Second, send)
+		requireRedisDegraded(t, c, "fail-open")
 		c.Redis.Restore()
 
 		pb, po := p99(baseline), p99(outage)
@@ -370,6 +384,7 @@ func TestRedisOutage(t *testing.T) {
 
 		c.Redis.Cut()
 		outage := loadFor(4, 2*time.Second, func(_, _ int) result { return chat(c.URL, tok.Secret) })
+		requireRedisDegraded(t, c, "fail-closed")
 		c.Redis.Restore()
 
 		slowest := time.Duration(0)
@@ -391,8 +406,39 @@ func TestRedisOutage(t *testing.T) {
 	})
 }
 
-// (5) PostgreSQL restarted during load: cached tokens keep working and every
-// 200 is recorded once the database is back.
+// waitStatus polls every replica's /readyz until each reports status want,
+// failing t after timeout. Every answer on the way must be 200: an outage
+// of the shared database must never take a replica out of service.
+func waitStatus(t *testing.T, c *testbed.Cluster, want string, timeout time.Duration) []testbed.Readiness {
+	t.Helper()
+	got := make([]testbed.Readiness, len(c.Replicas))
+	deadline := time.Now().Add(timeout)
+	for i, r := range c.Replicas {
+		for {
+			rd, err := c.Ready(context.Background(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rd.Code != http.StatusOK {
+				t.Errorf("replica %d /readyz = %d %v while waiting for %q, want 200 throughout", r.Index, rd.Code, rd.Body, want)
+			}
+			got[i] = rd
+			if rd.Body["status"] == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %d /readyz still %d %v after %s, want status %q", r.Index, rd.Code, rd.Body, timeout, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return got
+}
+
+// (5) PostgreSQL restarted during load: every replica stays ready (200,
+// "degraded", so the load balancer keeps them all), cached tokens keep
+// working, every 200 is recorded once the database is back, and readiness
+// says "ready" again.
 func TestPostgresRestart(t *testing.T) {
 	c := testbed.StartCluster(t, testbed.Options{Binaries: bins})
 	projectID := project(t, c)
@@ -412,9 +458,27 @@ func TestPostgresRestart(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	c.Postgres.Cut()
 	cutAt := time.Now()
-	time.Sleep(3500 * time.Millisecond)
+	for _, rd := range waitStatus(t, c, "degraded", 3*time.Second) {
+		if rd.Body["database"] != "unreachable" {
+			t.Errorf("/readyz during the cut = %v, want the database named unreachable", rd.Body)
+		}
+	}
+	degradedAfter := time.Since(cutAt)
+	time.Sleep(3500*time.Millisecond - time.Since(cutAt))
+	for _, r := range c.Replicas {
+		if !c.LB.Ready(r.Index) {
+			t.Errorf("the load balancer took replica %d out during the database cut", r.Index)
+		}
+	}
 	c.Postgres.Restore()
 	restoredAt := time.Now()
+	for _, rd := range waitStatus(t, c, "ready", 15*time.Second) {
+		if rd.Body["database"] != "ok" || rd.Body["schema"] != "ok" {
+			t.Errorf("/readyz after the database returned = %v, want database and schema ok", rd.Body)
+		}
+	}
+	t.Logf("every replica answered /readyz 200 throughout: degraded %s after the cut, ready %s after the database returned",
+		degradedAfter.Round(time.Millisecond), time.Since(restoredAt).Round(time.Millisecond))
 	time.Sleep(time.Second)
 	close(stop)
 	<-done

@@ -389,6 +389,32 @@ func (c *Cluster) CountUsage(ctx context.Context, status int) (int64, error) {
 	return n, nil
 }
 
+// Readiness is a replica's answer to /readyz: the status code and the body,
+// which names each dependency's state under its name and the overall one
+// under "status".
+type Readiness struct {
+	Code int
+	Body map[string]string
+}
+
+// Ready calls /readyz on replica r.
+func (c *Cluster) Ready(ctx context.Context, r *Replica) (Readiness, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL+"/readyz", nil)
+	if err != nil {
+		return Readiness{}, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return Readiness{}, fmt.Errorf("replica %d /readyz: %w", r.Index, err)
+	}
+	defer resp.Body.Close()
+	out := Readiness{Code: resp.StatusCode}
+	if err := json.NewDecoder(resp.Body).Decode(&out.Body); err != nil {
+		return out, fmt.Errorf("replica %d /readyz: decode the body: %w", r.Index, err)
+	}
+	return out, nil
+}
+
 // Replica is one running proxy process.
 type Replica struct {
 	// Index is the replica's position in Cluster.Replicas.
