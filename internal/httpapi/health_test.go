@@ -220,8 +220,8 @@ func newMetricsEnv(t *testing.T, metricsToken string) *metricsEnv {
 		wg.Wait()
 	})
 	srv := New(Deps{
-		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Limiter: ratelimit.NewMemory(),
-		Quota: quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Manager: mgr, Metrics: telemetry.NewMetrics(),
+		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
+		Limiter: ratelimit.NewMemory(), Quota: quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Manager: mgr, Metrics: telemetry.NewMetrics(),
 		MetricsToken: metricsToken,
 	})
 	return &metricsEnv{srv: srv, projectID: p.ID, secret: tok.Secret}
