@@ -149,7 +149,6 @@ func TestRequestsAreReadAsTheUpstreamReadsThem(t *testing.T) {
 	})
 
 	t.Run("text/plain JSON is inspected", func(t *testing.T) {
-		before := len(g.usageRows(t))
 		body := `{"model":"gpt-4o-mini","str\u0065am":true,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 800) + `"}]}`
 		req, _ := http.NewRequest("POST", g.p.addr+"/v1/chat/completions", strings.NewReader(body))
 		req.Header.Set("Content-Type", "text/plain")
@@ -163,8 +162,16 @@ func TestRequestsAreReadAsTheUpstreamReadsThem(t *testing.T) {
 		if strings.Contains(string(answer), `"usage"`) {
 			t.Errorf("the usage chunk the proxy asked for reached the client: %s", answer)
 		}
-		rows := g.waitUsage(t, before+1)
-		r := rows[len(rows)-1]
+		var r usageRow
+		waitFor(t, 10*time.Second, "the chat's usage row", func() bool {
+			for _, row := range g.usageRows(t) {
+				if row.Endpoint == "/v1/chat/completions" {
+					r = row
+					return true
+				}
+			}
+			return false
+		})
 		if !r.Streamed || r.Prompt != 800 || r.Completion != len(streamWords) {
 			t.Errorf("usage row %+v, want a streamed row with the upstream's usage (800 prompt tokens)", r)
 		}

@@ -131,9 +131,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (LISTEN_ADDR): %w", cfg.ListenAddr, err)
 	}
-	// No WriteTimeout: it would cut long SSE streams (SPEC §6.1).
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	hs := srv.HTTPServer(slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
 
 	// Background work outlives the request context: the recorder is
 	// stopped after the HTTP server has drained (so it flushes every row
@@ -223,10 +221,6 @@ func (t *task) stop() error {
 	t.cancel()
 	return <-t.done
 }
-
-// maxHeaderBytes bounds a request's line and headers (net/http answers 431
-// beyond it); the handler bounds the request target further (414).
-const maxHeaderBytes = 64 << 10
 
 // handlerRecordWait bounds the wait for handlers cut at SHUTDOWN_GRACE to
 // record their usage: their connections are closed, so they return as soon

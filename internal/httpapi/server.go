@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -157,8 +158,36 @@ func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
 // audited or logged path comes from it.
 const maxRequestTarget = 8 << 10
 
-// boundRequest refuses an over-long request target and gives the body
-// RequestBodyTimeout to arrive, for every route.
+// Protocol bounds of the HTTP server (SPEC §6.1).
+const (
+	// maxHeaderBytes bounds a request's line and headers (net/http answers
+	// 431 beyond it).
+	maxHeaderBytes = 64 << 10
+	// headerTimeout bounds the arrival of a request's line and headers.
+	headerTimeout = 10 * time.Second
+	// idleTimeout closes keep-alive connections idle this long.
+	idleTimeout = 2 * time.Minute
+)
+
+// HTTPServer returns the http.Server that serves s: request heads must
+// arrive within 10 s and whole requests within RequestBodyTimeout, counted
+// from their first byte (net/http's ReadTimeout; the handler lifts that
+// deadline once the body is in, so a long stream is not cut by it), and
+// heads are bounded. There is no WriteTimeout: it would cut long streams.
+func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       s.d.RequestBodyTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          errorLog,
+	}
+}
+
+// boundRequest refuses an over-long request target and manages the
+// whole-request read deadline HTTPServer sets: a request without a body
+// lifts it at once, one with a body when the body has arrived.
 func (s *Server) boundRequest(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
@@ -167,9 +196,11 @@ func (s *Server) boundRequest(next echo.HandlerFunc) echo.HandlerFunc {
 			return &Error{Status: http.StatusRequestURITooLong, Type: "invalid_request_error", Code: "uri_too_long",
 				Message: "request target longer than " + strconv.Itoa(maxRequestTarget) + " bytes"}
 		}
-		if s.d.RequestBodyTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
+		if s.d.RequestBodyTimeout > 0 {
 			rc := http.NewResponseController(c.Response())
-			if rc.SetReadDeadline(time.Now().Add(s.d.RequestBodyTimeout)) == nil {
+			if r.Body == nil || r.Body == http.NoBody {
+				_ = rc.SetReadDeadline(time.Time{})
+			} else {
 				r.Body = &timedBody{ReadCloser: r.Body, rc: rc}
 			}
 		}
@@ -180,10 +211,11 @@ func (s *Server) boundRequest(next echo.HandlerFunc) echo.HandlerFunc {
 // errBodyTimeout is wrapped by body reads that hit RequestBodyTimeout.
 var errBodyTimeout = errors.New("request body timeout")
 
-// timedBody reads a request body under the read deadline boundRequest set,
-// and lifts the deadline once the body has arrived, so a long stream's
-// response is not cut by it. A body that is never read to its end keeps
-// the deadline, which then bounds net/http's discarding of it.
+// timedBody reads a request body under the whole-request read deadline and
+// lifts the deadline once the body has arrived, so a long stream's response
+// is not cut by it (net/http's background read would otherwise fail at the
+// deadline and cancel the request). A body that is never read to its end
+// keeps the deadline, which then bounds net/http's discarding of it.
 type timedBody struct {
 	io.ReadCloser
 	rc *http.ResponseController
