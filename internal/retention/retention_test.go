@@ -236,7 +236,7 @@ func TestLockHeldElsewhere(t *testing.T) {
 	if err != nil || !ran {
 		t.Fatalf("SweepOnce after release = (%+v, %t, %v), want a sweep", res, ran, err)
 	}
-	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens}); res != want {
+	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens, AuthBlocks: 1}); res != want {
 		t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
 	}
 }
