@@ -28,11 +28,14 @@ type valueSet struct {
 	otel     string // OTEL_SERVICE_NAME; "" means tracing off
 	poolSize string
 	external []string // Secrets the release reads but does not create
+	// metrics: METRICS_TOKEN comes from a Secret; trusted: TRUSTED_PROXIES.
+	metrics bool
+	trusted string
 }
 
 var valueSets = []valueSet{
 	{name: "default", sqlite: true, replicas: 1, pdb: true, poolSize: "5"},
-	{name: "postgres-redis-hpa", hpa: true, pdb: true, redis: true, poolSize: "10"},
+	{name: "postgres-redis-hpa", hpa: true, pdb: true, redis: true, poolSize: "10", metrics: true, trusted: "10.0.0.0/8,fd00::/8"},
 	{
 		name: "existing-secrets-otel", replicas: 2, redis: true, otel: "llm-proxy-ci", poolSize: "5",
 		external: []string{"llm-proxy-credentials", "llm-proxy-database", "llm-proxy-redis"},
@@ -176,6 +179,12 @@ func checkRelease(t *testing.T, b bundle, vs valueSet) {
 	}
 	if vs.otel != "" {
 		wantEnv(t, env, "OTEL_SERVICE_NAME", vs.otel)
+	}
+	if vs.metrics {
+		wantSecretEnv(t, env, "METRICS_TOKEN")
+	}
+	if v, ok := env["TRUSTED_PROXIES"]; ok != (vs.trusted != "") || v.value != vs.trusted {
+		t.Errorf("TRUSTED_PROXIES = %q (set %v), want %q", v.value, ok, vs.trusted)
 	}
 	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"} {
 		if _, ok := env[name]; ok != (vs.otel != "") {

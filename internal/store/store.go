@@ -223,8 +223,10 @@ type Store interface {
 	GetToken(ctx context.Context, id string) (*Token, error)
 	GetTokenByHash(ctx context.Context, hash string) (*Token, error)
 	ListTokens(ctx context.Context, f TokenFilter) ([]*Token, int, error)
-	// UpdateToken writes label, is_active, deactivated_at, max_requests and
-	// limits of t.
+	// UpdateToken writes label, max_requests and limits of t, and can
+	// deactivate it (is_active false, deactivated_at kept once set) but never
+	// reactivate it: in one statement, so a concurrent revoke cannot be
+	// undone by an update that read the token before it (SPEC §6.2).
 	UpdateToken(ctx context.Context, t *Token) error
 	// DeactivateProjectTokens deactivates every active token of a project and
 	// returns how many changed.

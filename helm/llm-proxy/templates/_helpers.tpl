@@ -119,6 +119,9 @@ MANAGEMENT_TOKEN: {{ . | quote }}
 {{- with .Values.encryptionKey }}
 ENCRYPTION_KEY: {{ . | quote }}
 {{- end }}
+{{- with .Values.metricsToken }}
+METRICS_TOKEN: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -170,6 +173,13 @@ llm-proxy.secretEnv renders the proxy's env entries read from Secrets.
     secretKeyRef:
       name: {{ .Values.existingSecret }}
       key: {{ .Values.existingSecretKeys.encryptionKey }}
+- name: METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.existingSecret }}
+      key: {{ .Values.existingSecretKeys.metricsToken }}
+      # Without it /metrics stays open and names no project.
+      optional: true
 {{- else }}
 {{- if .Values.managementToken }}
 - name: MANAGEMENT_TOKEN
@@ -184,6 +194,13 @@ llm-proxy.secretEnv renders the proxy's env entries read from Secrets.
     secretKeyRef:
       name: {{ $own }}
       key: ENCRYPTION_KEY
+{{- end }}
+{{- if .Values.metricsToken }}
+- name: METRICS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $own }}
+      key: METRICS_TOKEN
 {{- end }}
 {{- end }}
 {{- end }}
@@ -204,8 +221,8 @@ llm-proxy.validate fails the rendering on settings that cannot work.
 {{- if and (not (include "llm-proxy.sqlite" .)) (not .Values.encryptionKey) (not .Values.existingSecret) }}
 {{- fail "PostgreSQL needs encryptionKey or existingSecret: every replica must share ENCRYPTION_KEY" }}
 {{- end }}
-{{- if and .Values.existingSecret (or .Values.managementToken .Values.encryptionKey) }}
-{{- fail "set managementToken/encryptionKey or existingSecret, not both" }}
+{{- if and .Values.existingSecret (or .Values.managementToken .Values.encryptionKey .Values.metricsToken) }}
+{{- fail "set managementToken/encryptionKey/metricsToken or existingSecret, not both" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}

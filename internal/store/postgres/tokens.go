@@ -125,7 +125,7 @@ func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
 		return err
 	}
 	defer c.Release()
-	tag, err := c.Exec(ctx, `UPDATE tokens SET label = $2, is_active = $3, deactivated_at = $4,
+	tag, err := c.Exec(ctx, `UPDATE tokens SET label = $2, is_active = is_active AND $3, deactivated_at = COALESCE(deactivated_at, $4),
 		max_requests = $5, rpm_limit = $6, tpm_limit = $7
 		WHERE id = $1`,
 		t.ID, t.Label, t.IsActive, t.DeactivatedAt, t.MaxRequests, t.RPMLimit, t.TPMLimit)

@@ -99,7 +99,7 @@ func (db *DB) ListTokens(ctx context.Context, f store.TokenFilter) ([]*store.Tok
 // UpdateToken writes label, is_active, deactivated_at, max_requests and the
 // limits of t; store.ErrNotFound if the token does not exist.
 func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
-	res, err := db.exec(ctx, db.writer, `UPDATE tokens SET label = ?, is_active = ?, deactivated_at = ?,
+	res, err := db.exec(ctx, db.writer, `UPDATE tokens SET label = ?, is_active = is_active AND ?, deactivated_at = COALESCE(deactivated_at, ?),
 		max_requests = ?, rpm_limit = ?, tpm_limit = ? WHERE id = ?`,
 		t.Label, t.IsActive, nullTimeArg(t.DeactivatedAt), nullIntArg(t.MaxRequests), t.RPMLimit, t.TPMLimit, t.ID)
 	if err != nil {
