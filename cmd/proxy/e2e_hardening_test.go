@@ -285,6 +285,13 @@ func TestSlowBodiesAreCut(t *testing.T) {
 	if readyCalls.Load() == 0 || readyFailures.Load() > 0 {
 		t.Errorf("/readyz: %d of %d calls failed while the slow bodies were open", readyFailures.Load(), readyCalls.Load())
 	}
+
+	// The management API's bodies are bounded the same way.
+	answer := rawExchange(t, g.p.addr, "POST /manage/projects HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+mgmtToken+
+		"\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"name\":")
+	if code := statusOf(answer); code != http.StatusRequestTimeout {
+		t.Errorf("management call with a slow body: %q, want 408", firstLine(answer))
+	}
 }
 
 // brokenUpstream answers every request with head and then closes the

@@ -421,6 +421,8 @@ func bodyError(err error) error {
 		ute *json.UnmarshalTypeError
 	)
 	switch {
+	case errors.Is(err, errBodyTimeout):
+		return bodyTimeout(err)
 	case errors.As(err, &mbe):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
 			Message: "request body exceeds " + strconv.Itoa(maxManageBody) + " bytes"}

@@ -39,7 +39,7 @@ func (s *Server) proxy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := readBody(c, s.d.MaxRequestBytes)
+	body, err := readBody(r, s.d.MaxRequestBytes)
 	if err != nil {
 		return err
 	}
@@ -175,8 +175,7 @@ func credential(h http.Header) string {
 
 // readBody reads the whole client body, refusing more than max bytes and a
 // body that does not arrive within RequestBodyTimeout.
-func readBody(c echo.Context, max int64) ([]byte, error) {
-	r := c.Request()
+func readBody(r *http.Request, max int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -202,9 +201,7 @@ func readBody(c echo.Context, max int64) ([]byte, error) {
 		body, err = io.ReadAll(rd)
 	}
 	if errors.Is(err, errBodyTimeout) {
-		c.Response().Header().Set(echo.HeaderConnection, "close")
-		return nil, &Error{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
-			Message: "the request body did not arrive within REQUEST_BODY_TIMEOUT", Err: err}
+		return nil, bodyTimeout(err)
 	}
 	if err != nil {
 		return nil, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "bad_body",

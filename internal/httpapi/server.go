@@ -211,6 +211,13 @@ func (s *Server) boundRequest(next echo.HandlerFunc) echo.HandlerFunc {
 // errBodyTimeout is wrapped by body reads that hit RequestBodyTimeout.
 var errBodyTimeout = errors.New("request body timeout")
 
+// bodyTimeout is the response to a body read that failed with
+// errBodyTimeout; net/http closes the connection after it.
+func bodyTimeout(err error) *Error {
+	return &Error{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+		Message: "the request body did not arrive within REQUEST_BODY_TIMEOUT", Err: err}
+}
+
 // timedBody reads a request body under the whole-request read deadline and
 // lifts the deadline once the body has arrived, so a long stream's response
 // is not cut by it (net/http's background read would otherwise fail at the
