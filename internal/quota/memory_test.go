@@ -19,7 +19,8 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/teststore"
 )
 
-// block is Memory's default block size, which these tests rely on.
+// block is Memory's default block size, which these tests rely on (their
+// quotas are below 64 blocks).
 const block = 16
 
 // newMemory returns a Memory counter on st, closed (and its Close checked)
@@ -133,6 +134,34 @@ func TestMemoryDurableCountNeverLags(t *testing.T) {
 	}
 	if got := requestCount(t, st, tok.ID); got != 50 {
 		t.Fatalf("request_count %d with the quota of 50 used up, want 50", got)
+	}
+}
+
+// TestMemoryBlockScalesWithQuota checks the block a first request
+// reserves: Block, or 1/64 of a large quota up to 1024.
+func TestMemoryBlockScalesWithQuota(t *testing.T) {
+	st := openSQLite(t)
+	tokens := tokenMaker(t, st)
+	for _, tc := range []struct {
+		block, maxRequests, want int64
+	}{
+		{0, 100, 16},
+		{0, 6400, 100},
+		{0, 1 << 20, 1024},
+		{4, 100, 4},
+		{2000, 1 << 20, 2000},
+	} {
+		tok := tokens.New(t, tc.maxRequests, 0)
+		m := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: &countToucher{}, Block: tc.block})
+		if err := m.Consume(context.Background(), tok); err != nil {
+			t.Fatalf("Consume: %v", err)
+		}
+		if got := requestCount(t, st, tok.ID); got != tc.want {
+			t.Errorf("Block %d, max_requests %d: first reservation %d, want %d", tc.block, tc.maxRequests, got, tc.want)
+		}
+		if err := m.Close(context.Background()); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
 	}
 }
 

@@ -75,8 +75,9 @@ func (d *DB) Consume(ctx context.Context, t *store.Token) error {
 // more (SPEC §7). Close gives the rest back, so after a graceful shutdown
 // request_count is exactly what was served.
 //
-// A request waits for the database once per block (the last block of a
-// quota is only what remains); the others take a mutex. One reservation
+// A request waits for the database once per block (16 requests, more for
+// a large quota: see MemoryOptions.Block; the last block of a quota is
+// only what remains); the others take a mutex. One reservation
 // per token is in flight at a time: concurrent requests for the token wait
 // for it, or for their context. A reservation runs under its own timeout,
 // not the request's context, since the waiting requests depend on it.
@@ -141,13 +142,23 @@ type MemoryOptions struct {
 	// by Close, and after Close each request is counted in it directly.
 	Store   store.Store
 	Toucher LastUseToucher
-	// Block is the most requests reserved at once (default 16): the most a
-	// token can lose to a crash, and the number of requests per database
-	// write.
+	// Block is the smallest block (default 16). A token reserves
+	// max(Block, min(max_requests/64, 1024)) requests at once (the last
+	// block being only what remains): that is the most it can lose to a
+	// crash, and the number of requests per database write, so a large
+	// quota costs one write per 1024 requests and loses at most 1/64 of
+	// itself.
 	Block int64
 	// Timeout bounds one reservation (default 5s).
 	Timeout time.Duration
 }
+
+// A token's block is a 1/blockFraction share of its quota, at most
+// maxBlock requests (see MemoryOptions.Block).
+const (
+	blockFraction = 64
+	maxBlock      = 1024
+)
 
 // sweepEvery is how many new counters trigger a sweep of expired ones, so
 // a process that sees many short-lived tokens keeps bounded memory.
@@ -225,7 +236,8 @@ func (m *Memory) reserve(ctx context.Context, id string, c *memCount, limit int6
 	// At most a block is held. Before the first reservation served and
 	// left are 0; after a change of max_requests served may be stale: the
 	// database caps the grant, and a want of 0 still re-reads the count.
-	want := max(min(m.block-c.left, limit-c.served-c.left), 0)
+	block := max(m.block, min(limit/blockFraction, maxBlock))
+	want := max(min(block-c.left, limit-c.served-c.left), 0)
 	wait := make(chan struct{})
 	c.wait = wait
 	c.mu.Unlock()
