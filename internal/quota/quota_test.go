@@ -31,9 +31,9 @@ func openPostgres(t *testing.T) store.Store {
 	return teststore.Postgres(t)
 }
 
-// tokenMaker returns a newToken factory creating tokens in st, under one
+// tokenMaker returns the suite's Tokens, creating them in st under one
 // project.
-func tokenMaker(t *testing.T, st store.Store) func(t *testing.T, maxRequests, count int64) *store.Token {
+func tokenMaker(t *testing.T, st store.Store) quotatest.Tokens {
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Second)
 	p := &store.Project{
@@ -49,15 +49,36 @@ func tokenMaker(t *testing.T, st store.Store) func(t *testing.T, maxRequests, co
 	if err := st.CreateProject(context.Background(), p); err != nil {
 		t.Fatalf("CreateProject: %v", err)
 	}
-	return func(t *testing.T, maxRequests, count int64) *store.Token {
-		t.Helper()
-		tok := memToken(maxRequests, count)
-		tok.ProjectID = p.ID
-		if err := st.CreateToken(context.Background(), tok); err != nil {
-			t.Fatalf("CreateToken: %v", err)
-		}
-		return tok
+	return quotatest.Tokens{
+		New: func(t *testing.T, maxRequests, count int64) *store.Token {
+			t.Helper()
+			tok := memToken(maxRequests, count)
+			tok.ProjectID = p.ID
+			if err := st.CreateToken(context.Background(), tok); err != nil {
+				t.Fatalf("CreateToken: %v", err)
+			}
+			return tok
+		},
+		SetMax: func(t *testing.T, tok *store.Token, maxRequests int64) {
+			t.Helper()
+			setMax(t, st, tok, &maxRequests)
+		},
 	}
+}
+
+// setMax writes tok's max_requests as PATCH does (nil: unlimited) and
+// sets tok.MaxRequests to match, as the auth cache's next copy would.
+func setMax(t *testing.T, st store.Store, tok *store.Token, maxRequests *int64) {
+	t.Helper()
+	cur, err := st.GetToken(context.Background(), tok.ID)
+	if err != nil {
+		t.Fatalf("GetToken: %v", err)
+	}
+	cur.MaxRequests = maxRequests
+	if err := st.UpdateToken(context.Background(), cur); err != nil {
+		t.Fatalf("UpdateToken: %v", err)
+	}
+	tok.MaxRequests = maxRequests
 }
 
 // memToken returns a token that exists only in memory.
@@ -83,32 +104,49 @@ type storeToucher struct {
 	st store.Store
 }
 
-func (s storeToucher) Touch(tokenID string, at time.Time) {
-	err := s.st.TouchTokens(context.Background(), []store.TokenTouch{{TokenID: tokenID, Requests: 1, LastUsedAt: at}})
+func (s storeToucher) Touch(tokenID string, at time.Time) { s.write(tokenID, 1, at) }
+
+func (s storeToucher) TouchLastUsed(tokenID string, at time.Time) { s.write(tokenID, 0, at) }
+
+func (s storeToucher) write(tokenID string, requests int64, at time.Time) {
+	err := s.st.TouchTokens(context.Background(), []store.TokenTouch{{TokenID: tokenID, Requests: requests, LastUsedAt: at}})
 	if err != nil {
 		s.t.Errorf("TouchTokens: %v", err)
 	}
 }
 
-// countToucher counts touches per token.
+// countToucher counts touches per token: counted ones (Touch) and
+// last-use-only ones (TouchLastUsed).
 type countToucher struct {
-	mu sync.Mutex
-	n  map[string]int64
+	mu       sync.Mutex
+	n, lastN map[string]int64
 }
 
-func (c *countToucher) Touch(tokenID string, _ time.Time) {
+func (c *countToucher) Touch(tokenID string, _ time.Time) { c.add(&c.n, tokenID) }
+
+func (c *countToucher) TouchLastUsed(tokenID string, _ time.Time) { c.add(&c.lastN, tokenID) }
+
+func (c *countToucher) add(m *map[string]int64, tokenID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = make(map[string]int64)
+	if *m == nil {
+		*m = make(map[string]int64)
 	}
-	c.n[tokenID]++
+	(*m)[tokenID]++
 }
 
+// count returns the counted touches of tokenID.
 func (c *countToucher) count(tokenID string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n[tokenID]
+}
+
+// lastUsed returns the last-use-only touches of tokenID.
+func (c *countToucher) lastUsed(tokenID string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastN[tokenID]
 }
 
 func TestDB(t *testing.T) {
@@ -129,7 +167,7 @@ func TestDB(t *testing.T) {
 
 func TestDBCountsInTheDatabase(t *testing.T) {
 	st := openSQLite(t)
-	tok := tokenMaker(t, st)(t, 10, 2)
+	tok := tokenMaker(t, st).New(t, 10, 2)
 	c := quota.NewDB(st)
 	for range 3 {
 		if err := c.Consume(context.Background(), tok); err != nil {
@@ -142,31 +180,6 @@ func TestDBCountsInTheDatabase(t *testing.T) {
 	}
 	if got.RequestCount != 5 || got.LastUsedAt == nil {
 		t.Fatalf("request_count %d, last_used_at %v; want 5 and set", got.RequestCount, got.LastUsedAt)
-	}
-}
-
-func TestMemory(t *testing.T) {
-	quotatest.Run(t,
-		func(*testing.T) quota.Counter { return quota.NewMemory(&countToucher{}) },
-		func(_ *testing.T, maxRequests, count int64) *store.Token { return memToken(maxRequests, count) })
-}
-
-func TestMemoryTouchesAdmittedRequests(t *testing.T) {
-	touches := &countToucher{}
-	c := quota.NewMemory(touches)
-	limited, unlimited := memToken(3, 0), memToken(0, 0)
-	unlimited.MaxRequests = nil
-	for range 5 {
-		_ = c.Consume(context.Background(), limited)
-		if err := c.Consume(context.Background(), unlimited); err != nil {
-			t.Fatalf("Consume without a quota: %v", err)
-		}
-	}
-	if got := touches.count(limited.ID); got != 3 {
-		t.Fatalf("%d touches for 3 admitted requests", got)
-	}
-	if got := touches.count(unlimited.ID); got != 5 {
-		t.Fatalf("%d touches for 5 requests without a quota", got)
 	}
 }
 
@@ -196,7 +209,7 @@ func TestRedisSharedAcrossReplicas(t *testing.T) {
 	a, prefix := testenv.RedisClient(t)
 	b, _ := testenv.RedisClient(t)
 	st := openSQLite(t)
-	tok := tokenMaker(t, st)(t, 50, 0)
+	tok := tokenMaker(t, st).New(t, 50, 0)
 	replicas := []*quota.Redis{newRedisCounter(t, a, prefix, st), newRedisCounter(t, b, prefix, st)}
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
@@ -234,7 +247,7 @@ func TestRedisReseedAfterKeyLoss(t *testing.T) {
 	hook := &testenv.CommandCounter{}
 	client.AddHook(hook)
 	st := openSQLite(t)
-	tok := tokenMaker(t, st)(t, 10, 0)
+	tok := tokenMaker(t, st).New(t, 10, 0)
 	c := newRedisCounter(t, client, prefix, st)
 	ctx := context.Background()
 	// Open the connection first: its handshake is not the counter's.
@@ -364,7 +377,7 @@ func TestRedisConsumeWithLimits(t *testing.T) {
 	hook := &testenv.CommandCounter{}
 	client.AddHook(hook)
 	st := openSQLite(t)
-	tok := tokenMaker(t, st)(t, 5, 0)
+	tok := tokenMaker(t, st).New(t, 5, 0)
 	c := newRedisCounter(t, client, prefix, st)
 	ctx := context.Background()
 	rate := ratelimit.Request{Key: "tok:" + tok.ID + ":rpm", Limit: 2, Cost: 1}
@@ -391,26 +404,5 @@ func TestRedisConsumeWithLimits(t *testing.T) {
 	}
 	if admitted != 3 {
 		t.Fatalf("%d admitted after the rate refusal, want 3", admitted)
-	}
-}
-
-// TestMemoryForgetsExpiredTokens keeps a process that sees many short-lived
-// tokens at bounded memory.
-func TestMemoryForgetsExpiredTokens(t *testing.T) {
-	m := quota.NewMemory(&countToucher{})
-	ctx := context.Background()
-	for i := range 3000 {
-		tok := memToken(10, 0)
-		if i < 2000 {
-			tok.ExpiresAt = time.Now().Add(-time.Second) // already expired: its counter is garbage
-		}
-		if err := m.Consume(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Sweeps ran at the 1024th, 2048th new counter: the 2000 expired ones
-	// are gone, the live ones (and those added after the last sweep) stay.
-	if n := m.Len(); n >= 2000 || n < 1000 {
-		t.Fatalf("%d counters held after 3000 tokens of which 2000 expired, want the live 1000 plus at most one sweep interval", n)
 	}
 }

@@ -128,8 +128,10 @@ type AuthBlock struct {
 }
 
 // TokenTouch adds Requests to a token's request_count and moves its
-// last_used_at forward to LastUsedAt (never backwards). It is used for
-// tokens whose count was not already advanced by ConsumeToken.
+// last_used_at forward to LastUsedAt (never backwards; a zero LastUsedAt
+// leaves it alone). It is used for tokens whose count was not already
+// advanced by ConsumeToken, and with negative Requests to give back the
+// unserved rest of a ReserveRequests block.
 type TokenTouch struct {
 	TokenID    string
 	Requests   int64
@@ -236,6 +238,13 @@ type Store interface {
 	// returns the new request_count. ErrQuotaExceeded when the quota is used
 	// up, ErrNotFound when the token does not exist.
 	ConsumeToken(ctx context.Context, tokenID string, at time.Time) (int64, error)
+	// ReserveRequests atomically adds up to n (>= 0) requests to the token's
+	// request_count: all n without max_requests, otherwise no more than
+	// max_requests leaves (none when request_count has reached it). It
+	// returns how many it added and the request_count after it, so n = 0
+	// reads the count. It leaves last_used_at alone. ErrNotFound when the
+	// token does not exist.
+	ReserveRequests(ctx context.Context, tokenID string, n int64) (granted, count int64, err error)
 	// TouchTokens applies request counts and last-use times in one batch,
 	// in sorted ID order so concurrent batches cannot deadlock.
 	TouchTokens(ctx context.Context, touches []TokenTouch) error

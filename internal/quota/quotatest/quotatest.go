@@ -14,24 +14,35 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
+// Tokens makes and changes the tokens the suite counts against, wherever
+// the counter reads them from. Both functions own their cleanup through t.
+type Tokens struct {
+	// New returns a new token with MaxRequests maxRequests and
+	// RequestCount count.
+	New func(t *testing.T, maxRequests, count int64) *store.Token
+	// SetMax changes the token's max_requests, as PATCH does, and sets
+	// tok.MaxRequests to match.
+	SetMax func(t *testing.T, tok *store.Token, maxRequests int64)
+}
+
 // Run runs the suite. newCounter returns the Counter under test (called
-// once per subtest); newToken returns a new token with MaxRequests maxRequests and
-// RequestCount count, existing wherever the counter reads tokens from. Both
-// own their cleanup through t.
-func Run(t *testing.T, newCounter func(t *testing.T) quota.Counter, newToken func(t *testing.T, maxRequests, count int64) *store.Token) {
+// once per subtest).
+func Run(t *testing.T, newCounter func(t *testing.T) quota.Counter, tokens Tokens) {
 	tests := []struct {
 		name string
-		fn   func(*testing.T, quota.Counter, func(t *testing.T, maxRequests, count int64) *store.Token)
+		fn   func(*testing.T, quota.Counter, Tokens)
 	}{
 		{"ExactUnderConcurrency", testExact},
 		{"SeededFromRequestCount", testSeeded},
 		{"ZeroQuota", testZero},
 		{"TokensIndependent", testIndependent},
+		{"LoweredQuota", testLowered},
+		{"RaisedQuota", testRaised},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tt.fn(t, newCounter(t), newToken)
+			tt.fn(t, newCounter(t), tokens)
 		})
 	}
 }
@@ -66,28 +77,28 @@ func mustExceed(t *testing.T, c quota.Counter, tok *store.Token) {
 	}
 }
 
-func testExact(t *testing.T, c quota.Counter, newToken func(*testing.T, int64, int64) *store.Token) {
-	tok := newToken(t, 100, 0)
+func testExact(t *testing.T, c quota.Counter, tokens Tokens) {
+	tok := tokens.New(t, 100, 0)
 	if got := consumeAll(t, c, tok, 256, 64); got != 100 {
 		t.Fatalf("%d of 256 concurrent requests admitted, want exactly 100", got)
 	}
 	mustExceed(t, c, tok)
 }
 
-func testSeeded(t *testing.T, c quota.Counter, newToken func(*testing.T, int64, int64) *store.Token) {
-	tok := newToken(t, 100, 95)
+func testSeeded(t *testing.T, c quota.Counter, tokens Tokens) {
+	tok := tokens.New(t, 100, 95)
 	if got := consumeAll(t, c, tok, 20, 4); got != 5 {
 		t.Fatalf("%d requests admitted on a token at 95 of 100, want 5", got)
 	}
 	mustExceed(t, c, tok)
 }
 
-func testZero(t *testing.T, c quota.Counter, newToken func(*testing.T, int64, int64) *store.Token) {
-	mustExceed(t, c, newToken(t, 0, 0))
+func testZero(t *testing.T, c quota.Counter, tokens Tokens) {
+	mustExceed(t, c, tokens.New(t, 0, 0))
 }
 
-func testIndependent(t *testing.T, c quota.Counter, newToken func(*testing.T, int64, int64) *store.Token) {
-	a, b := newToken(t, 3, 0), newToken(t, 3, 0)
+func testIndependent(t *testing.T, c quota.Counter, tokens Tokens) {
+	a, b := tokens.New(t, 3, 0), tokens.New(t, 3, 0)
 	if got := consumeAll(t, c, a, 5, 1); got != 3 {
 		t.Fatalf("%d admitted on token a, want 3", got)
 	}
@@ -95,4 +106,33 @@ func testIndependent(t *testing.T, c quota.Counter, newToken func(*testing.T, in
 	if got := consumeAll(t, c, b, 5, 1); got != 3 {
 		t.Fatalf("%d admitted on token b after a was used up, want 3", got)
 	}
+}
+
+// testLowered lowers max_requests after some use, as PATCH does: the new
+// quota holds from the next request on, down to one below what was
+// served.
+func testLowered(t *testing.T, c quota.Counter, tokens Tokens) {
+	tok := tokens.New(t, 100, 0)
+	if got := consumeAll(t, c, tok, 5, 1); got != 5 {
+		t.Fatalf("%d of the first 5 requests admitted, want 5", got)
+	}
+	tokens.SetMax(t, tok, 8)
+	if got := consumeAll(t, c, tok, 20, 4); got != 3 {
+		t.Fatalf("%d admitted after max_requests went from 100 to 8 at 5 served, want 3", got)
+	}
+	tokens.SetMax(t, tok, 4)
+	mustExceed(t, c, tok)
+}
+
+// testRaised raises max_requests of a used-up token.
+func testRaised(t *testing.T, c quota.Counter, tokens Tokens) {
+	tok := tokens.New(t, 5, 0)
+	if got := consumeAll(t, c, tok, 8, 2); got != 5 {
+		t.Fatalf("%d of 8 requests admitted on a quota of 5, want 5", got)
+	}
+	tokens.SetMax(t, tok, 12)
+	if got := consumeAll(t, c, tok, 20, 4); got != 7 {
+		t.Fatalf("%d admitted after max_requests went from 5 to 12, want 7", got)
+	}
+	mustExceed(t, c, tok)
 }

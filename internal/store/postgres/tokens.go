@@ -190,8 +190,48 @@ func (db *DB) ConsumeToken(ctx context.Context, tokenID string, at time.Time) (i
 	return 0, fmt.Errorf("consume token: %w", store.ErrNotFound)
 }
 
-// TouchTokens adds request counts and moves last_used_at forward in one
-// statement. Touches of one token are merged; rows are locked in ID order so
+// ReserveRequests adds up to n requests to the token's request_count, no
+// more than its max_requests leaves, and returns how many it added and the
+// new count; store.ErrNotFound when the token does not exist. The row is
+// locked (FOR UPDATE) between the read and the write, so concurrent
+// reservations queue and never grant more than max_requests together.
+func (db *DB) ReserveRequests(ctx context.Context, tokenID string, n int64) (granted, count int64, err error) {
+	if n < 0 {
+		return 0, 0, fmt.Errorf("reserve requests: negative n %d", n)
+	}
+	if !isUUID(tokenID) {
+		return 0, 0, fmt.Errorf("reserve requests: %w", store.ErrNotFound)
+	}
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Release()
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		var limit *int64
+		if err := tx.QueryRow(ctx, `SELECT request_count, max_requests FROM tokens WHERE id = $1 FOR UPDATE`,
+			tokenID).Scan(&count, &limit); err != nil {
+			return err
+		}
+		granted = n
+		if limit != nil {
+			granted = min(n, max(*limit-count, 0))
+		}
+		if granted == 0 {
+			return nil
+		}
+		count += granted
+		_, err := tx.Exec(ctx, `UPDATE tokens SET request_count = $2 WHERE id = $1`, tokenID, count)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("reserve requests: %w", translate(err))
+	}
+	return granted, count, nil
+}
+
+// TouchTokens adds request counts and moves last_used_at forward (a zero
+// LastUsedAt leaves it alone) in one statement. Touches of one token are merged; rows are locked in ID order so
 // concurrent batches cannot deadlock. IDs that are not UUIDs match no token
 // and are skipped, as are unknown tokens.
 func (db *DB) TouchTokens(ctx context.Context, touches []store.TokenTouch) error {

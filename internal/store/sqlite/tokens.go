@@ -147,8 +147,40 @@ func (db *DB) ConsumeToken(ctx context.Context, tokenID string, at time.Time) (i
 	return 0, fmt.Errorf("consume token: %w", store.ErrQuotaExceeded)
 }
 
+// ReserveRequests adds up to n requests to the token's request_count, no
+// more than its max_requests leaves, and returns how many it added and the
+// new count; store.ErrNotFound when the token does not exist. The read and
+// the write share one immediate transaction on the single writer, so no
+// other write comes between them.
+func (db *DB) ReserveRequests(ctx context.Context, tokenID string, n int64) (granted, count int64, err error) {
+	if n < 0 {
+		return 0, 0, fmt.Errorf("reserve requests: negative n %d", n)
+	}
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		var limit *int64
+		if err := db.queryRow(ctx, tx, `SELECT request_count, max_requests FROM tokens WHERE id = ?`,
+			[]any{tokenID}, &count, nullIntCol{&limit}); err != nil {
+			return err
+		}
+		granted = n
+		if limit != nil {
+			granted = min(n, max(*limit-count, 0))
+		}
+		if granted == 0 {
+			return nil
+		}
+		count += granted
+		_, err := db.exec(ctx, tx, `UPDATE tokens SET request_count = ? WHERE id = ?`, count, tokenID)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("reserve requests: %w", err)
+	}
+	return granted, count, nil
+}
+
 // TouchTokens adds request counts and moves last_used_at forward (never
-// back) in one transaction, in ID order.
+// back; a zero LastUsedAt leaves it alone) in one transaction, in ID order.
 func (db *DB) TouchTokens(ctx context.Context, touches []store.TokenTouch) error {
 	if len(touches) == 0 {
 		return nil
@@ -161,7 +193,11 @@ func (db *DB) TouchTokens(ctx context.Context, touches []store.TokenTouch) error
 		WHERE id = ?`
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		for _, t := range sorted {
-			at := timeArg(t.LastUsedAt)
+			// NULL compares as unknown, so the CASE keeps last_used_at.
+			var at any
+			if !t.LastUsedAt.IsZero() {
+				at = timeArg(t.LastUsedAt)
+			}
 			if _, err := db.exec(ctx, tx, q, t.Requests, at, at, t.TokenID); err != nil {
 				return err
 			}

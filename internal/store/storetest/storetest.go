@@ -38,6 +38,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeactivateProjectTokens", testDeactivateProjectTokens},
 		{"ConsumeToken", testConsumeToken},
 		{"ConsumeTokenConcurrent", testConsumeTokenConcurrent},
+		{"ReserveRequests", testReserveRequests},
+		{"ReserveRequestsConcurrent", testReserveRequestsConcurrent},
 		{"TouchTokens", testTouchTokens},
 		{"TimePrecision", testTimePrecision},
 		{"ConcurrentWriters", testConcurrentWriters},

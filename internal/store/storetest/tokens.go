@@ -342,6 +342,106 @@ func testConsumeTokenConcurrent(t *testing.T, s store.Store) {
 	}
 }
 
+func testReserveRequests(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	limited := newToken(p.ID)
+	limited.MaxRequests = ptr(int64(10))
+	limited.RequestCount = 1
+	mustCreateToken(t, s, limited)
+	unlimited := mustCreateToken(t, s, newToken(p.ID))
+
+	steps := []struct {
+		name              string
+		id                string
+		n, granted, count int64
+		lowerMax          int64 // > 0: set max_requests to it first
+	}{
+		{name: "a block", id: limited.ID, n: 4, granted: 4, count: 5},
+		{name: "another block", id: limited.ID, n: 4, granted: 4, count: 9},
+		{name: "the last partial block", id: limited.ID, n: 4, granted: 1, count: 10},
+		{name: "used up", id: limited.ID, n: 4, granted: 0, count: 10},
+		{name: "n = 0 reads the count", id: limited.ID, n: 0, granted: 0, count: 10},
+		{name: "max_requests lowered below the count", id: limited.ID, n: 4, granted: 0, count: 10, lowerMax: 6},
+		{name: "unlimited", id: unlimited.ID, n: 7, granted: 7, count: 7},
+		{name: "unlimited again", id: unlimited.ID, n: 7, granted: 7, count: 14},
+	}
+	for _, st := range steps {
+		if st.lowerMax > 0 {
+			tok := mustGetToken(t, s, st.id)
+			tok.MaxRequests = ptr(st.lowerMax)
+			if err := s.UpdateToken(ctx, tok); err != nil {
+				t.Fatalf("UpdateToken: %v", err)
+			}
+		}
+		granted, count, err := s.ReserveRequests(ctx, st.id, st.n)
+		if err != nil || granted != st.granted || count != st.count {
+			t.Errorf("%s: ReserveRequests(%d) = %d, %d, %v; want %d, %d, nil", st.name, st.n, granted, count, err, st.granted, st.count)
+		}
+		if got := mustGetToken(t, s, st.id); got.RequestCount != st.count || got.LastUsedAt != nil {
+			t.Errorf("%s: request_count %d, last_used_at %v; want %d and untouched", st.name, got.RequestCount, got.LastUsedAt, st.count)
+		}
+	}
+
+	_, _, err := s.ReserveRequests(ctx, uuid.NewString(), 1)
+	requireErr(t, "ReserveRequests missing", err, store.ErrNotFound)
+	_, _, err = s.ReserveRequests(ctx, "not-a-uuid", 1)
+	requireErr(t, "ReserveRequests malformed", err, store.ErrNotFound)
+	if _, _, err := s.ReserveRequests(ctx, unlimited.ID, -1); err == nil {
+		t.Errorf("ReserveRequests(-1) succeeded, want an error")
+	}
+}
+
+// testReserveRequestsConcurrent checks that concurrent reservations never
+// grant more than max_requests together, and grant all of it.
+func testReserveRequestsConcurrent(t *testing.T, s store.Store) {
+	const (
+		maxRequests = 100
+		workers     = 16
+		block       = 7 // does not divide maxRequests: one grant is partial
+	)
+	ctx := t.Context()
+	p := mustCreateProject(t, s, newProject("p"))
+	tok := newToken(p.ID)
+	tok.MaxRequests = ptr(int64(maxRequests))
+	mustCreateToken(t, s, tok)
+
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		granted int64
+		counts  = map[int64]bool{}
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				g, n, err := s.ReserveRequests(ctx, tok.ID, block)
+				if err != nil {
+					t.Errorf("ReserveRequests under contention: %v", err)
+					return
+				}
+				if g == 0 {
+					return
+				}
+				mu.Lock()
+				granted += g
+				if counts[n] {
+					t.Errorf("two reservations returned count %d", n)
+				}
+				counts[n] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if granted != maxRequests {
+		t.Errorf("granted %d in all, want %d", granted, maxRequests)
+	}
+	if got := mustGetToken(t, s, tok.ID); got.RequestCount != maxRequests {
+		t.Errorf("RequestCount = %d, want %d", got.RequestCount, maxRequests)
+	}
+}
+
 func testTouchTokens(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	p := mustCreateProject(t, s, newProject("p"))
@@ -388,6 +488,18 @@ func testTouchTokens(t *testing.T, s store.Store) {
 				last  time.Time
 			}{t1.ID: {3, at(5)}, t2.ID: {4, at(30)}, consumed.ID: {5, at(20)}},
 		},
+		{
+			// A quota counter gives back the unserved rest of a block.
+			name: "negative requests, zero time",
+			touches: []store.TokenTouch{
+				{TokenID: t1.ID, Requests: -2},
+				{TokenID: consumed.ID, Requests: -1, LastUsedAt: at(25)},
+			},
+			want: map[string]struct {
+				count int64
+				last  time.Time
+			}{t1.ID: {1, at(5)}, t2.ID: {4, at(30)}, consumed.ID: {4, at(25)}},
+		},
 	}
 	for _, step := range steps {
 		if err := s.TouchTokens(ctx, step.touches); err != nil {
@@ -401,6 +513,14 @@ func testTouchTokens(t *testing.T, s store.Store) {
 		}
 	}
 	diff(t, "untouched token", untouched, mustGetToken(t, s, untouched.ID))
+
+	// A zero LastUsedAt never sets a last_used_at that was NULL.
+	if err := s.TouchTokens(ctx, []store.TokenTouch{{TokenID: untouched.ID, Requests: 2}}); err != nil {
+		t.Fatalf("TouchTokens without a time: %v", err)
+	}
+	if got := mustGetToken(t, s, untouched.ID); got.RequestCount != 2 || got.LastUsedAt != nil {
+		t.Errorf("touched without a time: count %d, last_used_at %v; want 2, nil", got.RequestCount, got.LastUsedAt)
+	}
 }
 
 func testTimePrecision(t *testing.T, s store.Store) {
