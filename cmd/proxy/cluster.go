@@ -52,6 +52,10 @@ type shared struct {
 	// flush, when set, writes the limiter's deferred adjustments in the
 	// background until its context ends.
 	flush func(context.Context) error
+	// closeQuota, when set, gives the max_requests counter's unserved
+	// reservations back to the database; called once the HTTP server has
+	// drained, before the store closes.
+	closeQuota func(context.Context) error
 }
 
 // schemaProbeInterval is how often readiness re-reads the schema version:
@@ -83,7 +87,8 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 			sh.quota = quota.NewDB(st)
 			sh.bus = invalidate.NewPostgres(pg.Pool(), pgNotifyChannel, authn, logger)
 		} else {
-			sh.quota = quota.NewMemory(recorder)
+			mem := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: recorder})
+			sh.quota, sh.closeQuota = mem, mem.Close
 			sh.bus = invalidate.NewLocal(authn)
 		}
 		return sh, nil

@@ -169,6 +169,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if ferr := failuresTask.stop(); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("write auth blocks: %w", ferr))
 	}
+	if sh.closeQuota != nil {
+		// Requests cut at SHUTDOWN_GRACE that still count are written to
+		// the database one by one from here on.
+		qctx, cancel := context.WithTimeout(bgCtx, 10*time.Second)
+		if qerr := sh.closeQuota(qctx); qerr != nil {
+			err = errors.Join(err, fmt.Errorf("close quota counter: %w", qerr))
+		}
+		cancel()
+	}
 	if rerr := recorderTask.stop(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("flush usage: %w", rerr))
 	}

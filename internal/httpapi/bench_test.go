@@ -65,7 +65,7 @@ func BenchmarkProxyPath(b *testing.B) {
 	srv := New(Deps{
 		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
 		Limiter: ratelimit.NewMemory(),
-		Quota:   quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
+		Quota:   quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
 	})
 	body := []byte(`{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
 		`{"role":"user","content":"` + strings.Repeat("benchmark ", 40) + `"}]}`)

@@ -221,7 +221,7 @@ func newMetricsEnv(t *testing.T, metricsToken string) *metricsEnv {
 	})
 	srv := New(Deps{
 		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
-		Limiter: ratelimit.NewMemory(), Quota: quota.NewMemory(rec), Forwarder: fwd, Recorder: rec, Manager: mgr, Metrics: telemetry.NewMetrics(),
+		Limiter: ratelimit.NewMemory(), Quota: quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), Forwarder: fwd, Recorder: rec, Manager: mgr, Metrics: telemetry.NewMetrics(),
 		MetricsToken: metricsToken,
 	})
 	return &metricsEnv{srv: srv, projectID: p.ID, secret: tok.Secret}

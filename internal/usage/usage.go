@@ -161,7 +161,15 @@ func (r *Recorder) Audit(e store.AuditEvent) {
 // token are summed into one store.TokenTouch per flush. It never blocks; a
 // token beyond BufferSize distinct ones, or after Run has returned, is
 // dropped and counted.
-func (r *Recorder) Touch(tokenID string, at time.Time) {
+func (r *Recorder) Touch(tokenID string, at time.Time) { r.touch(tokenID, 1, at) }
+
+// TouchLastUsed moves tokenID's last_used_at forward to at (zero: now)
+// without counting a request: for requests a quota counter has already
+// added to request_count (quota.Memory reserves them ahead). It batches,
+// never blocks and drops like Touch.
+func (r *Recorder) TouchLastUsed(tokenID string, at time.Time) { r.touch(tokenID, 0, at) }
+
+func (r *Recorder) touch(tokenID string, requests int64, at time.Time) {
 	if at.IsZero() {
 		at = time.Now()
 	}
@@ -173,7 +181,7 @@ func (r *Recorder) Touch(tokenID string, at time.Time) {
 		r.stats.DroppedTouches++
 		return
 	}
-	r.touches[tokenID] = merge(t, store.TokenTouch{TokenID: tokenID, Requests: 1, LastUsedAt: at})
+	r.touches[tokenID] = merge(t, store.TokenTouch{TokenID: tokenID, Requests: requests, LastUsedAt: at})
 }
 
 // Stats returns the current figures.

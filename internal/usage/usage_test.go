@@ -530,3 +530,39 @@ func TestAuditRoundTrip(t *testing.T) {
 		t.Fatalf("filled CreatedAt %v: want UTC now", filled.CreatedAt)
 	}
 }
+
+// TestTouchLastUsedDoesNotCount checks the touch for requests a quota
+// counter already counted: it moves last_used_at and adds nothing to
+// request_count, also when merged with counted touches of the token.
+func TestTouchLastUsedDoesNotCount(t *testing.T) {
+	s := newSink(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	p := &store.Project{ID: uuid.NewString(), Name: "p", Provider: store.ProviderOpenAI, BaseURL: "https://api.openai.com/v1",
+		APIKeyEncrypted: []byte{1}, IsActive: true, CreatedAt: now, UpdatedAt: now}
+	if err := s.CreateProject(ctx, p); err != nil {
+		t.Fatalf("create project: %v", err)
+	}
+	tok := &store.Token{ID: uuid.NewString(), ProjectID: p.ID, Hash: fmt.Sprintf("%064d", 1), Prefix: "sk-x", IsActive: true,
+		ExpiresAt: now.Add(time.Hour), CreatedAt: now, RequestCount: 16}
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatalf("create token: %v", err)
+	}
+	r := usage.New(s, usage.Options{FlushInterval: time.Hour})
+	stop := start(t, r)
+	for i := range 5 {
+		r.TouchLastUsed(tok.ID, now.Add(time.Duration(i)*time.Second))
+	}
+	r.Touch(tok.ID, now) // a counted touch of the same token merges
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got, err := s.GetToken(ctx, tok.ID)
+	if err != nil {
+		t.Fatalf("get token: %v", err)
+	}
+	if got.RequestCount != 17 || got.LastUsedAt == nil || !got.LastUsedAt.Equal(now.Add(4*time.Second)) {
+		t.Fatalf("token after touches: request_count %d, last_used_at %v; want 17, %v",
+			got.RequestCount, got.LastUsedAt, now.Add(4*time.Second))
+	}
+}
