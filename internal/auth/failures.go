@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,8 +45,9 @@ const (
 	maxRequestIDLen = 128
 )
 
-// Audit fields of a failed authentication, as the HTTP layer wrote them
-// before failures were aggregated, so existing queries keep finding them.
+// Default audit fields of a failed authentication, as the HTTP layer wrote
+// them before failures were aggregated, so existing queries keep finding
+// them.
 const (
 	auditActor  = "client"
 	auditAction = "proxy.auth"
@@ -61,6 +63,10 @@ type Failure struct {
 	RequestID string
 	TokenID   string // set when a known token was refused (DeniedError)
 	ProjectID string
+	// Actor and Action are the audit event's; empty means "client" and
+	// "proxy.auth". A summary row takes those of the window's first
+	// failure.
+	Actor, Action string
 }
 
 // Auditor receives audit events; *usage.Recorder satisfies it. Audit must
@@ -506,8 +512,8 @@ func (l *FailureLimiter) event(f Failure, at time.Time, count int64, summary boo
 	}
 	e := store.AuditEvent{
 		CreatedAt: at,
-		Actor:     auditActor,
-		Action:    auditAction,
+		Actor:     cmp.Or(f.Actor, auditActor),
+		Action:    cmp.Or(f.Action, auditAction),
 		Outcome:   store.OutcomeDenied,
 		ProjectID: f.ProjectID,
 		TokenID:   f.TokenID,
@@ -644,6 +650,8 @@ func bounded(f Failure) Failure {
 		RequestID: Bound(f.RequestID, maxRequestIDLen),
 		TokenID:   f.TokenID,
 		ProjectID: f.ProjectID,
+		Actor:     f.Actor,
+		Action:    f.Action,
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
@@ -34,6 +35,9 @@ const (
 // requireManagementToken guards /manage: 404 when no MANAGEMENT_TOKEN is
 // configured, 401 (and a "manage.auth" audit event) unless the request
 // carries "Authorization: Bearer <MANAGEMENT_TOKEN>" (see bearerMatches).
+// Wrong tokens count against the client's address like the proxy's failed
+// authentications: past AUTH_FAILURE_LIMIT a minute they get 429 and are
+// audited as summary rows.
 func (s *Server) requireManagementToken(next echo.HandlerFunc) echo.HandlerFunc {
 	if s.d.ManagementToken == "" {
 		return func(echo.Context) error {
@@ -51,9 +55,13 @@ func (s *Server) requireManagementToken(next echo.HandlerFunc) echo.HandlerFunc 
 		if !presented {
 			reason = "missing bearer token"
 		}
-		ev := s.auditEvent(c, "manage.auth")
-		ev.Outcome, ev.Reason = store.OutcomeDenied, reason
-		s.d.Manager.Audit(ev)
+		r, ip := c.Request(), c.RealIP()
+		retryAfter, blocked := s.d.Failures.Blocked(ip)
+		s.d.Failures.Fail(r.Context(), auth.Failure{IP: ip, Method: r.Method, Path: r.URL.Path, Reason: reason,
+			RequestID: c.Response().Header().Get(echo.HeaderXRequestID), Actor: auditActor, Action: "manage.auth"})
+		if blocked {
+			return tooManyFailures(retryAfter)
+		}
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="manage"`)
 		return &Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_management_token",
 			Message: "missing or invalid management token (Authorization: Bearer $MANAGEMENT_TOKEN)"}
@@ -107,7 +115,7 @@ func (s *Server) audited(c echo.Context, action string, fn func(*auditCall) erro
 	ev.Outcome = store.OutcomeSuccess
 	if err != nil {
 		e := toError(err)
-		ev.Outcome, ev.Reason = store.OutcomeFailure, e.Message
+		ev.Outcome, ev.Reason = store.OutcomeFailure, auth.Bound(e.Message, auth.MaxAuditReason)
 		if e.Status >= 500 {
 			ev.Outcome = store.OutcomeError
 		}
@@ -124,7 +132,7 @@ func (s *Server) auditEvent(c echo.Context, action string) store.AuditEvent {
 		RequestID: c.Response().Header().Get(echo.HeaderXRequestID),
 		ClientIP:  c.RealIP(),
 		Method:    r.Method,
-		Path:      r.URL.Path,
+		Path:      auth.Bound(r.URL.Path, auth.MaxAuditPath),
 	}
 }
 

@@ -52,6 +52,7 @@ func newManageEnv(t *testing.T, managementToken string) *manageEnv {
 	srv := New(Deps{
 		Database:        st,
 		Auth:            authn,
+		Failures:        auth.NewFailureLimiter(st, rec, auth.FailureOptions{Limit: manageFailureLimit}),
 		Recorder:        rec,
 		Manager:         manage.New(manage.Options{Store: st, Cipher: cipher, Invalidator: authn, Auditor: rec}),
 		ManagementToken: managementToken,
@@ -159,6 +160,10 @@ func TestManageDisabled(t *testing.T) {
 	}
 }
 
+// manageFailureLimit is the test server's AUTH_FAILURE_LIMIT: the
+// failures of TestManageAuth's table.
+const manageFailureLimit = 4
+
 func TestManageAuth(t *testing.T) {
 	e := newManageEnv(t, testManagementToken)
 	tests := []struct {
@@ -179,9 +184,20 @@ func TestManageAuth(t *testing.T) {
 			}
 		})
 	}
+	if len(tests) != manageFailureLimit {
+		t.Fatalf("the table has %d failures, the limit is %d", len(tests), manageFailureLimit)
+	}
+	// Past the limit a wrong token is refused with 429; the right one
+	// still works.
+	r := e.doAuth(http.MethodGet, "/manage/projects", "", "Bearer wrong-again")
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Errorf("failure past the limit: status %d, Retry-After %q; want 429 with Retry-After", r.status, r.header.Get("Retry-After"))
+	}
 	e.mustDo(http.MethodGet, "/manage/projects", "", http.StatusOK)
 
-	evs := e.auditEvents(store.AuditFilter{Action: "manage.auth"}, len(tests))
+	// The first failure is audited at once; the rest become one summary
+	// row when the window ends.
+	evs := e.auditEvents(store.AuditFilter{Action: "manage.auth"}, 1)
 	for _, ev := range evs {
 		if ev.Outcome != store.OutcomeDenied || ev.Method != http.MethodGet || ev.Path != "/manage/projects" ||
 			ev.ClientIP == "" || ev.RequestID == "" || ev.Reason == "" {
