@@ -28,4 +28,4 @@ tidy-check: ## fail when go mod tidy would change go.mod/go.sum
 	$(GO) mod tidy -diff
 
 bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis
-	$(GO) run ./internal/bench/cmd/bench
+	$(GO) run ./internal/testkit/bench/cmd/bench
