@@ -2,10 +2,8 @@ package testbed_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,30 +13,6 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/testkit/testbed"
 )
-
-// bins are the proxy and migrate binaries, built once in TestMain without
-// the race detector: these tests measure a cluster under load (latency,
-// exact counts), which a race-instrumented build on a small machine
-// distorts. The race detector covers the same code in cmd/proxy's
-// end-to-end tests and the package tests.
-var bins testbed.Binaries
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "testbed-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins, err = testbed.Build(context.Background(), dir, false)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // client is shared by every test's load; it keeps enough idle connections
 // for hundreds of concurrent clients.
@@ -225,7 +199,7 @@ func waitLimitsApply(t *testing.T, c *testbed.Cluster, projectID string, timeout
 
 // (1) max_requests is exact across replicas under concurrency.
 func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Binaries: bins})
+	c := testbed.StartCluster(t, testbed.Options{})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), MaxRequests: 500})
 
 	const clients, perClient = 200, 4
@@ -251,7 +225,7 @@ func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
 
 // (2) A per-token rpm limit is enforced cluster-wide.
 func TestRateLimitExactAcrossReplicas(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Binaries: bins})
+	c := testbed.StartCluster(t, testbed.Options{})
 	const limit, burst, workers = 300, 1000, 100
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), RPMLimit: limit})
 
@@ -289,7 +263,7 @@ func TestRateLimitExactAcrossReplicas(t *testing.T) {
 
 // (3) A revocation on one replica reaches the others within 1 s.
 func TestRevocationReachesOtherReplicasWithinOneSecond(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Binaries: bins})
+	c := testbed.StartCluster(t, testbed.Options{})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c)})
 	warm(t, c, tok)
 
@@ -349,7 +323,7 @@ func requireRedisDegraded(t *testing.T, c *testbed.Cluster, policy string) {
 // once Redis returns.
 func TestRedisOutage(t *testing.T) {
 	t.Run("FailOpen", func(t *testing.T) {
-		c := testbed.StartCluster(t, testbed.Options{Binaries: bins, Env: []string{"REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
+		c := testbed.StartCluster(t, testbed.Options{Env: []string{"REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
 		requireSharedLimit(t, c, projectID)
 		tok := token(t, c, testbed.TokenOptions{ProjectID: projectID, RPMLimit: 1_000_000})
@@ -376,7 +350,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Logf("limits apply again %s after Redis returned", waitLimitsApply(t, c, projectID, 10*time.Second).Round(time.Millisecond))
 	})
 	t.Run("FailClosed", func(t *testing.T) {
-		c := testbed.StartCluster(t, testbed.Options{Binaries: bins, Env: []string{"REDIS_FAIL_OPEN=false", "REDIS_TIMEOUT=50ms"}})
+		c := testbed.StartCluster(t, testbed.Options{Env: []string{"REDIS_FAIL_OPEN=false", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
 		requireSharedLimit(t, c, projectID)
 		tok := token(t, c, testbed.TokenOptions{ProjectID: projectID, RPMLimit: 1_000_000})
@@ -440,7 +414,7 @@ func waitStatus(t *testing.T, c *testbed.Cluster, want string, timeout time.Dura
 // working, every 200 is recorded once the database is back, and readiness
 // says "ready" again.
 func TestPostgresRestart(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Binaries: bins})
+	c := testbed.StartCluster(t, testbed.Options{})
 	projectID := project(t, c)
 	toks := make([]testbed.Token, 4)
 	for i := range toks {
@@ -510,7 +484,7 @@ func TestPostgresRestart(t *testing.T) {
 
 // (6) SIGTERM to one replica under load fails no client request.
 func TestSIGTERMUnderLoad(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Binaries: bins})
+	c := testbed.StartCluster(t, testbed.Options{})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c)})
 
 	stop := make(chan struct{})

@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testbed/faultproxy"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testbed/lb"
 	"github.com/llmproxy/llm-proxy/internal/testkit/upstream"
@@ -45,33 +45,10 @@ const (
 	UpstreamKey = "sk-testbed-upstream-key"
 )
 
-// Binaries are the paths of the built proxy and migrate binaries.
-type Binaries struct {
-	Proxy   string
-	Migrate string
-}
-
-// Build compiles cmd/proxy and cmd/migrate into dir (with the race detector
-// when race is set). It must run inside this module's source tree.
-func Build(ctx context.Context, dir string, race bool) (Binaries, error) {
-	b := Binaries{Proxy: filepath.Join(dir, "proxy"), Migrate: filepath.Join(dir, "migrate")}
-	for pkg, out := range map[string]string{"proxy": b.Proxy, "migrate": b.Migrate} {
-		args := []string{"build", "-o", out}
-		if race {
-			args = append(args, "-race")
-		}
-		args = append(args, "github.com/llmproxy/llm-proxy/cmd/"+pkg)
-		if msg, err := exec.CommandContext(ctx, "go", args...).CombinedOutput(); err != nil {
-			return Binaries{}, fmt.Errorf("build %s: %w\n%s", pkg, err, msg)
-		}
-	}
-	return b, nil
-}
-
 // Options configure a cluster.
 type Options struct {
-	// Binaries are the proxy and migrate binaries to run (see Build).
-	Binaries Binaries
+	// Binaries are the proxy and migrate binaries to run (binaries.Build).
+	Binaries binaries.Set
 	// DatabaseURL is an empty PostgreSQL database (postgres://...). The
 	// test bed connects to it directly; migrate and the replicas go
 	// through the Postgres forwarder.

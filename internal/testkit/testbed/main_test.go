@@ -1,10 +1,4 @@
-// Command cluster runs a local multi-replica cluster for trying the proxy
-// (see .ci/cluster, which also starts throwaway PostgreSQL and Redis): it
-// builds the proxy and migrate binaries, runs `migrate up`, starts the
-// replicas, a round-robin load balancer and a mock OpenAI upstream on fixed
-// ports, creates a demo project and token, prints how to call it, and stops
-// everything on Ctrl-C or SIGTERM.
-package main
+package testbed_test
 
 import (
 	"context"
@@ -17,58 +11,63 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"testing"
 
+	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testbed"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cluster:", err)
-		os.Exit(1)
+// The flags of -serve, which .ci/cluster passes on.
+var (
+	serve       = flag.Bool("serve", false, "serve a local cluster until SIGINT or SIGTERM instead of running the tests (.ci/cluster)")
+	addr        = flag.String("addr", "127.0.0.1:8080", "-serve: load balancer listen address")
+	replicas    = flag.Int("replicas", 3, "-serve: number of proxy replicas")
+	replicaPort = flag.Int("replica-port", 8081, "-serve: port of the first replica; the others follow")
+	upstreamAdr = flag.String("upstream-addr", "127.0.0.1:8090", "-serve: mock upstream listen address")
+	databaseURL = flag.String("database-url", "", "-serve: PostgreSQL `URL` (required; migrated with migrate up)")
+	redisURL    = flag.String("redis-url", "", "-serve: Redis `URL` (empty: replicas run without Redis)")
+	redisPrefix = flag.String("redis-key-prefix", "llmproxy:", "-serve: REDIS_KEY_PREFIX of every replica")
+	verbose     = flag.Bool("v", false, "-serve: print every replica's log lines")
+)
+
+// TestMain runs the tests, or with -serve a cluster to try by hand.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if *serve {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		err := serveCluster(ctx, os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cluster:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	m.Run()
+	if err := binaries.Remove(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		addr        = fs.String("addr", "127.0.0.1:8080", "load balancer listen address")
-		replicas    = fs.Int("replicas", 3, "number of proxy replicas")
-		replicaPort = fs.Int("replica-port", 8081, "port of the first replica; the others follow")
-		upstreamAdr = fs.String("upstream-addr", "127.0.0.1:8090", "mock upstream listen address")
-		databaseURL = fs.String("database-url", "", "PostgreSQL `URL` (required; migrated with migrate up)")
-		redisURL    = fs.String("redis-url", "", "Redis `URL` (empty: replicas run without Redis)")
-		redisPrefix = fs.String("redis-key-prefix", "llmproxy:", "REDIS_KEY_PREFIX of every replica")
-		verbose     = fs.Bool("v", false, "print every replica's log lines")
-	)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
+// serveCluster builds the proxy and migrate binaries, runs `migrate up`,
+// starts the replicas, a round-robin load balancer and a mock OpenAI
+// upstream on fixed ports, creates a demo project and token, prints how to
+// call it, and stops everything when ctx ends.
+func serveCluster(ctx context.Context, stdout, stderr io.Writer) (err error) {
 	if *databaseURL == "" {
-		return errors.New("--database-url is required")
+		return errors.New("-database-url is required")
 	}
 	host, _, err := net.SplitHostPort(*addr)
 	if err != nil {
-		return fmt.Errorf("--addr: %w", err)
+		return fmt.Errorf("-addr: %w", err)
 	}
 	replicaAddrs := make([]string, *replicas)
 	for i := range replicaAddrs {
 		replicaAddrs[i] = net.JoinHostPort(host, strconv.Itoa(*replicaPort+i))
 	}
-
-	dir, err := os.MkdirTemp("", "llmproxy-cluster-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	fmt.Fprintln(stderr, "building proxy and migrate ...")
-	bins, err := testbed.Build(ctx, dir, false)
+	bins, err := binaries.Build(ctx, false)
+	defer func() { err = errors.Join(err, binaries.Remove()) }()
 	if err != nil {
 		return err
 	}
