@@ -27,5 +27,5 @@ lint: ## gofmt, go vet, staticcheck (when installed), go mod tidy check
 tidy-check: ## fail when go mod tidy would change go.mod/go.sum
 	$(GO) mod tidy -diff
 
-bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis
-	$(GO) run ./internal/testkit/bench/cmd/bench
+bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis; flags in BENCH_FLAGS (e.g. '-skip-cluster -soak 0')
+	$(GO) test -run '^TestBench$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.run $(BENCH_FLAGS)

@@ -1,11 +1,12 @@
 // Package bench is the project's benchmark harness (SPEC §10, `make
-// bench`): it builds and starts a mock OpenAI upstream, a plain
+// bench`, which runs TestBench): it starts a mock OpenAI upstream, a plain
 // httputil.ReverseProxy baseline and the proxy in two set-ups — (a) SQLite,
-// (b) PostgreSQL + Redis — each as its own process, drives them with a
-// closed-loop load generator in this process, and prints one Markdown table
-// with the figures, the ratios against the baseline and the targets of the
-// performance issue beside them. It is tooling only: the product binaries
-// never import it.
+// (b) PostgreSQL + Redis — each as its own process (the upstream and the
+// baseline are this executable started again as helpers), drives them with
+// a closed-loop load generator in this process, and prints one Markdown
+// table with the figures, the ratios against the baseline and the targets
+// of the performance issue beside them. It is tooling only: the product
+// binaries never import it.
 package bench
 
 import (
@@ -17,7 +18,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/upstream"
 )
 
@@ -89,8 +90,6 @@ func Goals(soak time.Duration) []Goal {
 
 // Config is one benchmark run. Zero fields take the defaults noted.
 type Config struct {
-	Root      string        // module root; default: found with `go env GOMOD`
-	GoCmd     string        // the go command; default "go"
 	Duration  time.Duration // each measured run; default 3s
 	Warmup    time.Duration // per target before measuring; default 1s
 	Rounds    int           // interleaved rounds per scenario; default 3
@@ -111,9 +110,6 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.GoCmd == "" {
-		c.GoCmd = "go"
-	}
 	if c.Duration <= 0 {
 		c.Duration = 3 * time.Second
 	}
@@ -148,7 +144,8 @@ type run struct {
 	cfg     Config
 	start   time.Time
 	dir     string
-	bin     string
+	proxy   string // the proxy binary
+	self    string // this executable, which serves the helpers
 	targets []*target
 	procs   []*process
 	cleanup []func(context.Context) error
@@ -176,24 +173,16 @@ func (r *run) logf(format string, args ...any) {
 	fmt.Fprintf(r.cfg.Log, "[%5.1fs] %s\n", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// setup builds the binaries and starts the upstream and every target.
+// setup builds the proxy and starts the upstream and every target.
 func (r *run) setup(ctx context.Context) error {
-	root := r.cfg.Root
-	if root == "" {
-		out, err := exec.CommandContext(ctx, r.cfg.GoCmd, "env", "GOMOD").Output()
-		if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-			return fmt.Errorf("find the module root (run from inside the repository): %v", err)
-		}
-		root = filepath.Dir(strings.TrimSpace(string(out)))
+	r.logf("building the proxy")
+	bins, err := binaries.Build(ctx, false)
+	if err != nil {
+		return err
 	}
-	r.bin = filepath.Join(r.dir, "bin")
-	r.logf("building proxy, baseline and upstream")
-	build := exec.CommandContext(ctx, r.cfg.GoCmd, "build", "-trimpath", "-o", r.bin+"/",
-		"./cmd/proxy", "./internal/bench/cmd/baseline", "./internal/bench/cmd/upstream")
-	build.Dir = root
-	build.Env = append(build.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w\n%s", err, out)
+	r.proxy = bins.Proxy
+	if r.self, err = os.Executable(); err != nil {
+		return fmt.Errorf("find this executable, which serves the upstream and the baseline: %w", err)
 	}
 
 	b := &bodies{
@@ -207,7 +196,7 @@ func (r *run) setup(ctx context.Context) error {
 		maxConc = max(maxConc, sc.Concurrency)
 	}
 
-	up, err := r.startAnnounced("upstream", "upstream", "-api-key", b.upstreamKey, "-chunks", fmt.Sprint(r.cfg.Chunks))
+	up, err := r.startHelper(helperUpstream, "-api-key", b.upstreamKey, "-chunks", fmt.Sprint(r.cfg.Chunks))
 	if err != nil {
 		return err
 	}
@@ -215,7 +204,7 @@ func (r *run) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	base, err := r.startAnnounced("baseline", "baseline", "-upstream", upURL, "-api-key", b.upstreamKey)
+	base, err := r.startHelper(helperBaseline, "-upstream", upURL, "-api-key", b.upstreamKey)
 	if err != nil {
 		return err
 	}
@@ -288,8 +277,11 @@ func (r *run) startCluster(ctx context.Context, b *bodies, maxConc int, upURL st
 	return nil
 }
 
-func (r *run) startAnnounced(name, binary string, args ...string) (*process, error) {
-	p, err := startProcess(name, filepath.Join(r.bin, binary), append([]string{"-addr", "127.0.0.1:0"}, args...), nil)
+// startHelper starts this executable as the helper server role (see
+// serveHelper), a process of its own so that its CPU and memory are not
+// the proxy's or the load generator's.
+func (r *run) startHelper(role string, args ...string) (*process, error) {
+	p, err := startProcess(role, r.self, args, []string{helperEnv + "=" + role})
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +296,7 @@ func (r *run) startProxy(ctx context.Context, key, name string, b *bodies, maxCo
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	r.logf("starting %s on %s", name, addr)
-	p, err := startProcess(name, filepath.Join(r.bin, "proxy"), nil, append(slices.Clone(env), "LISTEN_ADDR="+addr))
+	p, err := startProcess(name, r.proxy, nil, append(slices.Clone(env), "LISTEN_ADDR="+addr))
 	if err != nil {
 		return nil, err
 	}

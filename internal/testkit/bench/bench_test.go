@@ -9,8 +9,9 @@ import (
 )
 
 // TestSmoke runs the whole harness briefly against the baseline and
-// set-up (a): it builds the binaries, starts the processes and prints the
-// table with every scenario and its verdicts.
+// set-up (a): it builds the proxy, starts the processes (the helpers are
+// this test binary) and prints the table with every scenario and its
+// verdicts.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
