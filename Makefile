@@ -24,8 +24,9 @@ lint: ## gofmt, go vet, staticcheck (when installed), go mod tidy check
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
 	$(MAKE) tidy-check
 
-tidy-check: ## fail when go mod tidy would change go.mod/go.sum
+tidy-check: ## fail when go mod tidy would change go.mod/go.sum (the product's and internal/testkit/deploycheck's)
 	$(GO) mod tidy -diff
+	cd internal/testkit/deploycheck && $(GO) mod tidy -diff
 
-bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis
-	$(GO) run ./internal/bench/cmd/bench
+bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis; flags in BENCH_FLAGS (e.g. '-skip-cluster -soak 0')
+	$(GO) test -run '^TestBench$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.run $(BENCH_FLAGS)

@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/llmproxy/llm-proxy/internal/schema"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 const password = "s3cretpw"

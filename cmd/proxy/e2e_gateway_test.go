@@ -22,7 +22,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	_ "modernc.org/sqlite"
 
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 const mgmtToken = "mgmt-token-for-e2e-tests"

@@ -15,7 +15,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 // otlpReceiver is a minimal OTLP/HTTP trace receiver (POST /v1/traces,

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 // A schema rolled back under a running replica takes it out of service

@@ -16,7 +16,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // countingStore is the real store instrumented to count the lookups auth

@@ -17,8 +17,8 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 	"github.com/llmproxy/llm-proxy/internal/usage"
 )
 

@@ -24,7 +24,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 	"github.com/llmproxy/llm-proxy/internal/usage"
 )
 

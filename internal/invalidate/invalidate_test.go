@@ -12,7 +12,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/manage"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 var (

@@ -17,7 +17,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/quota"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 // The environment of the child process of TestMemorySurvivesSIGKILL: the

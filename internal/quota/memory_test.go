@@ -15,8 +15,8 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // block is Memory's default block size, which these tests rely on (their

@@ -17,8 +17,8 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/quota/quotatest"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 func openSQLite(t *testing.T) store.Store {

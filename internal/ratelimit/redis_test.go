@@ -15,7 +15,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/breaker"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit/limitertest"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 // redisOptions parses the test server's URL. ContextTimeoutEnabled lets

@@ -11,7 +11,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // now is the fixed clock of every test.

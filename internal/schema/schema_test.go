@@ -22,7 +22,7 @@ import (
 
 	migrations "github.com/llmproxy/llm-proxy/db/migrations"
 	"github.com/llmproxy/llm-proxy/internal/schema"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 var drivers = []string{schema.DriverSQLite, schema.DriverPostgres}

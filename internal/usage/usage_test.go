@@ -17,7 +17,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
-	"github.com/llmproxy/llm-proxy/internal/teststore"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 	"github.com/llmproxy/llm-proxy/internal/usage"
 )
 

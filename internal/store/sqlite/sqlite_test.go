@@ -14,7 +14,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
 	"github.com/llmproxy/llm-proxy/internal/store/storetest"
-	"github.com/llmproxy/llm-proxy/internal/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 // openMigrated migrates a fresh database at path and opens the store on it.
