@@ -12,8 +12,8 @@ build: ## build bin/proxy and bin/migrate (static, CGO_ENABLED=0)
 	$(GO) build -trimpath -o $(BIN)/proxy ./cmd/proxy
 	$(GO) build -trimpath -o $(BIN)/migrate ./cmd/migrate
 
-run: ## run the proxy on SQLite with no configuration (./var/db/proxy.db)
-	$(GO) run ./cmd/proxy
+run: build ## build, then run bin/proxy on SQLite with no configuration (./var/db/proxy.db); Ctrl-C stops it
+	$(BIN)/proxy
 
 test: ## everything CI runs: gofmt, vet, go test -race against real PostgreSQL + Redis
 	bash .ci/test

@@ -17,7 +17,10 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
 )
 
-const verbsUsage = `migrate <verb> [flags]: apply, inspect and repair the database schema.
+const verbsUsage = `migrate applies, inspects and repairs the database schema of LLM Proxy.
+
+Usage:
+  migrate <verb> [flags]
 
 Verbs:
   up [--wait D]          apply all pending migrations; first wait up to D
@@ -33,9 +36,14 @@ Verbs:
                          (default timeout 5m), e.g. as an initContainer
   help                   print this help
 
-The database comes from the same settings as the proxy (DATABASE_URL etc.).
+The database comes from the same settings as the proxy (DATABASE_URL etc.);
+only the settings below apply to migrate.
 
 `
+
+// settings are the configuration settings migrate uses: where the database
+// is and how to log.
+var settings = []string{"CONFIG_FILE", "DATABASE_URL", "DB_DRIVER", "DATABASE_PATH", "LOG_LEVEL", "LOG_FORMAT"}
 
 const (
 	defaultConnectWait = 60 * time.Second
@@ -50,9 +58,10 @@ type invocation struct {
 	timeout time.Duration // wait: how long to wait for the schema
 }
 
-// run executes one migrate command. Status lines go to stdout, logs and the
-// database being used (password masked) to stderr.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// run executes one migrate command with the environment getenv. Help and
+// status lines go to stdout, logs and the database being used (password
+// masked) to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "help" {
 		args = []string{"-h"}
 	}
@@ -60,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var fs *flag.FlagSet
 	var help bytes.Buffer
 	cfg, positional, err := config.LoadWith("migrate", args, &help, config.Options{
+		Getenv:   getenv,
+		Settings: settings,
 		Flags: func(f *flag.FlagSet) {
 			fs = f
 			f.DurationVar(&inv.wait, "wait", defaultConnectWait, "up: how long to wait for the database to accept connections")

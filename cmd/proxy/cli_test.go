@@ -19,33 +19,35 @@ import (
 
 const cliUpstreamKey = "sk-cli-upstream-key-0123456789"
 
-// cliEnv points the CLI's configuration at a fresh SQLite database and
-// returns its path and the encryption key.
-func cliEnv(t *testing.T) (string, []byte) {
+// cliEnv is an environment pointing the CLI's configuration at a fresh
+// SQLite database; it returns the database path and the encryption key.
+func cliEnv(t *testing.T) (cliRunner, string, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "db", "proxy.db")
 	key := bytes.Repeat([]byte{9}, secret.KeySize)
-	t.Setenv("DATABASE_URL", "sqlite:///"+path)
-	t.Setenv("ENCRYPTION_KEY", base64.StdEncoding.EncodeToString(key))
-	t.Setenv("LOG_LEVEL", "warn")
-	for _, k := range []string{"CONFIG_FILE", "DB_DRIVER", "DATABASE_PATH", "MANAGEMENT_TOKEN", "REDIS_URL"} {
-		t.Setenv(k, "")
+	env := map[string]string{
+		"DATABASE_URL":          "sqlite:///" + path,
+		"ENCRYPTION_KEY":        base64.StdEncoding.EncodeToString(key),
+		"LOG_LEVEL":             "warn",
+		"CLI_TEST_UPSTREAM_KEY": cliUpstreamKey,
 	}
-	t.Setenv("CLI_TEST_UPSTREAM_KEY", cliUpstreamKey)
-	return path, key
+	return cliRunner(func(k string) string { return env[k] }), path, key
 }
 
-// cli runs one command and returns its stdout and stderr.
-func runCLIForTest(t *testing.T, args ...string) (string, string, error) {
+// cliRunner runs commands in process with its environment.
+type cliRunner func(string) string
+
+// run runs one command and returns its stdout and stderr.
+func (env cliRunner) run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := runCLI(t.Context(), args, &stdout, &stderr)
+	err := run(t.Context(), args, env, &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
-func mustCLI(t *testing.T, args ...string) string {
+func (env cliRunner) must(t *testing.T, args ...string) string {
 	t.Helper()
-	out, errOut, err := runCLIForTest(t, args...)
+	out, errOut, err := env.run(t, args...)
 	if err != nil {
 		t.Fatalf("%v: %v\nstderr: %s", args, err, errOut)
 	}
@@ -65,9 +67,9 @@ func inspect(t *testing.T, path string, f func(st store.Store)) {
 }
 
 func TestCLIProjectAndTokenLifecycle(t *testing.T) {
-	path, key := cliEnv(t)
+	cli, path, key := cliEnv(t)
 
-	out := mustCLI(t, "project", "create", "--name", "team-a", "--api-key-env", "CLI_TEST_UPSTREAM_KEY", "--rpm", "30", "--json")
+	out := cli.must(t, "project", "create", "--name", "team-a", "--api-key-env", "CLI_TEST_UPSTREAM_KEY", "--rpm", "30", "--json")
 	if strings.Contains(out, cliUpstreamKey) {
 		t.Fatalf("output shows the upstream key: %s", out)
 	}
@@ -93,7 +95,7 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 		}
 	})
 
-	out = mustCLI(t, "token", "create", "--project", "team-a", "--ttl", "2h", "--max-requests", "5", "--label", "ci", "--json")
+	out = cli.must(t, "token", "create", "--project", "team-a", "--ttl", "2h", "--max-requests", "5", "--label", "ci", "--json")
 	var tok manage.CreatedTokenView
 	if err := json.Unmarshal([]byte(out), &tok); err != nil {
 		t.Fatalf("token create --json: %v\n%s", err, out)
@@ -106,7 +108,7 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 	}
 
 	// By ID too, in table form: the secret is printed exactly once.
-	out = mustCLI(t, "token", "create", "--project", p.ID)
+	out = cli.must(t, "token", "create", "--project", p.ID)
 	secrets := 0
 	for f := range strings.FieldsSeq(out) {
 		if strings.HasPrefix(f, "sk-") && len(f) == auth.TokenLen {
@@ -117,7 +119,7 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 		t.Fatalf("table output should show one secret and unlimited max_requests:\n%s", out)
 	}
 
-	out = mustCLI(t, "token", "list", "--project", "team-a", "--json")
+	out = cli.must(t, "token", "list", "--project", "team-a", "--json")
 	var list []manage.TokenView
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("token list --json: %v\n%s", err, out)
@@ -127,9 +129,9 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 	}
 
 	for range 2 {
-		mustCLI(t, "token", "revoke", tok.ID)
+		cli.must(t, "token", "revoke", tok.ID)
 	}
-	out = mustCLI(t, "token", "revoke", "--json", tok.ID)
+	out = cli.must(t, "token", "revoke", "--json", tok.ID)
 	var revoked manage.TokenView
 	if err := json.Unmarshal([]byte(out), &revoked); err != nil || revoked.IsActive || revoked.DeactivatedAt == nil {
 		t.Fatalf("revoke --json: %+v, %v", revoked, err)
@@ -161,11 +163,11 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 		}
 	})
 
-	out = mustCLI(t, "project", "list")
+	out = cli.must(t, "project", "list")
 	if !strings.Contains(out, "team-a") || !strings.Contains(out, "sk-...6789") || strings.Contains(out, cliUpstreamKey) {
 		t.Fatalf("project list table:\n%s", out)
 	}
-	out = mustCLI(t, "project", "list", "--json")
+	out = cli.must(t, "project", "list", "--json")
 	var projects []manage.ProjectView
 	if err := json.Unmarshal([]byte(out), &projects); err != nil || len(projects) != 1 {
 		t.Fatalf("project list --json: %v\n%s", err, out)
@@ -173,9 +175,8 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 }
 
 func TestCLIErrors(t *testing.T) {
-	cliEnv(t)
-	t.Setenv("CLI_TEST_EMPTY", "")
-	mustCLI(t, "project", "create", "--name", "p", "--api-key-env", "CLI_TEST_UPSTREAM_KEY")
+	cli, _, _ := cliEnv(t)
+	cli.must(t, "project", "create", "--name", "p", "--api-key-env", "CLI_TEST_UPSTREAM_KEY")
 	tests := []struct {
 		name  string
 		args  []string
@@ -198,11 +199,11 @@ func TestCLIErrors(t *testing.T) {
 		{"revoke without id", []string{"token", "revoke"}, "takes ID", true},
 		{"revoke unknown", []string{"token", "revoke", "00000000-0000-0000-0000-000000000000"}, "no token with ID", false},
 		{"unknown command", []string{"token", "rotate"}, `unknown command "token rotate"`, true},
-		{"missing subcommand", []string{"project"}, "usage:", true},
+		{"missing subcommand", []string{"project"}, "proxy project: missing command", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := runCLIForTest(t, tt.args...)
+			_, _, err := cli.run(t, tt.args...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
@@ -212,7 +213,7 @@ func TestCLIErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := runCLIForTest(t, "token", "list", "-h"); err != nil {
+	if _, _, err := cli.run(t, "token", "list", "-h"); err != nil {
 		t.Fatalf("-h: %v", err)
 	}
 }

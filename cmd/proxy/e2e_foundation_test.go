@@ -33,7 +33,7 @@ func get(t *testing.T, u string) (int, string) {
 
 func TestFreshStartOnSQLiteWithNoConfiguration(t *testing.T) {
 	dir := t.TempDir()
-	p := startProxy(t, dir)
+	p := startBinary(t, dir)
 	if code, body := get(t, p.addr+"/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz = %d %s", code, body)
 	}
@@ -63,7 +63,7 @@ func TestFreshStartOnSQLiteWithNoConfiguration(t *testing.T) {
 	}
 
 	// A second process on the same file refuses to start and says why.
-	second, out := runBinary(t, dir, "proxy", []string{"LISTEN_ADDR=127.0.0.1:0"})
+	second, out := runBinary(t, dir, []string{"LISTEN_ADDR=127.0.0.1:0"})
 	if second == 0 || !strings.Contains(out, "PostgreSQL") {
 		t.Errorf("second proxy on the same SQLite file: exit %d, output:\n%s", second, out)
 	}
@@ -115,7 +115,7 @@ func TestAutoMigrateFalseRefusesAnEmptyDatabaseUntilMigrateUp(t *testing.T) {
 	db := testenv.PostgresURL(t)
 	dir := t.TempDir()
 	env := []string{"DATABASE_URL=" + db, "DATABASE_AUTO_MIGRATE=false", "ENCRYPTION_KEY=" + testEncryptionKey, "LISTEN_ADDR=127.0.0.1:0"}
-	code, out := runBinary(t, dir, "proxy", env)
+	code, out := runBinary(t, dir, env)
 	if code != 1 {
 		t.Fatalf("proxy on an empty database with auto_migrate=false: exit %d, want 1\n%s", code, out)
 	}
@@ -124,9 +124,7 @@ func TestAutoMigrateFalseRefusesAnEmptyDatabaseUntilMigrateUp(t *testing.T) {
 			t.Errorf("message lacks %q:\n%s", want, out)
 		}
 	}
-	if code, out := runBinary(t, dir, "migrate", []string{"DATABASE_URL=" + db}, "up"); code != 0 {
-		t.Fatalf("migrate up: exit %d\n%s", code, out)
-	}
+	migrateDB(t, db, 0)
 	p := startProxy(t, dir, env[:3]...)
 	if code, body := get(t, p.addr+"/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz after migrate up = %d %s", code, body)
@@ -136,9 +134,7 @@ func TestAutoMigrateFalseRefusesAnEmptyDatabaseUntilMigrateUp(t *testing.T) {
 func TestDirtySchemaRefusesToStart(t *testing.T) {
 	db := testenv.PostgresURL(t)
 	dir := t.TempDir()
-	if code, out := runBinary(t, dir, "migrate", []string{"DATABASE_URL=" + db}, "up"); code != 0 {
-		t.Fatalf("migrate up: exit %d\n%s", code, out)
-	}
+	migrateDB(t, db, 0)
 	conn, err := pgx.Connect(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +144,7 @@ func TestDirtySchemaRefusesToStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, out := runBinary(t, dir, "proxy", []string{"DATABASE_URL=" + db, "ENCRYPTION_KEY=" + testEncryptionKey, "LISTEN_ADDR=127.0.0.1:0"})
+	code, out := runBinary(t, dir, []string{"DATABASE_URL=" + db, "ENCRYPTION_KEY=" + testEncryptionKey, "LISTEN_ADDR=127.0.0.1:0"})
 	if code != 1 {
 		t.Fatalf("proxy on a dirty schema: exit %d, want 1\n%s", code, out)
 	}
@@ -167,14 +163,14 @@ func TestBadConfigurationExits2NamingTheSetting(t *testing.T) {
 		{"DATABASE_URL=mysql://x", "DATABASE_URL"},
 	} {
 		t.Run(tc.env, func(t *testing.T) {
-			code, out := runBinary(t, t.TempDir(), "proxy", []string{tc.env, "LISTEN_ADDR=127.0.0.1:0"})
+			code, out := runBinary(t, t.TempDir(), []string{tc.env, "LISTEN_ADDR=127.0.0.1:0"})
 			if code != 2 || !strings.Contains(out, tc.want) {
 				t.Errorf("exit %d, output:\n%s\nwant exit 2 naming %s", code, out, tc.want)
 			}
 		})
 	}
 	// All problems are reported in one pass.
-	code, out := runBinary(t, t.TempDir(), "proxy", []string{"DATABASE_POOL_SIZE=0", "DATABASE_MAX_OVERFLOW=101"})
+	code, out := runBinary(t, t.TempDir(), []string{"DATABASE_POOL_SIZE=0", "DATABASE_MAX_OVERFLOW=101"})
 	if code != 2 || !strings.Contains(out, "DATABASE_POOL_SIZE") || !strings.Contains(out, "DATABASE_MAX_OVERFLOW") {
 		t.Errorf("two problems: exit %d, output:\n%s", code, out)
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,10 +33,20 @@ type gateway struct {
 	dir string
 }
 
+// newGateway starts the proxy in process.
 func newGateway(t *testing.T, env ...string) *gateway {
 	t.Helper()
 	g := &gateway{up: newFakeUpstream(t), dir: t.TempDir()}
 	g.p = startProxy(t, g.dir, append([]string{"MANAGEMENT_TOKEN=" + mgmtToken, "USAGE_FLUSH_INTERVAL=100ms"}, env...)...)
+	return g
+}
+
+// newBinaryGateway starts the proxy binary, for the tests that signal or
+// measure the process.
+func newBinaryGateway(t *testing.T, env ...string) *gateway {
+	t.Helper()
+	g := &gateway{up: newFakeUpstream(t), dir: t.TempDir()}
+	g.p = startBinary(t, g.dir, append([]string{"MANAGEMENT_TOKEN=" + mgmtToken, "USAGE_FLUSH_INTERVAL=100ms"}, env...)...)
 	return g
 }
 
@@ -527,7 +536,7 @@ func TestManagementAPIAuthAndAudit(t *testing.T) {
 }
 
 func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
-	g := newGateway(t, "DRAIN_DELAY=300ms", "SHUTDOWN_GRACE=20s")
+	g := newBinaryGateway(t, "DRAIN_DELAY=300ms", "SHUTDOWN_GRACE=20s")
 	pid := g.project(t, "burst", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
 	var ok atomic.Int64
@@ -564,9 +573,7 @@ func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
 		}()
 	}
 	time.Sleep(700 * time.Millisecond)
-	if err := g.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	g.p.terminate(t)
 	if code := g.p.exitCode(); code != 0 {
 		t.Errorf("exit status after SIGTERM = %d\n%s", code, g.p.output.String())
 	}

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -384,9 +383,7 @@ func TestStreamCutAtShutdownGraceIsRecorded(t *testing.T) {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() && !strings.HasPrefix(sc.Text(), "data: ") {
 	}
-	if err := g.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	g.p.terminate(t)
 	if code := g.p.exitCode(); code != 0 {
 		t.Errorf("exit status %d\n%s", code, g.p.output.String())
 	}
@@ -433,7 +430,7 @@ func (g *gateway) dbBytes(t *testing.T) int64 {
 // memory, are refused with 429 past AUTH_FAILURE_LIMIT, leave the
 // address's valid token working, and are audited as summary rows.
 func TestFailedAuthenticationsAreLimitedAndSummarised(t *testing.T) {
-	g := newGateway(t)
+	g := newBinaryGateway(t) // its memory is measured as the process's RSS
 	pid := g.project(t, "attacked", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
 	if code, _ := chat(t, g.p.addr, secret, "gpt-4o-mini"); code != http.StatusOK {

@@ -140,10 +140,17 @@ func TestOTLPTraceOfOneRequestOnPostgres(t *testing.T) {
 	clearOTelEnv(t)
 	db := testenv.PostgresURL(t)
 	rcv := newOTLPReceiver(t)
+	otel := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_SERVICE_NAME=llm-proxy-e2e"}
+	// The OTel SDK reads its exporter, batching and resource settings from
+	// the process environment itself; run's getenv decides whether tracing
+	// starts at all.
+	for _, kv := range otel {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
 	g := &gateway{up: newFakeUpstream(t), dir: t.TempDir()}
-	g.p = startProxy(t, g.dir, "DATABASE_URL="+db, "ENCRYPTION_KEY="+testEncryptionKey, "MANAGEMENT_TOKEN="+mgmtToken,
-		"OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-		"OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_SERVICE_NAME=llm-proxy-e2e")
+	g.p = startProxy(t, g.dir, append([]string{"DATABASE_URL=" + db, "ENCRYPTION_KEY=" + testEncryptionKey, "MANAGEMENT_TOKEN=" + mgmtToken}, otel...)...)
 	projectID := g.project(t, "traced", "openai", g.up.URL+"/v1")
 	_, secret := g.token(t, projectID, nil)
 

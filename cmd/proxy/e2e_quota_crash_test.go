@@ -12,7 +12,7 @@ import (
 // then leaves request_count equal to what was served.
 func TestMaxRequestsSurvivesSIGKILL(t *testing.T) {
 	const maxRequests, first = 100, 37 // 37 is mid-block: three blocks of 16 reserved
-	g := newGateway(t)
+	g := newBinaryGateway(t)
 	pid := g.project(t, "crash", "openai", g.up.URL)
 	tid, secret := g.token(t, pid, map[string]any{"max_requests": maxRequests})
 	served := func(n int) int {

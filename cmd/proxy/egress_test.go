@@ -14,6 +14,10 @@ func TestEgressProxy(t *testing.T) {
 	if p == nil {
 		t.Fatal("https_proxy ignored")
 	}
+	got, err := p(&url.URL{Scheme: "https", Host: "api.openai.com"})
+	if err != nil || got == nil || got.Host != "egress.internal:3128" {
+		t.Fatalf("https upstream proxied via %v (%v), want egress.internal:3128 from getenv", got, err)
+	}
 	// net/http never proxies loopback, whatever the environment says.
 	if got, err := p(&url.URL{Scheme: "http", Host: "127.0.0.1:9"}); got != nil || err != nil {
 		t.Fatalf("loopback upstream proxied via %v (%v)", got, err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,29 +18,44 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/llmproxy/llm-proxy/internal/config"
+	"github.com/llmproxy/llm-proxy/internal/schema"
 )
 
-// binDir holds the proxy and migrate binaries built once for the
-// end-to-end tests.
-var binDir string
+// binaries builds the -race proxy binary once, on first use: only the
+// tests that prove the binary itself (exit statuses, signals, its memory)
+// need it; the others call run in process.
+var binaries struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// proxyBinary returns the path of the built proxy binary.
+func proxyBinary(t *testing.T) string {
+	t.Helper()
+	binaries.once.Do(func() {
+		binaries.dir, binaries.err = os.MkdirTemp("", "proxy-e2e-")
+		if binaries.err != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-race", "-o", filepath.Join(binaries.dir, "proxy"), ".").CombinedOutput()
+		if err != nil {
+			binaries.err = fmt.Errorf("build proxy: %v\n%s", err, out)
+		}
+	})
+	if binaries.err != nil {
+		t.Fatal(binaries.err)
+	}
+	return filepath.Join(binaries.dir, "proxy")
+}
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "proxy-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	for _, pkg := range []string{"proxy", "migrate"} {
-		cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(dir, pkg), "../"+pkg)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg, err)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	if binaries.dir != "" {
+		os.RemoveAll(binaries.dir)
+	}
 	os.Exit(code)
 }
 
@@ -61,13 +77,14 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// proc is a running proxy binary.
+// proc is a running proxy: run called in process, or the binary.
 type proc struct {
-	cmd    *exec.Cmd
 	addr   string // http://127.0.0.1:port
 	output *syncBuffer
 	done   chan struct{}
-	err    error
+	err    error              // run's error, or the binary's exit
+	cancel context.CancelFunc // in process: what SIGTERM does to the binary
+	cmd    *exec.Cmd          // the binary; nil in process
 }
 
 // baseEnv is the environment every test proxy starts from: the test's own
@@ -85,13 +102,43 @@ func baseEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// startProxy runs the proxy binary with env (KEY=value) on a free port and
-// waits until it logs its address. It is stopped with SIGTERM at cleanup.
+// proxyEnv is the environment of a test proxy on a free port: baseEnv with
+// env (KEY=value) on top.
+func proxyEnv(env []string) []string {
+	return baseEnv(append([]string{"LISTEN_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "DRAIN_DELAY=0s"}, env...)...)
+}
+
+// startProxy calls run in process with env (KEY=value) on a free port and
+// waits until it logs its address. Without DATABASE_URL its SQLite database
+// is dir/var/db/proxy.db, where the binary started in dir would put it.
+// Cancelling run's context, as SIGTERM does for the binary, stops it at
+// cleanup.
 func startProxy(t *testing.T, dir string, env ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "proxy"))
+	vars := map[string]string{"DATABASE_URL": "sqlite:///" + filepath.Join(dir, "var", "db", "proxy.db")}
+	for _, kv := range proxyEnv(env) {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{output: &syncBuffer{}, done: make(chan struct{}), cancel: cancel}
+	pr, pw := io.Pipe()
+	go func() {
+		p.err = run(ctx, nil, func(k string) string { return vars[k] }, p.output, pw)
+		pw.Close()
+		close(p.done)
+	}()
+	return p.awaitAddr(t, pr)
+}
+
+// startBinary runs the proxy binary in dir with env (KEY=value) on a free
+// port and waits until it logs its address. It is stopped with SIGTERM at
+// cleanup.
+func startBinary(t *testing.T, dir string, env ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(proxyBinary(t))
 	cmd.Dir = dir
-	cmd.Env = baseEnv(append([]string{"LISTEN_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "DRAIN_DELAY=0s"}, env...)...)
+	cmd.Env = proxyEnv(env)
 	pr, pw := io.Pipe()
 	p := &proc{cmd: cmd, output: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.output
@@ -99,9 +146,21 @@ func startProxy(t *testing.T, dir string, env ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start proxy: %v", err)
 	}
+	go func() {
+		p.err = cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	return p.awaitAddr(t, pr)
+}
+
+// awaitAddr copies the log lines from logs into the output and returns p
+// once the "listening" line names its address.
+func (p *proc) awaitAddr(t *testing.T, logs io.Reader) *proc {
+	t.Helper()
 	addrCh := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(pr)
+		sc := bufio.NewScanner(logs)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
@@ -114,11 +173,8 @@ func startProxy(t *testing.T, dir string, env ...string) *proc {
 				addrCh <- rec.Addr
 			}
 		}
-	}()
-	go func() {
-		p.err = cmd.Wait()
-		pw.Close()
-		close(p.done)
+		// Drain what a binary writes after its pipe reader gave up.
+		_, _ = io.Copy(io.Discard, logs)
 	}()
 	t.Cleanup(func() { p.stop(t) })
 	select {
@@ -132,7 +188,20 @@ func startProxy(t *testing.T, dir string, env ...string) *proc {
 	return p
 }
 
-// stop sends SIGTERM and waits for the process to exit.
+// terminate asks the proxy to drain and stop: SIGTERM to the binary, the
+// cancelled context SIGTERM becomes in main to run in process.
+func (p *proc) terminate(t *testing.T) {
+	t.Helper()
+	if p.cmd == nil {
+		p.cancel()
+		return
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stop terminates the proxy and waits for it to exit.
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
 	select {
@@ -140,19 +209,24 @@ func (p *proc) stop(t *testing.T) {
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.terminate(t)
 	select {
 	case <-p.done:
 	case <-time.After(60 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+		if p.cmd != nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
 		t.Errorf("proxy did not stop within 60s after SIGTERM:\n%s", p.output.String())
 	}
 }
 
-// exitCode waits for the process and returns its exit status.
+// exitCode waits for the proxy and returns its exit status.
 func (p *proc) exitCode() int {
 	<-p.done
+	if p.cmd == nil {
+		return config.ExitStatus(p.err)
+	}
 	var ee *exec.ExitError
 	if errors.As(p.err, &ee) {
 		return ee.ExitCode()
@@ -160,13 +234,13 @@ func (p *proc) exitCode() int {
 	return 0
 }
 
-// runBinary runs proxy or migrate to completion and returns its exit status
+// runBinary runs the proxy binary to completion and returns its exit status
 // and combined output.
-func runBinary(t *testing.T, dir, name string, env []string, args ...string) (int, string) {
+func runBinary(t *testing.T, dir string, env []string, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
+	cmd := exec.CommandContext(ctx, proxyBinary(t), args...)
 	cmd.Dir = dir
 	cmd.Env = baseEnv(env...)
 	out, err := cmd.CombinedOutput()
@@ -177,7 +251,7 @@ func runBinary(t *testing.T, dir, name string, env []string, args ...string) (in
 	case errors.As(err, &ee):
 		return ee.ExitCode(), string(out)
 	default:
-		t.Fatalf("run %s %v: %v\n%s", name, args, err, out)
+		t.Fatalf("run proxy %v: %v\n%s", args, err, out)
 		return -1, ""
 	}
 }
@@ -230,5 +304,24 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// migrateDB applies all migrations (steps 0) or rolls back steps of them
+// on the database at dsn, as the migrate binary would.
+func migrateDB(t *testing.T, dsn string, down int) {
+	t.Helper()
+	m, err := schema.New(t.Context(), schema.DriverPostgres, dsn, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if down > 0 {
+		err = m.Down(t.Context(), down)
+	} else {
+		err = m.Up(t.Context())
+	}
+	if err != nil {
+		t.Fatalf("migrate (down %d): %v", down, err)
 	}
 }

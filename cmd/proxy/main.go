@@ -1,6 +1,6 @@
 // Command proxy is the LLM Proxy server (SPEC §1): `proxy [flags]` serves
-// the gateway; `proxy project|token ...` manages projects and tokens
-// directly on the configured database.
+// the gateway; `proxy project|token ...` manage projects and tokens
+// directly on the configured database (package cli).
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "proxy:", err)

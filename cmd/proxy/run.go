@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -11,16 +12,19 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/cli"
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/httpapi"
 	"github.com/llmproxy/llm-proxy/internal/manage"
@@ -35,33 +39,106 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/usage"
 )
 
-// run is the whole program: it returns when ctx is cancelled (SIGTERM) and
-// the shutdown sequence of SPEC §6.4 has finished, or on a start-up error.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && (args[0] == "project" || args[0] == "token") {
-		return runCLI(ctx, args, stdout, stderr)
+const serverUsage = `proxy is the LLM Proxy gateway: an OpenAI- and Anthropic-compatible
+endpoint that authenticates tokens, applies limits and records usage.
+
+Usage:
+  proxy [flags]              serve the gateway until Ctrl-C or SIGTERM, then drain
+  proxy project <command>    create and list projects on the configured database
+  proxy token <command>      create, revoke and list tokens on the configured database
+  proxy help [command]       print this help, or a command's
+
+`
+
+// run is the whole program: it serves until ctx is cancelled (SIGTERM) and
+// the shutdown sequence of SPEC §6.4 has finished, or returns a start-up
+// error; or it runs one command. getenv is the program's environment; help
+// goes to stdout, logs to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "help":
+			return help(stdout, args[1:], getenv)
+		case "project", "token":
+			return runCLI(ctx, args, getenv, stdout, stderr)
+		}
 	}
-	cfg, rest, err := config.LoadWith("proxy", args, stderr, config.Options{RequireEncryptionKey: true})
+	var flags bytes.Buffer
+	cfg, rest, err := config.LoadWith("proxy", args, &flags, config.Options{RequireEncryptionKey: true, Getenv: getenv})
 	if errors.Is(err, flag.ErrHelp) {
-		return nil
+		_, err := io.WriteString(stdout, serverUsage+flags.String())
+		return err
 	}
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
-		return usageError{Msg: fmt.Sprintf("unexpected argument %q (commands: project, token; see --help)", rest[0])}
+		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], strings.Join(cli.Commands, ", "))}
 	}
 	logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, logger)
+	return serve(ctx, cfg, getenv, logger)
+}
+
+// help writes the usage of the server (no topic) or of one command.
+func help(w io.Writer, topic []string, getenv func(string) string) error {
+	switch {
+	case len(topic) == 0:
+		var flags bytes.Buffer
+		_, _, err := config.LoadWith("proxy", []string{"--help"}, &flags, config.Options{Getenv: getenv})
+		if !errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		_, err = io.WriteString(w, serverUsage+flags.String())
+		return err
+	case len(topic) == 1 && slices.Contains(cli.Commands, topic[0]):
+		return cli.Usage(w, topic[0])
+	default:
+		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), strings.Join(cli.Commands, ", "))}
+	}
+}
+
+// runCLI runs a project or token command on the configured database.
+func runCLI(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	err := cli.Run(ctx, args, cli.Options{Stdout: stdout, Stderr: stderr, Getenv: getenv,
+		Open: func(ctx context.Context) (cli.Backend, error) {
+			cfg, _, err := config.LoadWith("proxy", nil, io.Discard, config.Options{Getenv: getenv})
+			if err != nil {
+				return cli.Backend{}, err
+			}
+			logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+			if err != nil {
+				return cli.Backend{}, err
+			}
+			st, err := openStore(ctx, cfg, logger, nil)
+			if errors.Is(err, sqlite.ErrInUse) {
+				return cli.Backend{}, fmt.Errorf("database %s is in use by a running proxy server: stop the server first, "+
+					"or make this change through its management API (/manage with MANAGEMENT_TOKEN)", cfg.Database.Masked())
+			}
+			if err != nil {
+				return cli.Backend{}, err
+			}
+			cipher, err := loadCipher(cfg, logger)
+			if err != nil {
+				st.Close()
+				return cli.Backend{}, err
+			}
+			return cli.Backend{Store: st, Cipher: cipher, Logger: logger}, nil
+		},
+	})
+	var ue cli.UsageError
+	if errors.As(err, &ue) {
+		return usageError{Msg: ue.Msg}
+	}
+	return err
 }
 
 // serve wires the components, serves until ctx ends, then drains.
-func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, logger *slog.Logger) error {
 	logger.Info("starting", "database", cfg.Database.Masked(), "listen_addr", cfg.ListenAddr)
-	tp, stopTracing, err := setupTracing(ctx, logger)
+	tp, stopTracing, err := setupTracing(ctx, getenv, logger)
 	if err != nil {
 		return err
 	}
@@ -100,7 +177,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Limit: cfg.AuthFailureLimit, Redis: sh.redis, KeyPrefix: cfg.RedisKeyPrefix + "authfail:",
 		RedisTimeout: cfg.RedisTimeout, Breaker: sh.breaker, Logger: logger,
 	})
-	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(os.Getenv)})
+	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(getenv)})
 	defer forwarder.Close()
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
@@ -193,8 +270,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 // variables ask for one (SPEC §8) and installs it as the OTel global, the
 // program's one global. tp is nil when tracing is off; stop flushes
 // pending spans and is called last, after the usage flush.
-func setupTracing(ctx context.Context, logger *slog.Logger) (tp trace.TracerProvider, stop func(), err error) {
-	tp, shutdown, err := telemetry.SetupTracing(ctx, "llm-proxy", os.Getenv, logger)
+func setupTracing(ctx context.Context, getenv func(string) string, logger *slog.Logger) (tp trace.TracerProvider, stop func(), err error) {
+	tp, shutdown, err := telemetry.SetupTracing(ctx, "llm-proxy", getenv, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -336,13 +413,25 @@ func loadCipher(cfg *config.Config, logger *slog.Logger) (*secret.Cipher, error)
 }
 
 // egressProxy returns net/http's standard choice of egress proxy
-// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) for upstream URLs, or nil when none
-// of those variables is set, so that every upstream is reached directly.
+// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, upper or lower case) for upstream
+// URLs, read through getenv, or nil when neither proxy variable is set, so
+// that every upstream is reached directly.
 func egressProxy(getenv func(string) string) func(*url.URL) (*url.URL, error) {
-	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
-		if getenv(k) != "" {
-			return func(u *url.URL) (*url.URL, error) { return http.ProxyFromEnvironment(&http.Request{URL: u}) }
+	first := func(keys ...string) string {
+		for _, k := range keys {
+			if v := getenv(k); v != "" {
+				return v
+			}
 		}
+		return ""
 	}
-	return nil
+	c := httpproxy.Config{
+		HTTPProxy:  first("HTTP_PROXY", "http_proxy"),
+		HTTPSProxy: first("HTTPS_PROXY", "https_proxy"),
+		NoProxy:    first("NO_PROXY", "no_proxy"),
+	}
+	if c.HTTPProxy == "" && c.HTTPSProxy == "" {
+		return nil
+	}
+	return c.ProxyFunc()
 }

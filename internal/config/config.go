@@ -1,5 +1,5 @@
 // Package config builds the one Config value both binaries run with, from
-// command-line flags > environment (envconfig) > YAML file (--config /
+// command-line flags > environment (Options.Getenv) > YAML file (--config /
 // CONFIG_FILE, with ${VAR} and ${VAR:-default} expansion) > defaults.
 //
 // Every setting is validated in one pass; each problem names the env var,
@@ -15,11 +15,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/kelseyhightower/envconfig"
 )
 
 // Config is the complete, validated configuration of a binary.
@@ -82,6 +82,13 @@ type Options struct {
 	// RequireEncryptionKey makes ENCRYPTION_KEY mandatory when the database
 	// is PostgreSQL (the proxy needs it; the migrate tool does not).
 	RequireEncryptionKey bool
+	// Getenv reads the environment, including the ${VAR} references of the
+	// YAML file; an unset variable reads as "". nil reads the process
+	// environment (os.Getenv); binaries pass theirs from main.
+	Getenv func(string) string
+	// Settings lists, by environment variable name, the settings the binary
+	// uses: only those get a flag and appear in --help. nil means all.
+	Settings []string
 }
 
 // Load builds the Config from defaults < YAML file < environment < flags,
@@ -100,17 +107,21 @@ func Load(name string, args []string, usage io.Writer) (*Config, []string, error
 func LoadWith(name string, args []string, usage io.Writer, opts Options) (*Config, []string, error) {
 	table := fields()
 	p := &parser{}
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
 
 	var flagged settings
-	fs, positional, err := parseFlags(name, args, table, &flagged, opts.Flags, p)
+	fs, positional, err := parseFlags(name, args, shown(table, opts.Settings), &flagged, opts.Flags, p)
 	if errors.Is(err, flag.ErrHelp) {
-		writeUsage(usage, name, fs, table)
+		writeUsage(usage, fs, shown(table, opts.Settings))
 		return nil, nil, flag.ErrHelp
 	}
 
 	var env settings
-	if err := envconfig.Process("", &env); err != nil {
-		return nil, nil, fmt.Errorf("read environment: %w", err)
+	for _, f := range table {
+		env.at(f).text = getenv(f.env)
 	}
 
 	var file settings
@@ -123,7 +134,7 @@ func LoadWith(name string, args []string, usage io.Writer, opts Options) (*Confi
 		if flagged.ConfigFile.set {
 			src = "--config"
 		}
-		readFile(path, src, table, &file, p)
+		readFile(path, src, table, &file, getenv, p)
 	}
 
 	var s settings
@@ -147,6 +158,20 @@ func LoadWith(name string, args []string, usage io.Writer, opts Options) (*Confi
 		return nil, nil, &Error{Problems: p.problems}
 	}
 	return c, positional, nil
+}
+
+// shown returns the fields named in only, all of them when only is nil.
+func shown(table []field, only []string) []field {
+	if only == nil {
+		return table
+	}
+	var out []field
+	for _, f := range table {
+		if slices.Contains(only, f.env) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // build parses and checks every merged setting.

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"flag"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -362,7 +363,7 @@ func TestYAMLExpansion(t *testing.T) {
 }
 
 func TestExpandKeepsDollarToken(t *testing.T) {
-	lookup := func(k string) (string, bool) { v, ok := map[string]string{"A": "x"}[k]; return v, ok }
+	lookup := func(k string) string { return map[string]string{"A": "x"}[k] }
 	tests := map[string]string{
 		"${A}":         "x",
 		"${A:-d}":      "x",
@@ -689,10 +690,55 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) || c != nil {
 		t.Fatalf("Load -h = %v, %v; want nil, flag.ErrHelp", c, err)
 	}
-	for _, want := range []string{"Usage: migrate", "--database-url value", "DATABASE_URL", "default sqlite:///./var/db/proxy.db", "--database-echo[=true|false]\n", "--wait", "(default 1m0s)", "DB_DRIVER", "ENCRYPTION_KEY"} {
+	for _, want := range []string{"--database-url value", "DATABASE_URL", "default sqlite:///./var/db/proxy.db", "--database-echo[=true|false]\n", "--wait", "(default 1m0s)", "DB_DRIVER", "ENCRYPTION_KEY"} {
 		if !strings.Contains(usage.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, usage.String())
 		}
+	}
+}
+
+func TestHelpListsOnlyTheNamedSettings(t *testing.T) {
+	var usage bytes.Buffer
+	_, _, err := LoadWith("migrate", []string{"--help"}, &usage, Options{
+		Getenv:   func(string) string { return "" },
+		Settings: []string{"DATABASE_URL", "DB_DRIVER", "LOG_LEVEL"},
+	})
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"--database-url", "--log-level", "DB_DRIVER"} {
+		if !strings.Contains(usage.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, usage.String())
+		}
+	}
+	for _, unwanted := range []string{"--listen-addr", "--log-format", "MANAGEMENT_TOKEN", "DRAIN_DELAY", "DATABASE_POOL_SIZE"} {
+		if strings.Contains(usage.String(), unwanted) {
+			t.Errorf("usage lists %q:\n%s", unwanted, usage.String())
+		}
+	}
+	_, _, err = LoadWith("migrate", []string{"--listen-addr", ":1"}, io.Discard, Options{
+		Getenv: func(string) string { return "" }, Settings: []string{"DATABASE_URL"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "flag provided but not defined: -listen-addr") {
+		t.Fatalf("unlisted flag: %v", err)
+	}
+}
+
+func TestGetenvIsTheOnlyEnvironment(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("LISTEN_ADDR", ":1")
+	env := map[string]string{"LISTEN_ADDR": ":2", "PORT": "3"}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.yaml")
+	if err := os.WriteFile(file, []byte("management_token: t${PORT}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := LoadWith("proxy", []string{"--config", file}, io.Discard, Options{Getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenAddr != ":2" || c.ManagementToken != "t3" {
+		t.Fatalf("listen %q, token %q: want :2 and t3 from Getenv", c.ListenAddr, c.ManagementToken)
 	}
 }
 

@@ -15,10 +15,10 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 // expand replaces ${VAR} with the variable's value ("" when unset) and
 // ${VAR:-default} with the value, or default when the variable is unset or
 // empty. A bare $VAR is left alone, so "$" may appear in values.
-func expand(text string, lookup func(string) (string, bool)) string {
+func expand(text string, getenv func(string) string) string {
 	return envRef.ReplaceAllStringFunc(text, func(ref string) string {
 		m := envRef.FindStringSubmatch(ref)
-		v, _ := lookup(m[1])
+		v := getenv(m[1])
 		if v == "" && m[2] != "" {
 			return m[3]
 		}
@@ -29,14 +29,14 @@ func expand(text string, lookup func(string) (string, bool)) string {
 // readFile loads the YAML file at path into out. src names where the path
 // came from ("--config" or "CONFIG_FILE"). Unknown keys, non-scalar values
 // and syntax errors are problems.
-func readFile(path, src string, table []field, out *settings, p *parser) {
+func readFile(path, src string, table []field, out *settings, getenv func(string) string, p *parser) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		p.problems = append(p.problems, fmt.Sprintf("%s: read config file: %v", src, err))
 		return
 	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(expand(string(data), os.LookupEnv)), &doc); err != nil {
+	if err := yaml.Unmarshal([]byte(expand(string(data), getenv)), &doc); err != nil {
 		p.problems = append(p.problems, fmt.Sprintf("%s: config file %s is not valid YAML: %v", src, path, err))
 		return
 	}

@@ -77,10 +77,10 @@ func parseFlags(name string, args []string, table []field, out *settings, extra 
 
 // writeUsage prints every flag with its environment variable, YAML key and
 // default, then the settings without a flag. Secrets have no default, and
-// current values are never printed.
-func writeUsage(w io.Writer, name string, fs *flag.FlagSet, table []field) {
+// current values are never printed. The caller prints the synopsis first.
+func writeUsage(w io.Writer, fs *flag.FlagSet, table []field) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage: %s [flags]\n\nFlags (highest precedence; then environment, then the --config YAML file, then defaults):\n", name)
+	b.WriteString("Flags (highest precedence; then environment, then the --config YAML file, then defaults):\n")
 	known := map[string]bool{}
 	for _, f := range table {
 		if f.flag == "" {

@@ -16,17 +16,11 @@ type value struct {
 	secret string // "" shown, "url" shown masked, "true" never shown
 }
 
-// Decode lets envconfig fill a value as a leaf (not as a nested struct).
-func (v *value) Decode(s string) error {
-	v.text = s
-	return nil
-}
-
 // settings is the single source of truth for every setting: its env name
 // (envconfig tag), flag, YAML key, default, help text and whether it is a
 // secret. Load, the --help text and MarkdownTable are all derived from it.
 //
-// Tags: envconfig = env var; flag = command-line flag without dashes;
+// Tags: envconfig = env var (the tag keeps envconfig's name); flag = command-line flag without dashes;
 // key = dotted YAML path; def = default value; show = default as documented
 // when it is not a literal; doc = meaning; secret = never printed; bool = flag
 // takes no argument.

@@ -1,4 +1,10 @@
-package main
+// Package cli is the bootstrap command line of the proxy binary:
+// `proxy project ...` and `proxy token ...` work on the configured database
+// directly, so an operator can create the first project and token before
+// any MANAGEMENT_TOKEN exists. It has no auth cache of its own to
+// invalidate: a running server sees its changes when its cache entries
+// expire (AUTH_CACHE_TTL) or through invalidation broadcasts.
+package cli
 
 import (
 	"context"
@@ -8,38 +14,78 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
-	"github.com/llmproxy/llm-proxy/internal/telemetry"
 )
 
-// The bootstrap CLI: `proxy project ...` and `proxy token ...` work on the
-// configured database directly (same DATABASE_URL / CONFIG_FILE as the
-// server), so an operator can create the first project and token before
-// any MANAGEMENT_TOKEN exists. It has no auth cache of its own to
-// invalidate: a running server sees its changes when its cache entries
-// expire (AUTH_CACHE_TTL) or through invalidation broadcasts.
+// Commands lists the command names Run accepts as its first argument.
+var Commands = []string{"project", "token"}
 
-const cliUsage = `usage:
+const projectUsage = `Usage:
   proxy project create --name NAME [--provider openai|anthropic|azure] [--base-url URL]
                        --api-key-env VAR [--api-version V] [--rpm N] [--tpm N] [--json]
   proxy project list [--json]
+
+The upstream API key is read from the environment variable named by --api-key-env,
+never from a flag, so it does not show in the process list.
+`
+
+const tokenUsage = `Usage:
   proxy token create --project NAME_OR_ID [--ttl 24h] [--max-requests N] [--rpm N] [--tpm N]
                      [--label L] [--json]
   proxy token revoke ID [--json]
   proxy token list [--project NAME_OR_ID] [--json]
 
-The database comes from the usual configuration (DATABASE_URL, CONFIG_FILE, ...).
-The upstream API key is read from the environment variable named by --api-key-env,
-never from a flag, so it does not show in the process list.`
+The secret of a new token is printed once, by token create.
+`
+
+const commonUsage = `
+These commands open the database of the usual configuration (DATABASE_URL,
+CONFIG_FILE, ...) directly, so run them while no SQLite server holds it; on
+a running server use the management API (/manage) instead.
+"proxy %s <command> --help" lists a command's flags.
+`
+
+// Usage writes the help of command ("project" or "token") to w.
+func Usage(w io.Writer, command string) error {
+	text := projectUsage
+	if command == "token" {
+		text = tokenUsage
+	}
+	_, err := fmt.Fprintf(w, text+commonUsage, command)
+	return err
+}
+
+// UsageError is a command-line or validation mistake; its message names the
+// flag to fix.
+type UsageError struct{ Msg string }
+
+func (e UsageError) Error() string { return e.Msg }
+
+// Backend is what a command works on: the opened database, the cipher of
+// upstream keys and the logger.
+type Backend struct {
+	Store  store.Store
+	Cipher *secret.Cipher
+	Logger *slog.Logger
+}
+
+// Options are a command's surroundings.
+type Options struct {
+	Stdout, Stderr io.Writer
+	// Getenv reads the variable named by --api-key-env.
+	Getenv func(string) string
+	// Open opens the configured database; it is called only once the
+	// command line is valid, and Run closes the Store.
+	Open func(ctx context.Context) (Backend, error)
+}
 
 // cliActor is the audit actor of every CLI change.
 const cliActor = "cli"
@@ -69,14 +115,20 @@ func flagOf(field string) string {
 	}
 }
 
-// runCLI runs one project or token command (args[0] is "project" or
-// "token"). Command-line and validation mistakes are usageErrors naming the
-// flag; a token secret is written to stdout exactly once, by token create.
-func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) < 2 {
-		return usageError{Msg: cliUsage}
+// Run runs one project or token command (args[0] is "project" or "token").
+// Help (-h, --help, help) goes to stdout and returns nil. Command-line and
+// validation mistakes are UsageErrors naming the flag; a token secret is
+// written to stdout exactly once, by token create.
+func Run(ctx context.Context, args []string, opts Options) error {
+	if len(args) == 2 && (args[1] == "-h" || args[1] == "--help" || args[1] == "-help" || args[1] == "help") {
+		return Usage(opts.Stdout, args[0])
 	}
-	c := &cli{stdout: stdout, stderr: stderr, command: args[0] + " " + args[1]}
+	if len(args) < 2 {
+		var b strings.Builder
+		_ = Usage(&b, args[0])
+		return UsageError{Msg: fmt.Sprintf("proxy %s: missing command\n%s", args[0], b.String())}
+	}
+	c := &cli{opts: opts, command: args[0] + " " + args[1]}
 	var run func(context.Context, []string) error
 	switch c.command {
 	case "project create":
@@ -90,7 +142,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "token list":
 		run = c.tokenList
 	default:
-		return usageError{Msg: fmt.Sprintf("unknown command %q\n%s", c.command, cliUsage)}
+		return UsageError{Msg: fmt.Sprintf("unknown command %q (see: proxy %s --help)", c.command, args[0])}
 	}
 	err := run(ctx, args[2:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -98,23 +150,25 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var ve *manage.ValidationError
 	if errors.As(err, &ve) {
-		return usageError{Msg: flagOf(ve.Field) + ": " + ve.Message}
+		return UsageError{Msg: flagOf(ve.Field) + ": " + ve.Message}
 	}
 	return err
 }
 
-// cli holds one command's output, flags and, once opened, its Service.
+// cli holds one command's surroundings, flags and, once opened, its Service.
 type cli struct {
-	stdout, stderr io.Writer
-	command        string
-	json           bool
-	svc            *manage.Service
+	opts    Options
+	command string
+	json    bool
+	svc     *manage.Service
 }
 
 // flags returns the command's flag set with the common --json flag.
 func (c *cli) flags() *flag.FlagSet {
 	fs := flag.NewFlagSet("proxy "+c.command, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	// parse prints the help; other mistakes are returned, not printed.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	return fs
 }
@@ -126,9 +180,12 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, positional ...string) ([]st
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(c.opts.Stdout, "Usage of proxy %s:\n", c.command)
+				fs.SetOutput(c.opts.Stdout)
+				fs.PrintDefaults()
 				return nil, err
 			}
-			return nil, usageError{Msg: fmt.Sprintf("proxy %s: %v", c.command, err)}
+			return nil, UsageError{Msg: fmt.Sprintf("proxy %s: %v", c.command, err)}
 		}
 		if fs.NArg() == 0 {
 			break
@@ -141,37 +198,23 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, positional ...string) ([]st
 		if len(positional) > 0 {
 			want = strings.Join(positional, " ")
 		}
-		return nil, usageError{Msg: fmt.Sprintf("proxy %s: takes %s, got %d argument(s)", c.command, want, len(pos))}
+		return nil, UsageError{Msg: fmt.Sprintf("proxy %s: takes %s, got %d argument(s)", c.command, want, len(pos))}
 	}
 	return pos, nil
 }
 
-// open loads the configuration, opens the database (applying or checking
-// the schema as the server does) and builds the Service. The returned
-// function closes the database.
+// open opens the database and builds the Service. The returned function
+// closes the database.
 func (c *cli) open(ctx context.Context) (func(), error) {
-	cfg, _, err := config.Load("proxy", nil, c.stderr)
+	b, err := c.opts.Open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	logger, err := telemetry.NewLogger(c.stderr, cfg.LogFormat, cfg.LogLevel)
-	if err != nil {
-		return nil, err
-	}
-	st, err := openStore(ctx, cfg, logger, nil)
-	if err != nil {
-		return nil, err
-	}
-	cipher, err := loadCipher(cfg, logger)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	c.svc = manage.New(manage.Options{Store: st, Cipher: cipher, Logger: logger,
-		Auditor: &storeAuditor{ctx: context.WithoutCancel(ctx), st: st, logger: logger}})
+	c.svc = manage.New(manage.Options{Store: b.Store, Cipher: b.Cipher, Logger: b.Logger,
+		Auditor: &storeAuditor{ctx: context.WithoutCancel(ctx), st: b.Store, logger: b.Logger}})
 	return func() {
-		if err := st.Close(); err != nil {
-			logger.Warn("close database", "err", err)
+		if err := b.Store.Close(); err != nil {
+			b.Logger.Warn("close database", "err", err)
 		}
 	}, nil
 }
@@ -218,10 +261,10 @@ func (c *cli) projectCreate(ctx context.Context, args []string) error {
 		return err
 	}
 	if keyEnv == "" {
-		return usageError{Msg: "--api-key-env: required: the name of an environment variable holding the upstream API key"}
+		return UsageError{Msg: "--api-key-env: required: the name of an environment variable holding the upstream API key"}
 	}
-	if in.APIKey = os.Getenv(keyEnv); strings.TrimSpace(in.APIKey) == "" {
-		return usageError{Msg: fmt.Sprintf("--api-key-env: environment variable %s is unset or empty", keyEnv)}
+	if in.APIKey = c.opts.Getenv(keyEnv); strings.TrimSpace(in.APIKey) == "" {
+		return UsageError{Msg: fmt.Sprintf("--api-key-env: environment variable %s is unset or empty", keyEnv)}
 	}
 	closeDB, err := c.open(ctx)
 	if err != nil {
@@ -284,10 +327,10 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 		return err
 	}
 	if project == "" {
-		return usageError{Msg: "--project: required: the project's name or ID"}
+		return UsageError{Msg: "--project: required: the project's name or ID"}
 	}
 	if *ttl < manage.MinTokenTTL || *ttl > manage.MaxTokenTTL {
-		return usageError{Msg: "--ttl: must be between 1m and 8760h"}
+		return UsageError{Msg: "--ttl: must be between 1m and 8760h"}
 	}
 	in.MaxRequests = &maxReq
 	closeDB, err := c.open(ctx)
@@ -312,7 +355,7 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 	}
 	c.audit("token.create", projectID, tokenID, err)
 	if errors.Is(err, store.ErrNotFound) {
-		return usageError{Msg: fmt.Sprintf("--project: no project with ID or name %q", project)}
+		return UsageError{Msg: fmt.Sprintf("--project: no project with ID or name %q", project)}
 	}
 	if err != nil {
 		return err
@@ -321,10 +364,10 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 	if c.json {
 		return c.printJSON(v)
 	}
-	fmt.Fprintf(c.stdout, "token:        %s\n", v.Token)
-	fmt.Fprintf(c.stdout, "id:           %s\nproject:      %s (%s)\nexpires_at:   %s\nmax_requests: %s\n",
+	fmt.Fprintf(c.opts.Stdout, "token:        %s\n", v.Token)
+	fmt.Fprintf(c.opts.Stdout, "id:           %s\nproject:      %s (%s)\nexpires_at:   %s\nmax_requests: %s\n",
 		v.ID, p.Name, v.ProjectID, v.ExpiresAt.Format(time.RFC3339), limitText(v.MaxRequests))
-	fmt.Fprintln(c.stderr, "Store the token now: it is not shown again.")
+	fmt.Fprintln(c.opts.Stderr, "Store the token now: it is not shown again.")
 	return nil
 }
 
@@ -353,7 +396,7 @@ func (c *cli) tokenRevoke(ctx context.Context, args []string) error {
 	if c.json {
 		return c.printJSON(manage.NewTokenView(t))
 	}
-	fmt.Fprintf(c.stdout, "revoked token %s (%s)\n", t.ID, t.Prefix)
+	fmt.Fprintf(c.opts.Stdout, "revoked token %s (%s)\n", t.ID, t.Prefix)
 	return nil
 }
 
@@ -372,7 +415,7 @@ func (c *cli) tokenList(ctx context.Context, args []string) error {
 	if *project != "" {
 		p, err := c.svc.FindProject(ctx, *project)
 		if errors.Is(err, store.ErrNotFound) {
-			return usageError{Msg: fmt.Sprintf("--project: no project with ID or name %q", *project)}
+			return UsageError{Msg: fmt.Sprintf("--project: no project with ID or name %q", *project)}
 		}
 		if err != nil {
 			return err
@@ -398,7 +441,7 @@ func (c *cli) tokenList(ctx context.Context, args []string) error {
 	if c.json {
 		return c.printJSON(orEmpty(views))
 	}
-	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(c.opts.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tPROJECT\tPREFIX\tLABEL\tEXPIRES\tACTIVE\tREQUESTS\tMAX")
 	for _, t := range views {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%s\n", t.ID, t.ProjectID, t.Prefix, t.Label,
@@ -425,7 +468,7 @@ func (c *cli) printProjects(views ...manage.ProjectView) error {
 		}
 		return c.printJSON(orEmpty(views))
 	}
-	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(c.opts.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tNAME\tPROVIDER\tBASE_URL\tAPI_KEY\tACTIVE\tRPM\tTPM")
 	for _, p := range views {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%d\n", p.ID, p.Name, p.Provider, p.BaseURL,
@@ -435,7 +478,7 @@ func (c *cli) printProjects(views ...manage.ProjectView) error {
 }
 
 func (c *cli) printJSON(v any) error {
-	enc := json.NewEncoder(c.stdout)
+	enc := json.NewEncoder(c.opts.Stdout)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write output: %w", err)
