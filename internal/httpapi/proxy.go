@@ -279,7 +279,7 @@ func (s *Server) admit(ctx context.Context, p *auth.Principal, limits []ratelimi
 	if cq, ok := s.d.Quota.(combinedQuota); ok && p.Token.MaxRequests != nil {
 		d, err := cq.ConsumeWith(ctx, &p.Token, limits...)
 		if err != nil {
-			return s.quotaError(p, err)
+			return s.quotaError(err)
 		}
 		if err := s.rateResult(d, nil); err != nil {
 			return err
@@ -335,18 +335,17 @@ func (s *Server) countQuota(ctx context.Context, p *auth.Principal, now time.Tim
 		return nil
 	}
 	if err := s.d.Quota.Consume(ctx, &p.Token); err != nil {
-		return s.quotaError(p, err)
+		return s.quotaError(err)
 	}
 	s.rateDecision("quota", "allowed")
 	return nil
 }
 
 // quotaError turns a quota counter's error into a request error.
-func (s *Server) quotaError(p *auth.Principal, err error) error {
+func (s *Server) quotaError(err error) error {
 	if errors.Is(err, store.ErrQuotaExceeded) {
 		s.rateDecision("quota", "limited")
-		return &Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded",
-			Message: "the token's request quota (max_requests) is used up", RetryAfter: time.Until(p.Token.ExpiresAt), Err: err}
+		return err // errorTable: 429 insufficient_quota, final
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "quota_unavailable",
 		Message: "the request quota cannot be checked right now; retry shortly", RetryAfter: time.Second, Err: err}

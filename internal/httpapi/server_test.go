@@ -168,7 +168,7 @@ func TestErrorMapping(t *testing.T) {
 		{auth.ErrProjectInactive, 403, "project_inactive"},
 		{fmt.Errorf("get: %w", store.ErrNotFound), 404, "not_found"},
 		{store.ErrConflict, 409, "conflict"},
-		{store.ErrQuotaExceeded, 429, "quota_exceeded"},
+		{fmt.Errorf("consume quota: %w", store.ErrQuotaExceeded), 429, "insufficient_quota"},
 		{store.ErrPoolExhausted, 503, "database_busy"},
 		{&proxy.Error{Status: 502, Msg: "upstream unreachable"}, 502, "upstream_unreachable"},
 		{&proxy.Error{Status: 504, Msg: "upstream timed out"}, 504, "upstream_timeout"},
@@ -195,6 +195,31 @@ func TestRetryAfterIsWholeSecondsRoundedUp(t *testing.T) {
 	s.ServeHTTP(rec, httptest.NewRequest("GET", "/limited", nil))
 	if rec.Code != 429 || rec.Header().Get("Retry-After") != "2" {
 		t.Errorf("status %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}
+
+// A spent max_requests quota never comes back, so the answer must not
+// invite the SDKs' automatic retries; a rate limit must.
+func TestRetryHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		err         error
+		retryAfter  string
+		shouldRetry string
+	}{
+		{"quota used up", fmt.Errorf("consume quota: %w", store.ErrQuotaExceeded), "", "false"},
+		{"rate limited", &Error{Status: 429, Type: "rate_limit_error", Code: "rate_limited", Message: "slow down", RetryAfter: 3 * time.Second}, "3", ""},
+	} {
+		s := New(Deps{})
+		s.e.GET("/err", func(echo.Context) error { return tc.err })
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/err", nil))
+		if got := rec.Header().Get("Retry-After"); got != tc.retryAfter {
+			t.Errorf("%s: Retry-After %q, want %q", tc.name, got, tc.retryAfter)
+		}
+		if got := rec.Header().Get("X-Should-Retry"); got != tc.shouldRetry {
+			t.Errorf("%s: x-should-retry %q, want %q", tc.name, got, tc.shouldRetry)
+		}
 	}
 }
 
