@@ -109,8 +109,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Database:  st,
 		Auth:      authn,
 		Failures:  failures,
-		Limiter:   sh.limiter,
-		Quota:     sh.quota,
+		Admission: sh.admission,
 		Forwarder: forwarder,
 		Recorder:  recorder,
 		Manager: manage.New(manage.Options{
