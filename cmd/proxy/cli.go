@@ -17,6 +17,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
 )
@@ -211,7 +212,7 @@ func (c *cli) projectCreate(ctx context.Context, args []string) error {
 	fs.StringVar(&in.Provider, "provider", "openai", "openai, anthropic or azure")
 	fs.StringVar(&in.BaseURL, "base-url", "", "upstream API root (default: the provider's; required for azure)")
 	fs.StringVar(&keyEnv, "api-key-env", "", "name of the environment variable holding the upstream API key")
-	fs.StringVar(&in.APIVersion, "api-version", "", "Azure API version (default "+manage.DefaultAzureAPIVersion+")")
+	fs.StringVar(&in.APIVersion, "api-version", "", "Azure API version (default "+proxy.DefaultAPIVersion+")")
 	fs.IntVar(&in.RPMLimit, "rpm", 0, "requests per minute for the whole project (0: unlimited)")
 	fs.IntVar(&in.TPMLimit, "tpm", 0, "tokens per minute for the whole project (0: unlimited)")
 	if _, err := c.parse(fs, args); err != nil {
