@@ -263,8 +263,8 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger, tra
 	)
 	switch db.Driver {
 	case schema.DriverSQLite:
-		if db.PoolSettingsSet {
-			logger.Info("database pool settings are ignored for SQLite")
+		if len(db.PoolSettings) > 0 {
+			logger.Warn("database pool settings are ignored for SQLite", "settings", db.PoolSettings)
 		}
 		s, err := sqlite.Open(ctx, sqlite.Options{Path: db.Path, Echo: db.Echo, Logger: logger})
 		if err != nil {

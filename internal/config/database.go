@@ -17,20 +17,27 @@ type Database struct {
 	// (postgresql:// and postgresql+asyncpg:// rewritten, ssl=X turned into
 	// sslmode=X, ?host= unix sockets kept); for SQLite "sqlite:///<Path>".
 	// It may hold a password: print Masked(), never URL.
-	URL             string
-	Path            string        // SQLite only: file path as given (relative or absolute) or ":memory:"
-	PoolSize        int           // DATABASE_POOL_SIZE, 1..100, default 5
-	MaxOverflow     int           // DATABASE_MAX_OVERFLOW, 0..100, default 10
-	PoolTimeout     time.Duration // DATABASE_POOL_TIMEOUT, > 0, default 30s
-	MaxIdleConns    int           // DATABASE_MAX_IDLE_CONNS, 0..PoolSize+MaxOverflow, default PoolSize
+	URL         string
+	Path        string        // SQLite only: file path as given (relative or absolute) or ":memory:"
+	PoolSize    int           // DATABASE_POOL_SIZE, 1..100, default 5
+	MaxOverflow int           // DATABASE_MAX_OVERFLOW, 0..100, default 10
+	PoolTimeout time.Duration // DATABASE_POOL_TIMEOUT, > 0, default 30s
+	// MaxIdleConns (DATABASE_MAX_IDLE_CONNS, 0..PoolSize+MaxOverflow,
+	// default PoolSize) is how many connections stay open while the
+	// database is idle: pgxpool's MinConns, opened at start-up and kept;
+	// connections above it close after a minute unused. pgxpool's
+	// MinIdleConns is not it: it keeps that many idle beside the busy ones,
+	// opening more under load, and idle trimming ignores it.
+	MaxIdleConns    int
 	ConnMaxLifetime time.Duration // DATABASE_CONN_MAX_LIFETIME, > 0, default 1h
 	Echo            bool          // DATABASE_ECHO: log every SQL statement (no argument values)
 	EchoPool        bool          // DATABASE_ECHO_POOL: log pool events
 	AutoMigrate     bool          // DATABASE_AUTO_MIGRATE, default true
-	// PoolSettingsSet reports that a pool setting (pool size, max overflow,
-	// pool timeout, max idle conns, conn max lifetime) was given explicitly,
-	// so a SQLite deployment can warn once that they are ignored.
-	PoolSettingsSet bool
+	// PoolSettings names the pool settings given explicitly (pool size, max
+	// overflow, pool timeout, max idle conns, conn max lifetime, echo
+	// pool), so a SQLite deployment, which has no such pool, can warn once
+	// that they are ignored.
+	PoolSettings []string
 }
 
 // Masked returns the URL with any password replaced by "***".
@@ -269,16 +276,21 @@ func buildDatabase(s *settings, p *parser) Database {
 	d.MaxIdleConns = d.PoolSize
 	if s.DatabaseMaxIdleConns.set {
 		d.MaxIdleConns = p.integer(s.DatabaseMaxIdleConns, 0, 200)
-		if d.PoolSize > 0 && d.MaxOverflow >= 0 && d.MaxIdleConns > d.PoolSize+d.MaxOverflow {
-			p.add(s.DatabaseMaxIdleConns, fmt.Sprintf("must not exceed pool size + max overflow (%d)", d.PoolSize+d.MaxOverflow))
+		if most := d.PoolSize + d.MaxOverflow; d.PoolSize > 0 && d.MaxOverflow >= 0 && d.MaxIdleConns > most {
+			p.add(s.DatabaseMaxIdleConns, fmt.Sprintf("must not exceed DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW = %d, "+
+				"the most connections the pool opens", most))
 		}
 	}
 	d.ConnMaxLifetime = p.duration(s.DatabaseConnMaxLifetime)
 	d.Echo = p.boolean(s.DatabaseEcho)
 	d.EchoPool = p.boolean(s.DatabaseEchoPool)
 	d.AutoMigrate = p.boolean(s.DatabaseAutoMigrate)
-	d.PoolSettingsSet = s.DatabasePoolSize.set || s.DatabaseMaxOverflow.set || s.DatabasePoolTimeout.set ||
-		s.DatabaseMaxIdleConns.set || s.DatabaseConnMaxLifetime.set
+	for _, v := range []value{s.DatabasePoolSize, s.DatabaseMaxOverflow, s.DatabasePoolTimeout,
+		s.DatabaseMaxIdleConns, s.DatabaseConnMaxLifetime, s.DatabaseEchoPool} {
+		if v.set {
+			d.PoolSettings = append(d.PoolSettings, v.from)
+		}
+	}
 	return d
 }
 
