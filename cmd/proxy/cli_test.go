@@ -12,6 +12,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
@@ -77,7 +78,7 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("project create --json: %v\n%s", err, out)
 	}
-	if p.Name != "team-a" || p.Provider != "openai" || p.BaseURL != manage.DefaultOpenAIBaseURL || p.RPMLimit != 30 || p.APIKeyMasked != "sk-...6789" {
+	if p.Name != "team-a" || p.Provider != "openai" || p.BaseURL != proxy.DefaultBaseURL(store.ProviderOpenAI) || p.RPMLimit != 30 || p.APIKeyMasked != "sk-...6789" {
 		t.Fatalf("project = %+v", p)
 	}
 	cipher, err := secret.NewCipher(key)

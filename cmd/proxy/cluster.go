@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/breaker"
 	"github.com/llmproxy/llm-proxy/internal/config"
@@ -31,24 +32,23 @@ import (
 // there is no Redis.
 const pgNotifyChannel = "llmproxy_invalidate"
 
-// shared is what replicas coordinate through (SPEC §7): the rate limiter,
-// the max_requests counter and the cache-invalidation bus, picked from the
-// configuration:
+// shared is what replicas coordinate through (SPEC §7): the admission
+// (rate limits and the max_requests counter) and the cache-invalidation
+// bus, picked from the configuration:
 //
-//	SQLite                 in-process limiter and counter, local invalidation
-//	PostgreSQL, no Redis   per-replica limiter, counter in the database, LISTEN/NOTIFY
-//	PostgreSQL + Redis     Redis limiter and counter, Redis pub/sub
+//	SQLite                 Split: in-process limiter and counter; local invalidation
+//	PostgreSQL, no Redis   Split: per-replica limiter, counter in the database; LISTEN/NOTIFY
+//	PostgreSQL + Redis     Combined: limiter and counter in one Redis script; Redis pub/sub
 //
 // and the readiness checks of what they share besides the database itself
 // (which /readyz pings on its own): the schema and Redis.
 type shared struct {
-	limiter ratelimit.Limiter
-	quota   httpapi.QuotaCounter
-	bus     *invalidate.Bus
-	checks  []httpapi.ReadyCheck
-	probe   *schema.Probe
-	redis   *redis.Client    // nil without REDIS_URL
-	breaker *breaker.Breaker // Redis's circuit breaker; nil without REDIS_URL
+	admission httpapi.Admission
+	bus       *invalidate.Bus
+	checks    []httpapi.ReadyCheck
+	probe     *schema.Probe
+	redis     *redis.Client    // nil without REDIS_URL
+	breaker   *breaker.Breaker // Redis's circuit breaker; nil without REDIS_URL
 	// flush, when set, writes the limiter's deferred adjustments in the
 	// background until its context ends.
 	flush func(context.Context) error
@@ -80,15 +80,15 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 		}
 	}()
 	if cfg.RedisURL == "" {
-		sh := &shared{limiter: ratelimit.NewMemory(), probe: probe, checks: []httpapi.ReadyCheck{schemaCheck(probe)}}
+		sh := &shared{probe: probe, checks: []httpapi.ReadyCheck{schemaCheck(probe)}}
 		if pg, ok := st.(*postgres.DB); ok {
 			logger.Warn("REDIS_URL is not set with PostgreSQL: rate limits are per replica; " +
 				"max_requests is counted in the database and invalidations travel over LISTEN/NOTIFY")
-			sh.quota = quota.NewDB(st)
+			sh.admission = admission.NewSplit(ratelimit.NewMemory(), quota.NewDB(st, recorder), logger)
 			sh.bus = invalidate.NewPostgres(pg.Pool(), pgNotifyChannel, authn, logger)
 		} else {
 			mem := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: recorder})
-			sh.quota, sh.closeQuota = mem, mem.Close
+			sh.admission, sh.closeQuota = admission.NewSplit(ratelimit.NewMemory(), mem, logger), mem.Close
 			sh.bus = invalidate.NewLocal(authn)
 		}
 		return sh, nil
@@ -159,8 +159,8 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 		return s
 	})
 	sh := &shared{
-		limiter: limiter,
-		quota:   quota.NewRedis(quota.RedisOptions{Limiter: limiter, Store: st, Toucher: recorder, Logger: logger}),
+		admission: admission.NewCombined(limiter,
+			quota.NewRedis(quota.RedisOptions{Limiter: limiter, Store: st, Toucher: recorder, Logger: logger}), logger),
 		bus:     invalidate.NewRedis(client, cfg.RedisKeyPrefix+"invalidate", authn, logger),
 		probe:   probe,
 		redis:   client,

@@ -360,7 +360,7 @@ func TestMaxRequestsIsExactUnderConcurrency(t *testing.T) {
 				t.Errorf("ok=%d limited=%d other=%d, want exactly 100 ok and 156 limited", ok.Load(), limited.Load(), other.Load())
 			}
 			code, body := chat(t, g.p.addr, secret, "gpt-4o-mini")
-			if code != http.StatusTooManyRequests || errorCode(t, body) != "quota_exceeded" {
+			if code != http.StatusTooManyRequests || errorCode(t, body) != "insufficient_quota" {
 				t.Errorf("after the quota: %d %s", code, body)
 			}
 			if tc.name == "postgres+redis" {

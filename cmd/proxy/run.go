@@ -186,8 +186,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Database:  st,
 		Auth:      authn,
 		Failures:  failures,
-		Limiter:   sh.limiter,
-		Quota:     sh.quota,
+		Admission: sh.admission,
 		Forwarder: forwarder,
 		Recorder:  recorder,
 		Manager: manage.New(manage.Options{
@@ -341,8 +340,8 @@ func openStore(ctx context.Context, cfg *config.Config, logger *slog.Logger, tra
 	)
 	switch db.Driver {
 	case schema.DriverSQLite:
-		if db.PoolSettingsSet {
-			logger.Info("database pool settings are ignored for SQLite")
+		if len(db.PoolSettings) > 0 {
+			logger.Warn("database pool settings are ignored for SQLite", "settings", db.PoolSettings)
 		}
 		s, err := sqlite.Open(ctx, sqlite.Options{Path: db.Path, Echo: db.Echo, Logger: logger})
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
@@ -254,7 +255,7 @@ func (c *cli) projectCreate(ctx context.Context, args []string) error {
 	fs.StringVar(&in.Provider, "provider", "openai", "openai, anthropic or azure")
 	fs.StringVar(&in.BaseURL, "base-url", "", "upstream API root (default: the provider's; required for azure)")
 	fs.StringVar(&keyEnv, "api-key-env", "", "name of the environment variable holding the upstream API key")
-	fs.StringVar(&in.APIVersion, "api-version", "", "Azure API version (default "+manage.DefaultAzureAPIVersion+")")
+	fs.StringVar(&in.APIVersion, "api-version", "", "Azure API version (default "+proxy.DefaultAPIVersion+")")
 	fs.IntVar(&in.RPMLimit, "rpm", 0, "requests per minute for the whole project (0: unlimited)")
 	fs.IntVar(&in.TPMLimit, "tpm", 0, "tokens per minute for the whole project (0: unlimited)")
 	if _, err := c.parse(fs, args); err != nil {

@@ -5,6 +5,17 @@
 // Every setting is validated in one pass; each problem names the env var,
 // flag or YAML key to fix. Secrets (passwords in URLs, keys, tokens) never
 // appear in problems or in the --help text. Only cmd/* import this package.
+//
+// One table (the settings struct's tags) names each setting's env var,
+// flag, YAML key, default and meaning; the three sources are read into it
+// as text, merged by precedence, and decoded into typed fields once, by
+// build. The project once used envconfig for the environment, but it
+// decodes one source into types by itself: it stops at the first bad
+// value (here every problem is reported in one pass), cannot say whether a
+// value came from a flag, the environment or the file (here each problem
+// names the one to fix), and does not produce the flags, the --help text or
+// the README table the settings table does. Reading the environment is a
+// loop over the same table.
 package config
 
 import (

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,8 @@ func TestEverySettingFromEnv(t *testing.T) {
 			Driver: "postgres", URL: "postgres://app:pw@db:5432/llm?sslmode=require",
 			PoolSize: 20, MaxOverflow: 0, PoolTimeout: 7 * time.Second, MaxIdleConns: 3,
 			ConnMaxLifetime: 15 * time.Minute, Echo: true, EchoPool: true, AutoMigrate: false,
-			PoolSettingsSet: true,
+			PoolSettings: []string{"DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
+				"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "DATABASE_ECHO_POOL"},
 		},
 		ListenAddr:          "127.0.0.1:9000",
 		ManagementToken:     "mgmt-secret-token",
@@ -297,7 +299,9 @@ log:
 		Database: Database{
 			Driver: "postgres", URL: "postgres://u:p@/llm?host=/var/run/postgresql",
 			PoolSize: 8, MaxOverflow: 2, PoolTimeout: time.Minute, MaxIdleConns: 4,
-			ConnMaxLifetime: 2 * time.Hour, Echo: true, EchoPool: true, PoolSettingsSet: true,
+			ConnMaxLifetime: 2 * time.Hour, Echo: true, EchoPool: true,
+			PoolSettings: []string{"database.pool_size in " + path, "database.max_overflow in " + path, "database.pool_timeout in " + path,
+				"database.max_idle_conns in " + path, "database.conn_max_lifetime in " + path, "database.echo_pool in " + path},
 		},
 		ListenAddr:          ":7000",
 		ManagementToken:     "tok",
@@ -633,26 +637,30 @@ func TestDBDriverAndPath(t *testing.T) {
 	}
 }
 
-func TestPoolSettingsSet(t *testing.T) {
+// TestPoolSettings: every pool setting given explicitly, even at its
+// default, is named so that SQLite can say it ignores it, and by the
+// source that set it.
+func TestPoolSettings(t *testing.T) {
 	explicit := map[string]string{
 		"DATABASE_POOL_SIZE":         "5",
 		"DATABASE_MAX_OVERFLOW":      "10",
 		"DATABASE_POOL_TIMEOUT":      "30",
 		"DATABASE_MAX_IDLE_CONNS":    "5",
 		"DATABASE_CONN_MAX_LIFETIME": "1h",
+		"DATABASE_ECHO_POOL":         "false",
 	}
 	for env, v := range explicit {
 		clearEnv(t)
 		t.Setenv(env, v)
 		c, _ := mustLoad(t)
-		if !c.Database.PoolSettingsSet {
-			t.Errorf("%s=%s (the default, but explicit): PoolSettingsSet = false", env, v)
+		if !slices.Equal(c.Database.PoolSettings, []string{env}) {
+			t.Errorf("%s=%s (the default, but explicit): PoolSettings = %q", env, v, c.Database.PoolSettings)
 		}
 	}
 	clearEnv(t)
-	c, _ := mustLoad(t, "--database-echo")
-	if c.Database.PoolSettingsSet || !c.Database.Echo {
-		t.Errorf("only --database-echo: PoolSettingsSet %v Echo %v, want false true", c.Database.PoolSettingsSet, c.Database.Echo)
+	c, _ := mustLoad(t, "--database-echo", "--database-echo-pool")
+	if !slices.Equal(c.Database.PoolSettings, []string{"--database-echo-pool"}) || !c.Database.Echo {
+		t.Errorf("--database-echo --database-echo-pool: PoolSettings %q Echo %v, want [--database-echo-pool] true", c.Database.PoolSettings, c.Database.Echo)
 	}
 }
 

@@ -17,20 +17,27 @@ type Database struct {
 	// (postgresql:// and postgresql+asyncpg:// rewritten, ssl=X turned into
 	// sslmode=X, ?host= unix sockets kept); for SQLite "sqlite:///<Path>".
 	// It may hold a password: print Masked(), never URL.
-	URL             string
-	Path            string        // SQLite only: file path as given (relative or absolute) or ":memory:"
-	PoolSize        int           // DATABASE_POOL_SIZE, 1..100, default 5
-	MaxOverflow     int           // DATABASE_MAX_OVERFLOW, 0..100, default 10
-	PoolTimeout     time.Duration // DATABASE_POOL_TIMEOUT, > 0, default 30s
-	MaxIdleConns    int           // DATABASE_MAX_IDLE_CONNS, 0..PoolSize+MaxOverflow, default PoolSize
+	URL         string
+	Path        string        // SQLite only: file path as given (relative or absolute) or ":memory:"
+	PoolSize    int           // DATABASE_POOL_SIZE, 1..100, default 5
+	MaxOverflow int           // DATABASE_MAX_OVERFLOW, 0..100, default 10
+	PoolTimeout time.Duration // DATABASE_POOL_TIMEOUT, > 0, default 30s
+	// MaxIdleConns (DATABASE_MAX_IDLE_CONNS, 0..PoolSize+MaxOverflow,
+	// default PoolSize) is how many connections stay open while the
+	// database is idle: pgxpool's MinConns, opened at start-up and kept;
+	// connections above it close after a minute unused. pgxpool's
+	// MinIdleConns is not it: it keeps that many idle beside the busy ones,
+	// opening more under load, and idle trimming ignores it.
+	MaxIdleConns    int
 	ConnMaxLifetime time.Duration // DATABASE_CONN_MAX_LIFETIME, > 0, default 1h
 	Echo            bool          // DATABASE_ECHO: log every SQL statement (no argument values)
 	EchoPool        bool          // DATABASE_ECHO_POOL: log pool events
 	AutoMigrate     bool          // DATABASE_AUTO_MIGRATE, default true
-	// PoolSettingsSet reports that a pool setting (pool size, max overflow,
-	// pool timeout, max idle conns, conn max lifetime) was given explicitly,
-	// so a SQLite deployment can warn once that they are ignored.
-	PoolSettingsSet bool
+	// PoolSettings names the pool settings given explicitly (pool size, max
+	// overflow, pool timeout, max idle conns, conn max lifetime, echo
+	// pool), so a SQLite deployment, which has no such pool, can warn once
+	// that they are ignored.
+	PoolSettings []string
 }
 
 // Masked returns the URL with any password replaced by "***".
@@ -111,18 +118,10 @@ func parseSQLite(rest string) (Database, error) {
 }
 
 func parsePostgres(rest string) (Database, error) {
-	const hint = " (percent-encode special characters in the user name and password)"
-	u, err := url.Parse("postgres://" + rest)
+	user, host, path, query, err := splitPostgres(rest)
 	if err != nil {
-		return Database{}, errors.New("not a valid URL" + hint)
+		return Database{}, err
 	}
-	if strings.Contains(u.Path, "@") {
-		return Database{}, errors.New("user name or password contains an unescaped '/', '?' or '#'" + hint)
-	}
-	if u.Fragment != "" {
-		return Database{}, errors.New("PostgreSQL URLs take no #fragment")
-	}
-	base, query, _ := strings.Cut(rest, "?")
 	var (
 		opts          []string
 		sslmode, ssl  string
@@ -172,11 +171,74 @@ func parsePostgres(rest string) (Database, error) {
 			return Database{}, errors.New("ssl= and sslmode= disagree: give only sslmode=")
 		}
 	}
-	normalised := "postgres://" + base
+	normalised := "postgres://" + host + path
+	if user != nil {
+		// Re-escaped: pgx splits the authority at its first '@' and takes
+		// no '@', ':' or '/' unescaped in a user name or password.
+		normalised = "postgres://" + user.String() + "@" + host + path
+	}
 	if len(opts) > 0 {
 		normalised += "?" + strings.Join(opts, "&")
 	}
 	return Database{Driver: "postgres", URL: normalised}, nil
+}
+
+// splitPostgres splits a PostgreSQL URL (after "scheme://") into its
+// parts, the path escaped and the query raw. Seed guides print URLs whose
+// user name or password holds characters a URL parser cannot take
+// unescaped: Azure's user@server user names, passwords with '@', ':', '/',
+// '#', '?' or a '%' that starts no escape. When the standard reading fails,
+// or puts an '@' in the path or in a query option's name, or a #fragment
+// after the password, everything before the last '@' is user:password
+// (split at the first ':', each part %-decoded when it decodes): the same
+// reading MaskURL masks. The standard reading comes first so that an '@' in
+// a query value (application_name=me@work) stays there; a URL with both an
+// unescaped special character in its password and an '@' in a query value
+// must percent-encode one of them.
+func splitPostgres(rest string) (user *url.Userinfo, host, path, query string, err error) {
+	const hint = " (percent-encode special characters in the user name and password)"
+	if u, err := url.Parse("postgres://" + rest); err == nil && u.Fragment == "" && !strings.Contains(u.Path, "@") && !atInQueryKey(u.RawQuery) {
+		return u.User, u.Host, u.EscapedPath(), u.RawQuery, nil
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return nil, "", "", "", errors.New("not a valid URL" + hint)
+	}
+	after := rest[at+1:]
+	if strings.Contains(after, "#") {
+		return nil, "", "", "", errors.New("PostgreSQL URLs take no #fragment")
+	}
+	u, err := url.Parse("postgres://" + after)
+	if err != nil {
+		return nil, "", "", "", errors.New("not a valid URL: the host, port or path after the last '@' is malformed" + hint)
+	}
+	name, password, hasPassword := strings.Cut(rest[:at], ":")
+	if hasPassword {
+		user = url.UserPassword(unescapeLenient(name), unescapeLenient(password))
+	} else {
+		user = url.User(unescapeLenient(name))
+	}
+	return user, u.Host, u.EscapedPath(), u.RawQuery, nil
+}
+
+// atInQueryKey reports whether a query option's name holds an '@', which
+// only a misread password puts there.
+func atInQueryKey(query string) bool {
+	for _, opt := range strings.Split(query, "&") {
+		if k, _, _ := strings.Cut(opt, "="); strings.Contains(k, "@") {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeLenient %-decodes s, or returns it as written when it holds a
+// '%' that starts no escape (a literal "50%off" password).
+func unescapeLenient(s string) string {
+	if v, err := url.PathUnescape(s); err == nil {
+		return v
+	}
+	return s
 }
 
 func contains(list []string, s string) bool {
@@ -214,16 +276,21 @@ func buildDatabase(s *settings, p *parser) Database {
 	d.MaxIdleConns = d.PoolSize
 	if s.DatabaseMaxIdleConns.set {
 		d.MaxIdleConns = p.integer(s.DatabaseMaxIdleConns, 0, 200)
-		if d.PoolSize > 0 && d.MaxOverflow >= 0 && d.MaxIdleConns > d.PoolSize+d.MaxOverflow {
-			p.add(s.DatabaseMaxIdleConns, fmt.Sprintf("must not exceed pool size + max overflow (%d)", d.PoolSize+d.MaxOverflow))
+		if most := d.PoolSize + d.MaxOverflow; d.PoolSize > 0 && d.MaxOverflow >= 0 && d.MaxIdleConns > most {
+			p.add(s.DatabaseMaxIdleConns, fmt.Sprintf("must not exceed DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW = %d, "+
+				"the most connections the pool opens", most))
 		}
 	}
 	d.ConnMaxLifetime = p.duration(s.DatabaseConnMaxLifetime)
 	d.Echo = p.boolean(s.DatabaseEcho)
 	d.EchoPool = p.boolean(s.DatabaseEchoPool)
 	d.AutoMigrate = p.boolean(s.DatabaseAutoMigrate)
-	d.PoolSettingsSet = s.DatabasePoolSize.set || s.DatabaseMaxOverflow.set || s.DatabasePoolTimeout.set ||
-		s.DatabaseMaxIdleConns.set || s.DatabaseConnMaxLifetime.set
+	for _, v := range []value{s.DatabasePoolSize, s.DatabaseMaxOverflow, s.DatabasePoolTimeout,
+		s.DatabaseMaxIdleConns, s.DatabaseConnMaxLifetime, s.DatabaseEchoPool} {
+		if v.set {
+			d.PoolSettings = append(d.PoolSettings, v.from)
+		}
+	}
 	return d
 }
 

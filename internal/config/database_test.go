@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestParseDatabaseURL(t *testing.T) {
@@ -40,6 +42,77 @@ func TestParseDatabaseURL(t *testing.T) {
 		}
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("ParseDatabaseURL(%q) (-want +got):\n%s", tt.raw, diff)
+		}
+	}
+}
+
+// TestSeedGuideURLsReachTheDriver feeds every PostgreSQL URL form the seed
+// guides print through ParseDatabaseURL and then pgx's own parser, which
+// must read the same user, password, host and database from the result; the
+// masked forms of both the input and the result must hide the password.
+func TestSeedGuideURLsReachTheDriver(t *testing.T) {
+	type conn struct {
+		User, Password, Host, Database string
+		Port                           uint16
+		TLSRequired                    bool
+		ConnectTimeout                 time.Duration
+	}
+	tests := []struct {
+		raw  string
+		want conn
+	}{
+		{"postgres://app:secret@db:5432/llm", conn{"app", "secret", "db", "llm", 5432, false, 0}},
+		{"postgresql://app:secret@db/llm", conn{"app", "secret", "db", "llm", 5432, false, 0}},
+		{"postgresql+asyncpg://app:secret@db:5433/llm", conn{"app", "secret", "db", "llm", 5433, false, 0}},
+		{"postgres://app:secret@db/llm?sslmode=require", conn{"app", "secret", "db", "llm", 5432, true, 0}},
+		{"postgresql+asyncpg://app:secret@db/llm?ssl=require", conn{"app", "secret", "db", "llm", 5432, true, 0}},
+		{"postgres://app:secret@db/llm?sslmode=disable&connect_timeout=10", conn{"app", "secret", "db", "llm", 5432, false, 10 * time.Second}},
+		{"postgresql://app:secret@/llm?host=/var/run/postgresql", conn{"app", "secret", "/var/run/postgresql", "llm", 5432, false, 0}},
+		// Azure Database for PostgreSQL (single server): user@server.
+		{"postgres://user@server:secret@server.postgres.database.azure.com:5432/db?sslmode=require",
+			conn{"user@server", "secret", "server.postgres.database.azure.com", "db", 5432, true, 0}},
+		{"postgresql+asyncpg://user@server:secret@server.postgres.database.azure.com/db?ssl=require",
+			conn{"user@server", "secret", "server.postgres.database.azure.com", "db", 5432, true, 0}},
+		// Passwords as generated, unescaped.
+		{"postgres://app:se@cret@db/llm", conn{"app", "se@cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:se:cret@db/llm", conn{"app", "se:cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:se/cret@db/llm", conn{"app", "se/cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:se#cret@db/llm", conn{"app", "se#cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:se?cret@db/llm?sslmode=require", conn{"app", "se?cret", "db", "llm", 5432, true, 0}},
+		{"postgres://app:12?cret@db/llm", conn{"app", "12?cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:1#cret@db/llm", conn{"app", "1#cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:50%cret@db/llm", conn{"app", "50%cret", "db", "llm", 5432, false, 0}},
+		{"postgres://app:s@c:r/e#t?%x@db:5432/llm?sslmode=require", conn{"app", "s@c:r/e#t?%x", "db", "llm", 5432, true, 0}},
+		{"postgres://user@server:s@c:r/e#t@server.postgres.database.azure.com/db", conn{"user@server", "s@c:r/e#t", "server.postgres.database.azure.com", "db", 5432, false, 0}},
+		// Escaped, as a careful guide prints them.
+		{"postgres://user%40server:se%40cret@server.postgres.database.azure.com/db", conn{"user@server", "se@cret", "server.postgres.database.azure.com", "db", 5432, false, 0}},
+		{"postgres://app:se%2Fcret%23@db/llm", conn{"app", "se/cret#", "db", "llm", 5432, false, 0}},
+		// An '@' in a query value is not a password.
+		{"postgres://app:secret@db/llm?application_name=me@work", conn{"app", "secret", "db", "llm", 5432, false, 0}},
+	}
+	for _, tt := range tests {
+		d, err := ParseDatabaseURL(tt.raw)
+		if err != nil {
+			t.Errorf("ParseDatabaseURL(%q): %v", MaskURL(tt.raw), err)
+			continue
+		}
+		cfg, err := pgconn.ParseConfig(d.URL)
+		if err != nil {
+			t.Errorf("%q normalised to %q, which pgx refuses: %v", MaskURL(tt.raw), d.Masked(), err)
+			continue
+		}
+		tlsRequired := cfg.TLSConfig != nil
+		for _, fb := range cfg.Fallbacks {
+			tlsRequired = tlsRequired && fb.TLSConfig != nil
+		}
+		got := conn{cfg.User, cfg.Password, cfg.Host, cfg.Database, cfg.Port, tlsRequired, cfg.ConnectTimeout}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%q: pgx reads (-want +got):\n%s", MaskURL(tt.raw), diff)
+		}
+		for _, masked := range []string{MaskURL(tt.raw), d.Masked()} {
+			if strings.Contains(masked, tt.want.Password) || !strings.Contains(masked, ":***@") {
+				t.Errorf("%q: masked as %q", tt.raw, masked)
+			}
 		}
 	}
 }
@@ -90,9 +163,8 @@ func TestParseDatabaseURLRejects(t *testing.T) {
 		{"postgres://u:pw@h/db?ssl=require&sslmode=disable", "disagree"},
 		{"postgres://u:pw@h/db?connect_timeout=soon", "connect_timeout"},
 		{"postgres://u:pw@h:port/db", "not a valid URL"},
-		{"postgres://u:pw/x@h/db", "not a valid URL"},
-		{"postgres://u:12/x@h/db", "unescaped"},
-		{"postgres://u:1#x@h/db", "fragment"},
+		{"postgres://u:pw/x@h:port/db", "malformed"},
+		{"postgres://u:pw@h/db#frag", "fragment"},
 	}
 	for _, tt := range tests {
 		_, err := ParseDatabaseURL(tt.raw)
@@ -107,7 +179,7 @@ func TestParseDatabaseURLRejects(t *testing.T) {
 }
 
 func TestDatabaseURLProblemIsMasked(t *testing.T) {
-	for _, raw := range []string{"postgres://app:pa/ss@db/llm", "postgres://app:hunter2@db/llm?sslmode=nope", "mysql://root:hunter2@db/x"} {
+	for _, raw := range []string{"postgres://app:pa/ss@db:port/llm", "postgres://app:hunter2@db/llm?sslmode=nope", "mysql://root:hunter2@db/x"} {
 		clearEnv(t)
 		t.Setenv("DATABASE_URL", raw)
 		_, _, err := Load("proxy", nil, &bytes.Buffer{})

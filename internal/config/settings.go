@@ -17,60 +17,60 @@ type value struct {
 }
 
 // settings is the single source of truth for every setting: its env name
-// (envconfig tag), flag, YAML key, default, help text and whether it is a
+// (env tag), flag, YAML key, default, help text and whether it is a
 // secret. Load, the --help text and MarkdownTable are all derived from it.
 //
-// Tags: envconfig = env var (the tag keeps envconfig's name); flag = command-line flag without dashes;
+// Tags: env = env var; flag = command-line flag without dashes;
 // key = dotted YAML path; def = default value; show = default as documented
 // when it is not a literal; doc = meaning; secret = never printed; bool = flag
 // takes no argument.
 type settings struct {
-	ConfigFile value `envconfig:"CONFIG_FILE" flag:"config" doc:"YAML configuration file; values may use ${VAR} and ${VAR:-default}"`
+	ConfigFile value `env:"CONFIG_FILE" flag:"config" doc:"YAML configuration file; values may use ${VAR} and ${VAR:-default}"`
 
-	DatabaseURL             value `envconfig:"DATABASE_URL" flag:"database-url" key:"database.url" def:"sqlite:///./var/db/proxy.db" secret:"url" doc:"where the data lives: sqlite:///./rel.db, sqlite:////abs.db, sqlite:///:memory:, postgres://user:pass@host:5432/db?sslmode=require"`
-	DBDriver                value `envconfig:"DB_DRIVER" doc:"sqlite or postgres; used only when DATABASE_URL is unset (then DATABASE_PATH for SQLite)"`
-	DatabasePath            value `envconfig:"DATABASE_PATH" def:"./var/db/proxy.db" doc:"SQLite file used when DATABASE_URL is unset"`
-	DatabasePoolSize        value `envconfig:"DATABASE_POOL_SIZE" flag:"database-pool-size" key:"database.pool_size" def:"5" doc:"persistent connections (1-100); ignored for SQLite"`
-	DatabaseMaxOverflow     value `envconfig:"DATABASE_MAX_OVERFLOW" flag:"database-max-overflow" key:"database.max_overflow" def:"10" doc:"extra connections under load (0-100); max connections = pool_size + max_overflow"`
-	DatabasePoolTimeout     value `envconfig:"DATABASE_POOL_TIMEOUT" flag:"database-pool-timeout" key:"database.pool_timeout" def:"30s" doc:"how long a request waits for a connection before failing with \"pool exhausted\" (seconds or Go duration)"`
-	DatabaseMaxIdleConns    value `envconfig:"DATABASE_MAX_IDLE_CONNS" key:"database.max_idle_conns" show:"= pool_size" doc:"idle connections kept (0 to pool_size + max_overflow)"`
-	DatabaseConnMaxLifetime value `envconfig:"DATABASE_CONN_MAX_LIFETIME" key:"database.conn_max_lifetime" def:"1h" doc:"recycle connections after this long (Go duration)"`
-	DatabaseEcho            value `envconfig:"DATABASE_ECHO" flag:"database-echo" key:"database.echo" def:"false" bool:"true" doc:"log every SQL statement with its duration, without argument values"`
-	DatabaseEchoPool        value `envconfig:"DATABASE_ECHO_POOL" flag:"database-echo-pool" key:"database.echo_pool" def:"false" bool:"true" doc:"log pool events (acquire, release, new, close)"`
-	DatabaseAutoMigrate     value `envconfig:"DATABASE_AUTO_MIGRATE" flag:"database-auto-migrate" key:"database.auto_migrate" def:"true" bool:"true" doc:"apply pending migrations at start-up"`
+	DatabaseURL             value `env:"DATABASE_URL" flag:"database-url" key:"database.url" def:"sqlite:///./var/db/proxy.db" secret:"url" doc:"where the data lives: sqlite:///./rel.db, sqlite:////abs.db, sqlite:///:memory:, postgres://user:pass@host:5432/db?sslmode=require"`
+	DBDriver                value `env:"DB_DRIVER" doc:"sqlite or postgres; used only when DATABASE_URL is unset (then DATABASE_PATH for SQLite)"`
+	DatabasePath            value `env:"DATABASE_PATH" def:"./var/db/proxy.db" doc:"SQLite file used when DATABASE_URL is unset"`
+	DatabasePoolSize        value `env:"DATABASE_POOL_SIZE" flag:"database-pool-size" key:"database.pool_size" def:"5" doc:"persistent connections (1-100); ignored for SQLite"`
+	DatabaseMaxOverflow     value `env:"DATABASE_MAX_OVERFLOW" flag:"database-max-overflow" key:"database.max_overflow" def:"10" doc:"extra connections under load (0-100); max connections = pool_size + max_overflow"`
+	DatabasePoolTimeout     value `env:"DATABASE_POOL_TIMEOUT" flag:"database-pool-timeout" key:"database.pool_timeout" def:"30s" doc:"how long a request waits for a connection before failing with \"pool exhausted\" (seconds or Go duration)"`
+	DatabaseMaxIdleConns    value `env:"DATABASE_MAX_IDLE_CONNS" key:"database.max_idle_conns" show:"= pool_size" doc:"connections kept open while idle (0 to pool_size + max_overflow): pgxpool MinConns, opened at start-up; the rest close after a minute unused"`
+	DatabaseConnMaxLifetime value `env:"DATABASE_CONN_MAX_LIFETIME" key:"database.conn_max_lifetime" def:"1h" doc:"recycle connections after this long (Go duration)"`
+	DatabaseEcho            value `env:"DATABASE_ECHO" flag:"database-echo" key:"database.echo" def:"false" bool:"true" doc:"log every SQL statement with its duration, without argument values"`
+	DatabaseEchoPool        value `env:"DATABASE_ECHO_POOL" flag:"database-echo-pool" key:"database.echo_pool" def:"false" bool:"true" doc:"log pool events (acquire, release, new, close); ignored for SQLite"`
+	DatabaseAutoMigrate     value `env:"DATABASE_AUTO_MIGRATE" flag:"database-auto-migrate" key:"database.auto_migrate" def:"true" bool:"true" doc:"apply pending migrations at start-up"`
 
-	ListenAddr       value `envconfig:"LISTEN_ADDR" flag:"listen-addr" key:"listen_addr" def:":8080" doc:"address the HTTP server listens on"`
-	ManagementToken  value `envconfig:"MANAGEMENT_TOKEN" flag:"management-token" key:"management_token" secret:"true" doc:"bearer token for /manage; unset disables /manage"`
-	EncryptionKey    value `envconfig:"ENCRYPTION_KEY" key:"encryption_key" secret:"true" doc:"base64 of 32 random bytes; encrypts upstream API keys (AES-256-GCM)"`
-	RedisURL         value `envconfig:"REDIS_URL" flag:"redis-url" key:"redis.url" secret:"url" doc:"redis:// or rediss:// URL; unset keeps limits and caches in process (single instance only)"`
-	RedisFailOpen    value `envconfig:"REDIS_FAIL_OPEN" key:"redis.fail_open" def:"false" doc:"when Redis is unreachable, allow (true) or reject (false) rate-limited requests"`
-	RedisKeyPrefix   value `envconfig:"REDIS_KEY_PREFIX" key:"redis.key_prefix" def:"llmproxy:" doc:"prefix of every Redis key and channel, so deployments can share one Redis"`
-	RedisPoolSize    value `envconfig:"REDIS_POOL_SIZE" key:"redis.pool_size" def:"0" show:"10 per CPU" doc:"Redis connections per replica (0-10000; 0 = go-redis default)"`
-	RedisTimeout     value `envconfig:"REDIS_TIMEOUT" key:"redis.timeout" def:"50ms" doc:"deadline of each Redis call on the request path; past it REDIS_FAIL_OPEN decides (Go duration)"`
-	RedisDialTimeout value `envconfig:"REDIS_DIAL_TIMEOUT" key:"redis.dial_timeout" def:"1s" doc:"deadline for opening a Redis connection (Go duration)"`
-	UpstreamTimeout  value `envconfig:"UPSTREAM_TIMEOUT" flag:"upstream-timeout" key:"upstream_timeout" def:"10m" doc:"maximum wait for upstream response headers (Go duration)"`
-	MaxRequestBytes  value `envconfig:"MAX_REQUEST_BYTES" flag:"max-request-bytes" key:"max_request_bytes" def:"10485760" doc:"largest accepted request body in bytes"`
-	ShutdownGrace    value `envconfig:"SHUTDOWN_GRACE" flag:"shutdown-grace" key:"shutdown_grace" def:"30s" doc:"how long in-flight requests may finish after draining (Go duration)"`
-	DrainDelay       value `envconfig:"DRAIN_DELAY" flag:"drain-delay" key:"drain_delay" def:"5s" doc:"how long /readyz reports not ready before the listener closes (Go duration)"`
-	AuthCacheTTL     value `envconfig:"AUTH_CACHE_TTL" key:"auth_cache_ttl" def:"5s" doc:"how long a token lookup is cached in process (Go duration)"`
+	ListenAddr       value `env:"LISTEN_ADDR" flag:"listen-addr" key:"listen_addr" def:":8080" doc:"address the HTTP server listens on"`
+	ManagementToken  value `env:"MANAGEMENT_TOKEN" flag:"management-token" key:"management_token" secret:"true" doc:"bearer token for /manage; unset disables /manage"`
+	EncryptionKey    value `env:"ENCRYPTION_KEY" key:"encryption_key" secret:"true" doc:"base64 of 32 random bytes; encrypts upstream API keys (AES-256-GCM)"`
+	RedisURL         value `env:"REDIS_URL" flag:"redis-url" key:"redis.url" secret:"url" doc:"redis:// or rediss:// URL; unset keeps limits and caches in process (single instance only)"`
+	RedisFailOpen    value `env:"REDIS_FAIL_OPEN" key:"redis.fail_open" def:"false" doc:"when Redis is unreachable, allow (true) or reject (false) rate-limited requests"`
+	RedisKeyPrefix   value `env:"REDIS_KEY_PREFIX" key:"redis.key_prefix" def:"llmproxy:" doc:"prefix of every Redis key and channel, so deployments can share one Redis"`
+	RedisPoolSize    value `env:"REDIS_POOL_SIZE" key:"redis.pool_size" def:"0" show:"10 per CPU" doc:"Redis connections per replica (0-10000; 0 = go-redis default)"`
+	RedisTimeout     value `env:"REDIS_TIMEOUT" key:"redis.timeout" def:"50ms" doc:"deadline of each Redis call on the request path; past it REDIS_FAIL_OPEN decides (Go duration)"`
+	RedisDialTimeout value `env:"REDIS_DIAL_TIMEOUT" key:"redis.dial_timeout" def:"1s" doc:"deadline for opening a Redis connection (Go duration)"`
+	UpstreamTimeout  value `env:"UPSTREAM_TIMEOUT" flag:"upstream-timeout" key:"upstream_timeout" def:"10m" doc:"maximum wait for upstream response headers (Go duration)"`
+	MaxRequestBytes  value `env:"MAX_REQUEST_BYTES" flag:"max-request-bytes" key:"max_request_bytes" def:"10485760" doc:"largest accepted request body in bytes"`
+	ShutdownGrace    value `env:"SHUTDOWN_GRACE" flag:"shutdown-grace" key:"shutdown_grace" def:"30s" doc:"how long in-flight requests may finish after draining (Go duration)"`
+	DrainDelay       value `env:"DRAIN_DELAY" flag:"drain-delay" key:"drain_delay" def:"5s" doc:"how long /readyz reports not ready before the listener closes (Go duration)"`
+	AuthCacheTTL     value `env:"AUTH_CACHE_TTL" key:"auth_cache_ttl" def:"5s" doc:"how long a token lookup is cached in process (Go duration)"`
 
-	RequestBodyTimeout  value `envconfig:"REQUEST_BODY_TIMEOUT" key:"request_body_timeout" def:"60s" doc:"the whole request (headers and body) must arrive within this; 408 otherwise (Go duration)"`
-	UpstreamIdleTimeout value `envconfig:"UPSTREAM_IDLE_TIMEOUT" key:"upstream_idle_timeout" def:"5m" doc:"longest silence between bytes of an upstream answer once its headers came; the exchange is then cut (Go duration)"`
-	AuthFailureLimit    value `envconfig:"AUTH_FAILURE_LIMIT" key:"auth_failure_limit" def:"20" doc:"failed authentications per client IP per minute before 429 (1-100000)"`
-	TrustedProxies      value `envconfig:"TRUSTED_PROXIES" key:"trusted_proxies" doc:"comma list of CIDRs whose X-Forwarded-For names the client; empty: the peer address is the client"`
-	MetricsToken        value `envconfig:"METRICS_TOKEN" key:"metrics_token" secret:"true" doc:"bearer token required by /metrics; when set, /metrics also serves llm_project_info (project names)"`
+	RequestBodyTimeout  value `env:"REQUEST_BODY_TIMEOUT" key:"request_body_timeout" def:"60s" doc:"the whole request (headers and body) must arrive within this; 408 otherwise (Go duration)"`
+	UpstreamIdleTimeout value `env:"UPSTREAM_IDLE_TIMEOUT" key:"upstream_idle_timeout" def:"5m" doc:"longest silence between bytes of an upstream answer once its headers came; the exchange is then cut (Go duration)"`
+	AuthFailureLimit    value `env:"AUTH_FAILURE_LIMIT" key:"auth_failure_limit" def:"20" doc:"failed authentications per client IP per minute before 429 (1-100000)"`
+	TrustedProxies      value `env:"TRUSTED_PROXIES" key:"trusted_proxies" doc:"comma list of CIDRs whose X-Forwarded-For names the client; empty: the peer address is the client"`
+	MetricsToken        value `env:"METRICS_TOKEN" key:"metrics_token" secret:"true" doc:"bearer token required by /metrics; when set, /metrics also serves llm_project_info (project names)"`
 
-	UsageBatchSize     value `envconfig:"USAGE_BATCH_SIZE" key:"usage.batch_size" def:"500" doc:"usage rows written per batch (1-10000)"`
-	UsageFlushInterval value `envconfig:"USAGE_FLUSH_INTERVAL" key:"usage.flush_interval" def:"1s" doc:"longest wait before a partial usage batch is written (Go duration)"`
-	UsageBufferSize    value `envconfig:"USAGE_BUFFER_SIZE" key:"usage.buffer_size" def:"100000" doc:"usage rows held in memory while the database is unreachable (at least the batch size)"`
+	UsageBatchSize     value `env:"USAGE_BATCH_SIZE" key:"usage.batch_size" def:"500" doc:"usage rows written per batch (1-10000)"`
+	UsageFlushInterval value `env:"USAGE_FLUSH_INTERVAL" key:"usage.flush_interval" def:"1s" doc:"longest wait before a partial usage batch is written (Go duration)"`
+	UsageBufferSize    value `env:"USAGE_BUFFER_SIZE" key:"usage.buffer_size" def:"100000" doc:"usage rows held in memory while the database is unreachable (at least the batch size)"`
 
-	RetentionUsage    value `envconfig:"RETENTION_USAGE" key:"retention.usage" def:"2160h" doc:"delete usage rows older than this (Go duration; 0 keeps them)"`
-	RetentionAudit    value `envconfig:"RETENTION_AUDIT" key:"retention.audit" def:"8760h" doc:"delete audit events older than this (Go duration; 0 keeps them)"`
-	RetentionTokens   value `envconfig:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
-	RetentionInterval value `envconfig:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
+	RetentionUsage    value `env:"RETENTION_USAGE" key:"retention.usage" def:"2160h" doc:"delete usage rows older than this (Go duration; 0 keeps them)"`
+	RetentionAudit    value `env:"RETENTION_AUDIT" key:"retention.audit" def:"8760h" doc:"delete audit events older than this (Go duration; 0 keeps them)"`
+	RetentionTokens   value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
+	RetentionInterval value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
 
-	LogLevel  value `envconfig:"LOG_LEVEL" flag:"log-level" key:"log.level" def:"info" doc:"debug, info, warn or error"`
-	LogFormat value `envconfig:"LOG_FORMAT" flag:"log-format" key:"log.format" def:"json" doc:"json or text"`
+	LogLevel  value `env:"LOG_LEVEL" flag:"log-level" key:"log.level" def:"info" doc:"debug, info, warn or error"`
+	LogFormat value `env:"LOG_FORMAT" flag:"log-format" key:"log.format" def:"json" doc:"json or text"`
 }
 
 // field describes one settings field, read from its struct tags.
@@ -94,7 +94,7 @@ func fields() []field {
 		tag := t.Field(i).Tag
 		f := field{
 			index:  i,
-			env:    tag.Get("envconfig"),
+			env:    tag.Get("env"),
 			flag:   tag.Get("flag"),
 			key:    tag.Get("key"),
 			def:    tag.Get("def"),

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/quota"
@@ -64,8 +65,8 @@ func BenchmarkProxyPath(b *testing.B) {
 	defer fwd.Close()
 	srv := New(Deps{
 		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
-		Limiter: ratelimit.NewMemory(),
-		Quota:   quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
+		Admission: admission.NewSplit(ratelimit.NewMemory(), quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), nil),
+		Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
 	})
 	body := []byte(`{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
 		`{"role":"user","content":"` + strings.Repeat("benchmark ", 40) + `"}]}`)

@@ -26,7 +26,12 @@ type Error struct {
 	Message    string // safe to show to the client
 	Param      string // the offending field, for validation errors
 	RetryAfter time.Duration
-	Err        error // internal cause, logged for 5xx, never sent
+	// Final marks a refusal that retrying cannot change: the response
+	// carries x-should-retry: false, which the official OpenAI and
+	// Anthropic SDKs honour over their own retry rules (they retry every
+	// 429 otherwise).
+	Final bool
+	Err   error // internal cause, logged for 5xx, never sent
 }
 
 func (e *Error) Error() string {
@@ -55,7 +60,10 @@ var errorTable = []struct {
 	{auth.ErrProjectInactive, Error{Status: http.StatusForbidden, Type: "permission_error", Code: "project_inactive", Message: "the token's project is inactive"}},
 	{store.ErrNotFound, Error{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found", Message: "not found"}},
 	{store.ErrConflict, Error{Status: http.StatusConflict, Type: "invalid_request_error", Code: "conflict", Message: "conflicts with an existing record"}},
-	{store.ErrQuotaExceeded, Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", Message: "the token's request quota (max_requests) is used up"}},
+	// A spent max_requests never comes back: OpenAI's own answer for an
+	// exhausted quota, without Retry-After.
+	{store.ErrQuotaExceeded, Error{Status: http.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota", Final: true,
+		Message: "the token's request quota (max_requests) is used up"}},
 	{store.ErrPoolExhausted, Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "database_busy", Message: "the database is overloaded; retry shortly"}},
 }
 
@@ -148,6 +156,9 @@ func errorHandler(logger *slog.Logger) echo.HTTPErrorHandler {
 		if e.RetryAfter > 0 {
 			secs := int64((e.RetryAfter + time.Second - 1) / time.Second)
 			c.Response().Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		}
+		if e.Final {
+			c.Response().Header().Set("X-Should-Retry", "false")
 		}
 		body := errorBody{Error: errorDetail{Message: e.Message, Type: e.Type, Code: e.Code}}
 		if e.Param != "" {

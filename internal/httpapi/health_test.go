@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
@@ -221,7 +222,8 @@ func newMetricsEnv(t *testing.T, metricsToken string) *metricsEnv {
 	})
 	srv := New(Deps{
 		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
-		Limiter: ratelimit.NewMemory(), Quota: quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), Forwarder: fwd, Recorder: rec, Manager: mgr, Metrics: telemetry.NewMetrics(),
+		Admission: admission.NewSplit(ratelimit.NewMemory(), quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), nil),
+		Forwarder: fwd, Recorder: rec, Manager: mgr, Metrics: telemetry.NewMetrics(),
 		MetricsToken: metricsToken,
 	})
 	return &metricsEnv{srv: srv, projectID: p.ID, secret: tok.Secret}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
@@ -232,7 +233,7 @@ func TestManageProjects(t *testing.T) {
 	if len(p) != 12 {
 		t.Errorf("project JSON has %d fields, want 12: %s", len(p), r.raw)
 	}
-	if p["provider"] != "openai" || p["base_url"] != manage.DefaultOpenAIBaseURL || p["api_key_masked"] != "sk-...efgh" ||
+	if p["provider"] != "openai" || p["base_url"] != proxy.DefaultBaseURL(store.ProviderOpenAI) || p["api_key_masked"] != "sk-...efgh" ||
 		p["is_active"] != true || p["rpm_limit"] != float64(60) {
 		t.Fatalf("project = %s", r.raw)
 	}

@@ -11,14 +11,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// proxy is the request pipeline of SPEC §6.1: authenticate → check limits →
-// count the quota → forward → observe → record.
+// proxy is the request pipeline of SPEC §6.1: authenticate → admit (rate
+// limits and quota) → forward → observe → record.
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -48,8 +49,8 @@ func (s *Server) proxy(c echo.Context) error {
 		return err
 	}
 
-	limits := rateRequests(p, info)
-	if err := s.admit(ctx, p, limits, start); err != nil {
+	limits := admission.Limits(&p.Token, &p.Project, int64(info.PromptEstimate+info.MaxTokens))
+	if err := s.admit(ctx, &p.Token, limits); err != nil {
 		return err
 	}
 
@@ -58,7 +59,7 @@ func (s *Server) proxy(c echo.Context) error {
 		RequestID: reqID, Received: start}
 	res, wrote := s.d.Forwarder.Forward(ctx, c.Response(), preq, info, up)
 
-	s.reconcileTokens(ctx, limits, res.Usage.TotalTokens)
+	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
 	s.d.Recorder.Usage(store.Usage{
 		CreatedAt:        start.UTC(),
 		RequestID:        reqID,
@@ -246,137 +247,33 @@ func jsonEndpoint(path string) bool {
 	return false
 }
 
-// rateRequests lists the per-minute budgets this request spends: requests
-// and tokens, per token and per project. The token cost is an estimate
-// (prompt + max_tokens) reconciled after the response.
-func rateRequests(p *auth.Principal, info proxy.Info) []ratelimit.Request {
-	estimate := int64(info.PromptEstimate + info.MaxTokens)
-	if estimate < 1 {
-		estimate = 1
-	}
-	var reqs []ratelimit.Request
-	add := func(key string, limit int, cost int64) {
-		if limit > 0 {
-			reqs = append(reqs, ratelimit.Request{Key: key, Limit: int64(limit), Cost: cost})
+// admit asks the admission for the request's limits and quota, counts the
+// decision in the metrics and turns a refusal into its response.
+func (s *Server) admit(ctx context.Context, t *store.Token, limits []ratelimit.Request) error {
+	err := s.d.Admission.Admit(ctx, t, limits)
+	var limited *admission.LimitedError
+	switch {
+	case err == nil:
+		if len(limits) > 0 {
+			s.rateDecision("rate", "allowed")
 		}
-	}
-	add("tok:"+p.Token.ID+":rpm", p.Token.RPMLimit, 1)
-	add("prj:"+p.Project.ID+":rpm", p.Project.RPMLimit, 1)
-	add("tok:"+p.Token.ID+":tpm", p.Token.TPMLimit, estimate)
-	add("prj:"+p.Project.ID+":tpm", p.Project.TPMLimit, estimate)
-	return reqs
-}
-
-// combinedQuota is a QuotaCounter that decides the rate limits in the same
-// atomic step (*quota.Redis: one round trip per request).
-type combinedQuota interface {
-	ConsumeWith(ctx context.Context, t *store.Token, reqs ...ratelimit.Request) (ratelimit.Decision, error)
-}
-
-// admit decides the request's rate limits and max_requests quota, all or
-// nothing: a refusal consumes none of them.
-func (s *Server) admit(ctx context.Context, p *auth.Principal, limits []ratelimit.Request, now time.Time) error {
-	if cq, ok := s.d.Quota.(combinedQuota); ok && p.Token.MaxRequests != nil {
-		d, err := cq.ConsumeWith(ctx, &p.Token, limits...)
-		if err != nil {
-			return s.quotaError(p, err)
+		if t.MaxRequests != nil {
+			s.rateDecision("quota", "allowed")
 		}
-		if err := s.rateResult(d, nil); err != nil {
-			return err
-		}
-		s.rateDecision("quota", "allowed")
 		return nil
-	}
-	if len(limits) > 0 {
-		if err := s.rateResult(s.d.Limiter.Allow(ctx, limits...)); err != nil {
-			return err
-		}
-	}
-	if err := s.countQuota(ctx, p, now); err != nil {
-		s.refund(limits)
-		return err
-	}
-	return nil
-}
-
-// rateResult turns a rate-limit decision into nil or a request error.
-func (s *Server) rateResult(d ratelimit.Decision, err error) error {
-	if err != nil {
-		return &Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "rate_limiter_unavailable",
-			Message: "rate limiter unavailable; retry shortly", RetryAfter: time.Second, Err: err}
-	}
-	if !d.Allowed {
+	case errors.As(err, &limited):
 		s.rateDecision("rate", "limited")
 		return &Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited",
-			Message: "rate limit exceeded (" + limitName(d.Key) + ")", RetryAfter: d.RetryAfter, Err: ratelimit.ErrLimited}
-	}
-	s.rateDecision("rate", "allowed")
-	return nil
-}
-
-// limitName describes a limiter key without the IDs in it.
-func limitName(key string) string {
-	scope, kind := "token", key[strings.LastIndexByte(key, ':')+1:]
-	if strings.HasPrefix(key, "prj:") {
-		scope = "project"
-	}
-	if kind == "tpm" {
-		return scope + " tokens per minute"
-	}
-	return scope + " requests per minute"
-}
-
-// countQuota counts the request against max_requests through the quota
-// counter (exact across replicas); tokens without a quota are counted in
-// batches.
-func (s *Server) countQuota(ctx context.Context, p *auth.Principal, now time.Time) error {
-	if p.Token.MaxRequests == nil {
-		s.d.Recorder.Touch(p.Token.ID, now)
-		return nil
-	}
-	if err := s.d.Quota.Consume(ctx, &p.Token); err != nil {
-		return s.quotaError(p, err)
-	}
-	s.rateDecision("quota", "allowed")
-	return nil
-}
-
-// quotaError turns a quota counter's error into a request error.
-func (s *Server) quotaError(p *auth.Principal, err error) error {
-	if errors.Is(err, store.ErrQuotaExceeded) {
+			Message: limited.Error(), RetryAfter: limited.RetryAfter, Err: err}
+	case errors.Is(err, store.ErrQuotaExceeded):
 		s.rateDecision("quota", "limited")
-		return &Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded",
-			Message: "the token's request quota (max_requests) is used up", RetryAfter: time.Until(p.Token.ExpiresAt), Err: err}
-	}
-	return &Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "quota_unavailable",
-		Message: "the request quota cannot be checked right now; retry shortly", RetryAfter: time.Second, Err: err}
-}
-
-// refund gives back what admit spent when the request is refused later.
-func (s *Server) refund(reqs []ratelimit.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	for _, r := range reqs {
-		if err := s.d.Limiter.Adjust(ctx, r.Key, r.Limit, -r.Cost); err != nil {
-			s.d.Logger.Warn("refund rate limit", "err", err)
-		}
-	}
-}
-
-// reconcileTokens replaces the tokens/min estimate with the real count,
-// also for a client that went away (hence WithoutCancel). Both limiters
-// adjust without waiting on the network (Redis defers the write).
-func (s *Server) reconcileTokens(ctx context.Context, reqs []ratelimit.Request, actual int) {
-	ctx = context.WithoutCancel(ctx)
-	for _, r := range reqs {
-		if !strings.HasSuffix(r.Key, ":tpm") {
-			continue
-		}
-		if delta := int64(actual) - r.Cost; delta != 0 {
-			if err := s.d.Limiter.Adjust(ctx, r.Key, r.Limit, delta); err != nil {
-				s.d.Logger.Warn("reconcile tokens per minute", "err", err)
-			}
-		}
+		return err // errorTable: 429 insufficient_quota, final
+	case errors.Is(err, ratelimit.ErrUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "rate_limiter_unavailable",
+			Message: "rate limiter unavailable; retry shortly", RetryAfter: time.Second, Err: err}
+	default:
+		return &Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "quota_unavailable",
+			Message: "the request quota cannot be checked right now; retry shortly", RetryAfter: time.Second, Err: err}
 	}
 }
 

@@ -43,8 +43,7 @@ type Deps struct {
 	Database  Pinger
 	Auth      *auth.Authenticator
 	Failures  FailureLimiter
-	Limiter   ratelimit.Limiter
-	Quota     QuotaCounter
+	Admission Admission
 	Forwarder *proxy.Forwarder
 	Recorder  *usage.Recorder
 	Manager   *manage.Service
@@ -80,11 +79,15 @@ type FailureLimiter interface {
 	Fail(ctx context.Context, f auth.Failure)
 }
 
-// QuotaCounter counts a request against a token's max_requests exactly
-// (*quota.DB, *quota.Memory and *quota.Redis satisfy it). It returns an
-// error wrapping store.ErrQuotaExceeded when the quota is used up.
-type QuotaCounter interface {
-	Consume(ctx context.Context, t *store.Token) error
+// Admission decides a request's rate limits and its token's max_requests
+// quota, all or nothing (*admission.Split without Redis,
+// *admission.Combined with it; see package admission for the errors).
+// Admit also counts the request in the token's request_count. Reconcile
+// settles the tokens/min estimates of an admitted request once its real
+// token count is known; it does not wait on the network.
+type Admission interface {
+	Admit(ctx context.Context, t *store.Token, limits []ratelimit.Request) error
+	Reconcile(ctx context.Context, limits []ratelimit.Request, actual int64)
 }
 
 // Server is the proxy's HTTP handler.

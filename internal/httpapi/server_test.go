@@ -1,21 +1,27 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
+	"github.com/llmproxy/llm-proxy/internal/quota"
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/telemetry"
 )
 
 func decodeError(t *testing.T, rec *httptest.ResponseRecorder) errorDetail {
@@ -168,7 +174,7 @@ func TestErrorMapping(t *testing.T) {
 		{auth.ErrProjectInactive, 403, "project_inactive"},
 		{fmt.Errorf("get: %w", store.ErrNotFound), 404, "not_found"},
 		{store.ErrConflict, 409, "conflict"},
-		{store.ErrQuotaExceeded, 429, "quota_exceeded"},
+		{fmt.Errorf("consume quota: %w", store.ErrQuotaExceeded), 429, "insufficient_quota"},
 		{store.ErrPoolExhausted, 503, "database_busy"},
 		{&proxy.Error{Status: 502, Msg: "upstream unreachable"}, 502, "upstream_unreachable"},
 		{&proxy.Error{Status: 504, Msg: "upstream timed out"}, 504, "upstream_timeout"},
@@ -198,6 +204,31 @@ func TestRetryAfterIsWholeSecondsRoundedUp(t *testing.T) {
 	}
 }
 
+// A spent max_requests quota never comes back, so the answer must not
+// invite the SDKs' automatic retries; a rate limit must.
+func TestRetryHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		err         error
+		retryAfter  string
+		shouldRetry string
+	}{
+		{"quota used up", fmt.Errorf("consume quota: %w", store.ErrQuotaExceeded), "", "false"},
+		{"rate limited", &Error{Status: 429, Type: "rate_limit_error", Code: "rate_limited", Message: "slow down", RetryAfter: 3 * time.Second}, "3", ""},
+	} {
+		s := New(Deps{})
+		s.e.GET("/err", func(echo.Context) error { return tc.err })
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/err", nil))
+		if got := rec.Header().Get("Retry-After"); got != tc.retryAfter {
+			t.Errorf("%s: Retry-After %q, want %q", tc.name, got, tc.retryAfter)
+		}
+		if got := rec.Header().Get("X-Should-Retry"); got != tc.shouldRetry {
+			t.Errorf("%s: x-should-retry %q, want %q", tc.name, got, tc.shouldRetry)
+		}
+	}
+}
+
 func TestClientAddressTrustsOnlyConfiguredProxies(t *testing.T) {
 	lb := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	for _, tc := range []struct {
@@ -220,6 +251,68 @@ func TestClientAddressTrustsOnlyConfiguredProxies(t *testing.T) {
 		req.Header.Set("X-Forwarded-For", tc.xff)
 		if got := ipExtractor(tc.trusted)(req); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// fakeAdmission answers Admit with err.
+type fakeAdmission struct{ err error }
+
+func (f fakeAdmission) Admit(context.Context, *store.Token, []ratelimit.Request) error { return f.err }
+
+func (fakeAdmission) Reconcile(context.Context, []ratelimit.Request, int64) {}
+
+// TestAdmissionRefusals maps each kind of admission answer to its response
+// and its ratelimit_decisions_total sample.
+func TestAdmissionRefusals(t *testing.T) {
+	maxRequests := int64(10)
+	tok := &store.Token{ID: "t1", MaxRequests: &maxRequests}
+	limits := []ratelimit.Request{{Key: "tok:t1:rpm", Limit: 1, Cost: 1}}
+	for _, tc := range []struct {
+		name       string
+		err        error
+		status     int
+		code       string
+		retryAfter string
+		samples    []string
+	}{
+		{"admitted", nil, 200, "", "",
+			[]string{`decision="allowed",limit="rate"} 1`, `decision="allowed",limit="quota"} 1`}},
+		{"rate limited", fmt.Errorf("admit: %w", &admission.LimitedError{Limit: "token requests per minute", RetryAfter: 1500 * time.Millisecond}),
+			429, "rate_limited", "2", []string{`decision="limited",limit="rate"} 1`}},
+		{"quota spent", fmt.Errorf("admit: consume quota: %w", store.ErrQuotaExceeded), 429, "insufficient_quota", "",
+			[]string{`decision="limited",limit="quota"} 1`}},
+		{"Redis away", fmt.Errorf("admit: %w: timeout", ratelimit.ErrUnavailable), 503, "rate_limiter_unavailable", "1", nil},
+		{"database away", fmt.Errorf("admit: %w: timeout", quota.ErrUnavailable), 503, "quota_unavailable", "1", nil},
+	} {
+		s := New(Deps{Admission: fakeAdmission{tc.err}, Metrics: telemetry.NewMetrics()})
+		s.e.GET("/admit", func(c echo.Context) error {
+			if err := s.admit(c.Request().Context(), tok, limits); err != nil {
+				return err
+			}
+			return c.NoContent(200)
+		})
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/admit", nil))
+		if rec.Code != tc.status || rec.Header().Get("Retry-After") != tc.retryAfter {
+			t.Errorf("%s: %d Retry-After %q, want %d %q", tc.name, rec.Code, rec.Header().Get("Retry-After"), tc.status, tc.retryAfter)
+		}
+		if tc.code != "" && decodeError(t, rec).Code != tc.code {
+			t.Errorf("%s: body %s, want code %s", tc.name, rec.Body.String(), tc.code)
+		}
+		m := httptest.NewRecorder()
+		s.ServeHTTP(m, httptest.NewRequest("GET", "/metrics", nil))
+		got := 0
+		for line := range strings.SplitSeq(m.Body.String(), "\n") {
+			if strings.HasPrefix(line, "ratelimit_decisions_total{") {
+				got++
+				if !slices.ContainsFunc(tc.samples, func(s string) bool { return strings.HasSuffix(line, s) }) {
+					t.Errorf("%s: unexpected sample %s", tc.name, line)
+				}
+			}
+		}
+		if got != len(tc.samples) {
+			t.Errorf("%s: %d decision samples, want %v", tc.name, got, tc.samples)
 		}
 	}
 }

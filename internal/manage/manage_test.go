@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
@@ -138,9 +139,9 @@ func TestCreateProjectDefaults(t *testing.T) {
 		in                  manage.CreateProjectInput
 		provider, url, vers string
 	}{
-		{manage.CreateProjectInput{Name: " openai "}, "openai", manage.DefaultOpenAIBaseURL, ""},
-		{manage.CreateProjectInput{Name: "anthropic", Provider: "Anthropic"}, "anthropic", manage.DefaultAnthropicBaseURL, ""},
-		{manage.CreateProjectInput{Name: "azure", Provider: "azure", BaseURL: "https://x.openai.azure.com/"}, "azure", "https://x.openai.azure.com", manage.DefaultAzureAPIVersion},
+		{manage.CreateProjectInput{Name: " openai "}, "openai", proxy.DefaultBaseURL(store.ProviderOpenAI), ""},
+		{manage.CreateProjectInput{Name: "anthropic", Provider: "Anthropic"}, "anthropic", proxy.DefaultBaseURL(store.ProviderAnthropic), ""},
+		{manage.CreateProjectInput{Name: "azure", Provider: "azure", BaseURL: "https://x.openai.azure.com/"}, "azure", "https://x.openai.azure.com", proxy.DefaultAPIVersion},
 		{manage.CreateProjectInput{Name: "azure2", Provider: "azure", BaseURL: "https://y.openai.azure.com", APIVersion: "2025-01-01"}, "azure", "https://y.openai.azure.com", "2025-01-01"},
 	}
 	for _, tt := range tests {

@@ -6,28 +6,25 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 
+	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// Defaults for new projects.
 const (
-	DefaultOpenAIBaseURL    = "https://api.openai.com/v1"
-	DefaultAnthropicBaseURL = "https://api.anthropic.com"
-	DefaultAzureAPIVersion  = "2024-10-21"
-
 	maxNameLen   = 100
 	maxAPIKeyLen = 4096
 )
 
 // CreateProjectInput is a new project. Provider "" means openai; BaseURL ""
-// means the provider's default (Azure has none); APIVersion applies to Azure
-// only ("" means DefaultAzureAPIVersion). Limits of 0 mean unlimited.
+// means proxy.DefaultBaseURL (Azure has none); APIVersion applies to Azure
+// only ("" means proxy.DefaultAPIVersion). Limits of 0 mean unlimited.
 type CreateProjectInput struct {
 	Name       string
 	Provider   string
@@ -64,16 +61,10 @@ func (s *Service) CreateProject(ctx context.Context, in CreateProjectInput) (*st
 	if provider == "" {
 		provider = store.ProviderOpenAI
 	}
-	var defaultURL string
-	switch provider {
-	case store.ProviderOpenAI:
-		defaultURL = DefaultOpenAIBaseURL
-	case store.ProviderAnthropic:
-		defaultURL = DefaultAnthropicBaseURL
-	case store.ProviderAzure:
-	default:
-		return nil, invalid("provider", "must be one of openai, anthropic, azure")
+	if !slices.Contains(proxy.Providers, provider) {
+		return nil, invalid("provider", "must be one of %s", strings.Join(proxy.Providers, ", "))
 	}
+	defaultURL := proxy.DefaultBaseURL(provider)
 	baseURL := strings.TrimSpace(in.BaseURL)
 	if baseURL == "" && defaultURL == "" {
 		return nil, invalid("base_url", "is required for provider %s (e.g. https://NAME.openai.azure.com)", provider)
@@ -317,7 +308,7 @@ func checkAPIVersion(provider, v string) (string, error) {
 		return "", nil
 	}
 	if v == "" {
-		return DefaultAzureAPIVersion, nil
+		return proxy.DefaultAPIVersion, nil
 	}
 	if len(v) > 64 {
 		return "", invalid("api_version", "must be at most 64 characters")

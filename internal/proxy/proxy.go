@@ -28,19 +28,12 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/proxy/h1"
 	"github.com/llmproxy/llm-proxy/internal/proxy/jsonscan"
+	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 // StatusClientClosedRequest is the non-standard status (nginx, caddy)
 // reported when the client went away before the response was complete.
 const StatusClientClosedRequest = 499
-
-// DefaultAPIVersion is the Azure api-version used when Upstream.APIVersion
-// is empty and the client sent none.
-const DefaultAPIVersion = "2024-10-21"
-
-// DefaultUpstreamTimeout is the response-header timeout used when
-// Options.UpstreamTimeout is zero.
-const DefaultUpstreamTimeout = 5 * time.Minute
 
 const (
 	copyBufSize  = 8 << 10 // read size for upstream bodies (an LLM answer or a burst of SSE events)
@@ -51,8 +44,8 @@ const (
 
 // Upstream is where a project's requests go.
 type Upstream struct {
-	// Provider is "anthropic", "azure", or anything else for an
-	// OpenAI-compatible API ("openai").
+	// Provider is one of Providers; anything else is spoken to as an
+	// OpenAI-compatible API.
 	Provider string
 	// BaseURL is the provider API root as its SDK takes it
 	// (https://api.openai.com/v1, https://api.anthropic.com,
@@ -135,7 +128,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // Options configures a Forwarder.
 type Options struct {
 	// UpstreamTimeout bounds the wait for the upstream's response headers
-	// (after the request is sent). Zero means DefaultUpstreamTimeout.
+	// (after the request is sent), and connecting when it is under 30s.
+	// Zero means no limit but the request's context: the setting and its
+	// default belong to the caller (UPSTREAM_TIMEOUT).
 	UpstreamTimeout time.Duration
 	// UpstreamIdleTimeout bounds the silence between bytes of a response
 	// body or stream once its headers came; past it the exchange ends as
@@ -198,15 +193,13 @@ type buffers struct {
 
 // New returns a Forwarder. Call Close when done with it.
 func New(opts Options) *Forwarder {
-	timeout := opts.UpstreamTimeout
-	if timeout <= 0 {
-		timeout = DefaultUpstreamTimeout
-	}
+	timeout := max(opts.UpstreamTimeout, 0)
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dialTimeout := min(timeout, 30*time.Second)
+	// Zero (no UpstreamTimeout) leaves h1's default dial timeout.
+	dialTimeout := min(timeout, h1.DefaultDialTimeout)
 	f := &Forwarder{
 		client: h1.New(h1.Options{DialTimeout: dialTimeout, ResponseHeaderTimeout: timeout, BodyIdleTimeout: opts.UpstreamIdleTimeout}),
 		idle:   opts.UpstreamIdleTimeout,
@@ -377,7 +370,7 @@ func (f *Forwarder) upstreamRequest(ctx context.Context, req *Request, info Info
 	}
 	u := targetURL(base, up, req.Path, req.RawQuery, info.Model)
 	body := req.Body
-	if req.Method == http.MethodPost && up.Provider != "anthropic" && isChatPath(req.Path) && info.Stream && !info.IncludeUsage {
+	if req.Method == http.MethodPost && up.Provider != store.ProviderAnthropic && isChatPath(req.Path) && info.Stream && !info.IncludeUsage {
 		edited, err := jsonscan.WithIncludeUsage(body)
 		if err != nil {
 			f.log.DebugContext(ctx, "stream usage not requested upstream", "request_id", req.RequestID, "error", err)

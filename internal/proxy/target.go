@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 // ErrPath is returned (wrapped) by CheckPath for a client path that is not
@@ -70,7 +72,7 @@ func targetURL(base *url.URL, up Upstream, path, rawQuery, model string) *url.UR
 	rest, underV1 := cutV1(path)
 	u.RawPath, u.Fragment, u.RawFragment = "", "", ""
 
-	if up.Provider != "azure" {
+	if up.Provider != store.ProviderAzure {
 		root = strings.TrimSuffix(root, "/v1")
 		if underV1 {
 			u.Path = root + "/v1" + rest
@@ -179,12 +181,12 @@ func upstreamHeader(in http.Header, up Upstream, requestID string) http.Header {
 		out[ck] = vv
 	}
 	switch up.Provider {
-	case "anthropic":
+	case store.ProviderAnthropic:
 		out.Set("X-Api-Key", up.APIKey)
 		if out.Get("Anthropic-Version") == "" {
-			out.Set("Anthropic-Version", "2023-06-01")
+			out.Set("Anthropic-Version", anthropicVersion)
 		}
-	case "azure":
+	case store.ProviderAzure:
 		out.Set("Api-Key", up.APIKey)
 	default:
 		out.Set("Authorization", "Bearer "+up.APIKey)

@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 const tracerName = "github.com/llmproxy/llm-proxy/internal/proxy"
@@ -131,9 +133,9 @@ func operation(method, path string) string {
 // gen_ai.provider.name; unknown providers speak the OpenAI API.
 func genAISystem(provider string) (system, providerName string) {
 	switch provider {
-	case "anthropic":
+	case store.ProviderAnthropic:
 		return "anthropic", "anthropic"
-	case "azure":
+	case store.ProviderAzure:
 		return "az.ai.openai", "azure.ai.openai"
 	default:
 		return "openai", "openai"

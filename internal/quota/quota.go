@@ -31,9 +31,10 @@ var ErrUnavailable = errors.New("quota counter unavailable")
 // up, or another error when it cannot decide. A token with nil MaxRequests
 // is always admitted.
 //
-// An admitted request is counted in the database's request_count and
-// last_used_at, directly, in advance (Memory's reserved blocks) or through
-// a Toucher: the caller must not Touch it again. Implementations are safe for concurrent use.
+// Every admitted request, with or without a quota, is counted in the
+// database's request_count and last_used_at: directly, in advance
+// (Memory's reserved blocks) or through a Toucher; the caller must not
+// Touch it again. Implementations are safe for concurrent use.
 type Counter interface {
 	Consume(ctx context.Context, t *store.Token) error
 }
@@ -48,19 +49,26 @@ type Toucher interface {
 // UPDATE per request, exact across replicas. It is the Counter for
 // PostgreSQL without Redis.
 type DB struct {
-	st store.Store
+	st      store.Store
+	toucher Toucher
 }
 
 var _ Counter = (*DB)(nil)
 
-// NewDB returns a Counter on st.
-func NewDB(st store.Store) *DB {
-	return &DB{st: st}
+// NewDB returns a Counter on st; requests of tokens without max_requests
+// are counted through toucher.
+func NewDB(st store.Store, toucher Toucher) *DB {
+	return &DB{st: st, toucher: toucher}
 }
 
-// Consume implements Counter. The update also advances request_count and
-// last_used_at, so nothing is Touched.
+// Consume implements Counter. For a quota token the update also advances
+// request_count and last_used_at; a token without one is Touched, in
+// batches, without a database round trip.
 func (d *DB) Consume(ctx context.Context, t *store.Token) error {
+	if t.MaxRequests == nil {
+		d.toucher.Touch(t.ID, time.Now())
+		return nil
+	}
 	if _, err := d.st.ConsumeToken(ctx, t.ID, time.Now()); err != nil {
 		return fmt.Errorf("consume quota: %w", err)
 	}

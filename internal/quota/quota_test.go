@@ -160,7 +160,7 @@ func TestDB(t *testing.T) {
 	for _, s := range stores {
 		t.Run(s.name, func(t *testing.T) {
 			st := s.open(t)
-			quotatest.Run(t, func(*testing.T) quota.Counter { return quota.NewDB(st) }, tokenMaker(t, st))
+			quotatest.Run(t, func(*testing.T) quota.Counter { return quota.NewDB(st, &countToucher{}) }, tokenMaker(t, st))
 		})
 	}
 }
@@ -168,7 +168,7 @@ func TestDB(t *testing.T) {
 func TestDBCountsInTheDatabase(t *testing.T) {
 	st := openSQLite(t)
 	tok := tokenMaker(t, st).New(t, 10, 2)
-	c := quota.NewDB(st)
+	c := quota.NewDB(st, &countToucher{})
 	for range 3 {
 		if err := c.Consume(context.Background(), tok); err != nil {
 			t.Fatalf("Consume: %v", err)

@@ -35,6 +35,7 @@ func Run(t *testing.T, newCounter func(t *testing.T) quota.Counter, tokens Token
 		{"ExactUnderConcurrency", testExact},
 		{"SeededFromRequestCount", testSeeded},
 		{"ZeroQuota", testZero},
+		{"NoQuota", testNoQuota},
 		{"TokensIndependent", testIndependent},
 		{"LoweredQuota", testLowered},
 		{"RaisedQuota", testRaised},
@@ -95,6 +96,18 @@ func testSeeded(t *testing.T, c quota.Counter, tokens Tokens) {
 
 func testZero(t *testing.T, c quota.Counter, tokens Tokens) {
 	mustExceed(t, c, tokens.New(t, 0, 0))
+}
+
+// testNoQuota: a token without max_requests is admitted whatever its
+// request_count, here past the quota it had before it was lifted.
+func testNoQuota(t *testing.T, c quota.Counter, tokens Tokens) {
+	tok := *tokens.New(t, 1, 1)
+	tok.MaxRequests = nil
+	for range 3 {
+		if err := c.Consume(context.Background(), &tok); err != nil {
+			t.Fatalf("Consume without max_requests: %v", err)
+		}
+	}
 }
 
 func testIndependent(t *testing.T, c quota.Counter, tokens Tokens) {

@@ -53,9 +53,11 @@ type Options struct {
 	// PoolTimeout is how long an operation waits for a free connection
 	// (DefaultPoolTimeout when zero).
 	PoolTimeout time.Duration
-	// MaxIdleConns caps the persistent connections kept open while idle;
-	// connections beyond min(MaxIdleConns, PoolSize) close after a minute
-	// of idleness.
+	// MaxIdleConns is how many connections stay open while the database
+	// is idle (0 to PoolSize+MaxOverflow): pgxpool's MinConns, opened at
+	// start-up and kept; connections beyond it close after a minute unused.
+	// (pgxpool's MinIdleConns would keep that many idle beside the busy
+	// ones, opening more under load, and its idle trimming ignores it.)
 	MaxIdleConns int
 	// ConnMaxLifetime recycles connections older than this
 	// (DefaultConnMaxLifetime when zero).
@@ -95,9 +97,10 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	if opts.ConnMaxLifetime == 0 {
 		opts.ConnMaxLifetime = DefaultConnMaxLifetime
 	}
-	if opts.PoolSize < 1 || opts.MaxOverflow < 0 || opts.PoolTimeout < 0 || opts.ConnMaxLifetime < 0 {
-		return nil, fmt.Errorf("invalid pool options (pool_size=%d, max_overflow=%d, pool_timeout=%s, conn_max_lifetime=%s)",
-			opts.PoolSize, opts.MaxOverflow, opts.PoolTimeout, opts.ConnMaxLifetime)
+	if opts.PoolSize < 1 || opts.MaxOverflow < 0 || opts.PoolTimeout < 0 || opts.ConnMaxLifetime < 0 ||
+		opts.MaxIdleConns < 0 || opts.MaxIdleConns > opts.PoolSize+opts.MaxOverflow {
+		return nil, fmt.Errorf("invalid pool options (pool_size=%d, max_overflow=%d, max_idle_conns=%d, pool_timeout=%s, conn_max_lifetime=%s)",
+			opts.PoolSize, opts.MaxOverflow, opts.MaxIdleConns, opts.PoolTimeout, opts.ConnMaxLifetime)
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -108,7 +111,7 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
 	cfg.MaxConns = int32(opts.PoolSize + opts.MaxOverflow)
-	cfg.MinConns = int32(max(0, min(opts.MaxIdleConns, opts.PoolSize)))
+	cfg.MinConns = int32(opts.MaxIdleConns)
 	cfg.MaxConnIdleTime = overflowIdleTime
 	cfg.MaxConnLifetime = opts.ConnMaxLifetime
 

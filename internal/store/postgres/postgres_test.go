@@ -210,3 +210,17 @@ func TestPoolSizing(t *testing.T) {
 		t.Errorf("Stats().MaxConns = %d, want 5", got)
 	}
 }
+
+// TestMaxIdleConnsIsMinConns: DATABASE_MAX_IDLE_CONNS reaches pgxpool as
+// MinConns whole, above the pool size too, and a value the pool could
+// never hold is refused rather than cut.
+func TestMaxIdleConnsIsMinConns(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	db := open(t, Options{URL: url, PoolSize: 2, MaxOverflow: 4, MaxIdleConns: 5})
+	if cfg := db.Pool().Config(); cfg.MinConns != 5 || cfg.MaxConns != 6 {
+		t.Errorf("MinConns %d MaxConns %d, want 5 and 6", cfg.MinConns, cfg.MaxConns)
+	}
+	if _, err := Open(t.Context(), Options{URL: url, PoolSize: 2, MaxOverflow: 4, MaxIdleConns: 7}); err == nil || !strings.Contains(err.Error(), "max_idle_conns=7") {
+		t.Errorf("MaxIdleConns above pool_size+max_overflow: %v, want an error naming it", err)
+	}
+}
