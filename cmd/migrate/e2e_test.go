@@ -17,30 +17,18 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/llmproxy/llm-proxy/internal/schema"
+	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
 const password = "s3cretpw"
 
-// binary is the migrate executable built by TestMain.
-var binary string
-
+// The -race migrate binary is built once, on first use (binaries.ForTest).
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "migrate-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "migrate")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build migrate:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	if err := binaries.Remove(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
 	os.Exit(code)
 }
 
@@ -56,7 +44,7 @@ func migrate(t *testing.T, dbURL string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd := exec.CommandContext(ctx, binaries.ForTest(t, true).Migrate, args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DATABASE_") && !strings.HasPrefix(kv, "DB_DRIVER=") && !strings.HasPrefix(kv, "CONFIG_FILE=") {
 			cmd.Env = append(cmd.Env, kv)

@@ -21,40 +21,16 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/schema"
+	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 )
 
-// binaries builds the -race proxy binary once, on first use: only the
-// tests that prove the binary itself (exit statuses, signals, its memory)
-// need it; the others call run in process.
-var binaries struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-// proxyBinary returns the path of the built proxy binary.
-func proxyBinary(t *testing.T) string {
-	t.Helper()
-	binaries.once.Do(func() {
-		binaries.dir, binaries.err = os.MkdirTemp("", "proxy-e2e-")
-		if binaries.err != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-race", "-o", filepath.Join(binaries.dir, "proxy"), ".").CombinedOutput()
-		if err != nil {
-			binaries.err = fmt.Errorf("build proxy: %v\n%s", err, out)
-		}
-	})
-	if binaries.err != nil {
-		t.Fatal(binaries.err)
-	}
-	return filepath.Join(binaries.dir, "proxy")
-}
-
+// The -race proxy binary is built once, on first use
+// (binaries.ForTest): only the tests that prove the binary itself (exit
+// statuses, signals, its memory) need it; the others call run in process.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binaries.dir != "" {
-		os.RemoveAll(binaries.dir)
+	if err := binaries.Remove(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 	os.Exit(code)
 }
@@ -136,7 +112,7 @@ func startProxy(t *testing.T, dir string, env ...string) *proc {
 // cleanup.
 func startBinary(t *testing.T, dir string, env ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(proxyBinary(t))
+	cmd := exec.Command(binaries.ForTest(t, true).Proxy)
 	cmd.Dir = dir
 	cmd.Env = proxyEnv(env)
 	pr, pw := io.Pipe()
@@ -240,7 +216,7 @@ func runBinary(t *testing.T, dir string, env []string, args ...string) (int, str
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, proxyBinary(t), args...)
+	cmd := exec.CommandContext(ctx, binaries.ForTest(t, true).Proxy, args...)
 	cmd.Dir = dir
 	cmd.Env = baseEnv(env...)
 	out, err := cmd.CombinedOutput()
