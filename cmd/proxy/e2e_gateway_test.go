@@ -37,17 +37,30 @@ type gateway struct {
 func newGateway(t *testing.T, env ...string) *gateway {
 	t.Helper()
 	g := &gateway{up: newFakeUpstream(t), dir: t.TempDir()}
-	g.p = startProxy(t, g.dir, append([]string{"MANAGEMENT_TOKEN=" + mgmtToken, "USAGE_FLUSH_INTERVAL=100ms"}, env...)...)
+	g.p = startProxy(t, g.dir, gatewayEnv(env)...)
 	return g
 }
 
-// newBinaryGateway starts the proxy binary, for the tests that signal or
-// measure the process.
+// newBinaryGateway starts the -race proxy binary, for the tests that
+// signal the process.
 func newBinaryGateway(t *testing.T, env ...string) *gateway {
 	t.Helper()
 	g := &gateway{up: newFakeUpstream(t), dir: t.TempDir()}
-	g.p = startBinary(t, g.dir, append([]string{"MANAGEMENT_TOKEN=" + mgmtToken, "USAGE_FLUSH_INTERVAL=100ms"}, env...)...)
+	g.p = startBinary(t, g.dir, gatewayEnv(env)...)
 	return g
+}
+
+// newReleaseGateway starts the proxy built without the race detector, for
+// the tests that measure its time or memory under load.
+func newReleaseGateway(t *testing.T, env ...string) *gateway {
+	t.Helper()
+	g := &gateway{up: newFakeUpstream(t), dir: t.TempDir()}
+	g.p = startReleaseBinary(t, g.dir, gatewayEnv(env)...)
+	return g
+}
+
+func gatewayEnv(env []string) []string {
+	return append([]string{"MANAGEMENT_TOKEN=" + mgmtToken, "USAGE_FLUSH_INTERVAL=100ms"}, env...)
 }
 
 func (g *gateway) manage(t *testing.T, method, path string, body, out any) int {

@@ -188,7 +188,7 @@ func firstLine(s string) string {
 // them are open.
 func TestSlowBodiesAreCut(t *testing.T) {
 	const timeout = time.Second
-	g := newGateway(t, "REQUEST_BODY_TIMEOUT=1s")
+	g := newReleaseGateway(t, "REQUEST_BODY_TIMEOUT=1s") // a timing claim: measured without the race detector
 	pid := g.project(t, "slow", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
 	// Known before the unauthenticated half gets the address blocked: a
@@ -430,7 +430,7 @@ func (g *gateway) dbBytes(t *testing.T) int64 {
 // memory, are refused with 429 past AUTH_FAILURE_LIMIT, leave the
 // address's valid token working, and are audited as summary rows.
 func TestFailedAuthenticationsAreLimitedAndSummarised(t *testing.T) {
-	g := newBinaryGateway(t) // its memory is measured as the process's RSS
+	g := newReleaseGateway(t) // its memory is measured as the process's RSS
 	pid := g.project(t, "attacked", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
 	if code, _ := chat(t, g.p.addr, secret, "gpt-4o-mini"); code != http.StatusOK {

@@ -107,12 +107,25 @@ func startProxy(t *testing.T, dir string, env ...string) *proc {
 	return p.awaitAddr(t, pr)
 }
 
-// startBinary runs the proxy binary in dir with env (KEY=value) on a free
-// port and waits until it logs its address. It is stopped with SIGTERM at
-// cleanup.
+// startBinary runs the -race proxy binary in dir with env (KEY=value) on a
+// free port and waits until it logs its address. It is stopped with SIGTERM
+// at cleanup.
 func startBinary(t *testing.T, dir string, env ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binaries.ForTest(t, true).Proxy)
+	return startExecutable(t, binaries.ForTest(t, true).Proxy, dir, env...)
+}
+
+// startReleaseBinary is startBinary with the proxy built as `make build`
+// builds it, without the race detector: for the tests that measure time
+// or memory under load, as the cluster test bed does.
+func startReleaseBinary(t *testing.T, dir string, env ...string) *proc {
+	t.Helper()
+	return startExecutable(t, binaries.ForTest(t, false).Proxy, dir, env...)
+}
+
+func startExecutable(t *testing.T, path, dir string, env ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(path)
 	cmd.Dir = dir
 	cmd.Env = proxyEnv(env)
 	pr, pw := io.Pipe()
