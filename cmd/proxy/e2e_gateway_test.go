@@ -135,6 +135,23 @@ func (g *gateway) usageRows(t *testing.T) []usageRow {
 	return out
 }
 
+// expireToken sets the token's expires_at a minute in the past, straight in
+// the proxy's SQLite file (in the store's time layout).
+func (g *gateway) expireToken(t *testing.T, id string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(g.dir, "var", "db", "proxy.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	past := time.Now().Add(-time.Minute).UTC().Format("2006-01-02T15:04:05.000000Z")
+	if res, err := db.Exec(`UPDATE tokens SET expires_at = ? WHERE id = ?`, past, id); err != nil {
+		t.Fatalf("expire token: %v", err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("expire token: %d rows updated, want 1", n)
+	}
+}
+
 // waitUsage waits until n usage rows are written and returns them.
 func (g *gateway) waitUsage(t *testing.T, n int) []usageRow {
 	t.Helper()
@@ -479,12 +496,12 @@ func TestErrorMapping(t *testing.T) {
 	if code, body := post("sk-unknown", "application/json", []byte(`{}`)); code != http.StatusUnauthorized || errorCode(t, body) != "invalid_api_key" {
 		t.Errorf("unknown token: %d %s", code, body)
 	}
-	_, expiring := g.token(t, pid, map[string]any{"expires_at": time.Now().Add(1500 * time.Millisecond).UTC().Format(time.RFC3339Nano)})
-	if code, body := chat(t, g.p.addr, expiring, "m"); code != http.StatusOK {
-		t.Fatalf("token before expiry: %d %s", code, body)
-	}
-	time.Sleep(1600 * time.Millisecond)
-	if code, body := chat(t, g.p.addr, expiring, "m"); code != http.StatusUnauthorized || errorCode(t, body) != "token_expired" {
+	// The API refuses a past expires_at, so the token expires in the
+	// database before its first use; the expiry of a cached token is
+	// auth's test, on its clock.
+	expiredID, expired := g.token(t, pid, nil)
+	g.expireToken(t, expiredID)
+	if code, body := chat(t, g.p.addr, expired, "m"); code != http.StatusUnauthorized || errorCode(t, body) != "token_expired" {
 		t.Errorf("expired token: %d %s", code, body)
 	}
 	start := time.Now()
@@ -553,6 +570,9 @@ func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
 	pid := g.project(t, "burst", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
 	var ok atomic.Int64
+	// running is closed once 20 requests have completed: the burst is
+	// under way, and the slow streams (a second each) are mid-flight.
+	running := make(chan struct{})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range 16 {
@@ -580,12 +600,18 @@ func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
 				b, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if err == nil && resp.StatusCode == http.StatusOK && bytes.Contains(b, []byte("upstream")) {
-					ok.Add(1)
+					if ok.Add(1) == 20 {
+						close(running)
+					}
 				}
 			}
 		}()
 	}
-	time.Sleep(700 * time.Millisecond)
+	select {
+	case <-running:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d requests completed in 10s, want 20 before SIGTERM", ok.Load())
+	}
 	g.p.terminate(t)
 	if code := g.p.exitCode(); code != 0 {
 		t.Errorf("exit status after SIGTERM = %d\n%s", code, g.p.output.String())

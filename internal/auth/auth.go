@@ -136,10 +136,19 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// TokenStore is the part of store.Store an Authenticator reads;
+// store.Store satisfies it.
+type TokenStore interface {
+	GetTokenByHash(ctx context.Context, hash string) (*store.Token, error)
+	GetProject(ctx context.Context, id string) (*store.Project, error)
+}
+
+var _ TokenStore = store.Store(nil)
+
 // Authenticator resolves token secrets with an in-process cache. It is safe
 // for concurrent use and starts no goroutines.
 type Authenticator struct {
-	st       store.Store
+	st       TokenStore
 	cipher   *secret.Cipher
 	ttl      time.Duration
 	negTTL   time.Duration
@@ -181,7 +190,7 @@ type flight struct {
 }
 
 // New returns an Authenticator over st that decrypts upstream keys with c.
-func New(st store.Store, c *secret.Cipher, opts Options) *Authenticator {
+func New(st TokenStore, c *secret.Cipher, opts Options) *Authenticator {
 	if opts.TTL <= 0 {
 		opts.TTL = 5 * time.Second
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/uuid"
@@ -408,93 +409,95 @@ func TestTTLExpiryReloads(t *testing.T) {
 	f.wantLookups(t, 2, "after TTL")
 }
 
-func TestConcurrentMissesShareOneLookup(t *testing.T) {
-	f := newFixture(t, auth.Options{})
-	proj := f.newProject(t)
-	sec, tok := f.newToken(t, proj.ID, time.Hour)
-	f.st.delay.Store(int64(200 * time.Millisecond))
+// The concurrency tests run in a synctest bubble: the store's delay is
+// bubble time, and synctest.Wait tells when every goroutine, a waiter
+// joining a lookup included, has got as far as it can.
 
-	const n = 50
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range n {
-		wg.Go(func() {
-			<-start
-			p, err := f.auth.Authenticate(context.Background(), sec)
-			if err != nil {
-				t.Errorf("Authenticate: %v", err)
-				return
-			}
-			if p.Token.ID != tok.ID || p.APIKey != upstreamKey {
-				t.Errorf("wrong principal: token %s", p.Token.ID)
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	f.wantLookups(t, 1, "50 concurrent first calls")
+func TestConcurrentMissesShareOneLookup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, auth.Options{})
+		proj := f.newProject(t)
+		sec, tok := f.newToken(t, proj.ID, time.Hour)
+		f.st.delay.Store(int64(200 * time.Millisecond))
+
+		const n = 50
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				p, err := f.auth.Authenticate(context.Background(), sec)
+				if err != nil {
+					t.Errorf("Authenticate: %v", err)
+					return
+				}
+				if p.Token.ID != tok.ID || p.APIKey != upstreamKey {
+					t.Errorf("wrong principal: token %s", p.Token.ID)
+				}
+			})
+		}
+		wg.Wait()
+		f.wantLookups(t, 1, "50 concurrent first calls")
+	})
 }
 
 func TestWaiterRetriesWhenLeaderGivesUp(t *testing.T) {
-	f := newFixture(t, auth.Options{})
-	proj := f.newProject(t)
-	sec, _ := f.newToken(t, proj.ID, time.Hour)
-	f.st.delay.Store(int64(300 * time.Millisecond))
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, auth.Options{})
+		proj := f.newProject(t)
+		sec, _ := f.newToken(t, proj.ID, time.Hour)
+		f.st.delay.Store(int64(300 * time.Millisecond))
 
-	leaderCtx, cancel := context.WithCancel(context.Background())
-	leaderErr := make(chan error, 1)
-	go func() {
-		_, err := f.auth.Authenticate(leaderCtx, sec)
-		leaderErr <- err
-	}()
-	for f.lookups() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	waiter := make(chan error, 1)
-	go func() {
-		_, err := f.auth.Authenticate(context.Background(), sec)
-		waiter <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	if err := <-leaderErr; !errors.Is(err, context.Canceled) {
-		t.Fatalf("leader: err = %v, want context.Canceled", err)
-	}
-	if err := <-waiter; err != nil {
-		t.Fatalf("waiter: %v (it must not inherit the leader's cancellation)", err)
-	}
-	f.wantLookups(t, 2, "leader cancelled, waiter retried")
+		leaderCtx, cancel := context.WithCancel(context.Background())
+		leaderErr := make(chan error, 1)
+		go func() {
+			_, err := f.auth.Authenticate(leaderCtx, sec)
+			leaderErr <- err
+		}()
+		synctest.Wait() // the leader is in its lookup
+		waiter := make(chan error, 1)
+		go func() {
+			_, err := f.auth.Authenticate(context.Background(), sec)
+			waiter <- err
+		}()
+		synctest.Wait() // the waiter has joined it
+		f.wantLookups(t, 1, "waiter joined the leader")
+		cancel()
+		if err := <-leaderErr; !errors.Is(err, context.Canceled) {
+			t.Fatalf("leader: err = %v, want context.Canceled", err)
+		}
+		if err := <-waiter; err != nil {
+			t.Fatalf("waiter: %v (it must not inherit the leader's cancellation)", err)
+		}
+		f.wantLookups(t, 2, "leader cancelled, waiter retried")
+	})
 }
 
 func TestInvalidationDuringLoadIsNotCached(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t, auth.Options{TTL: time.Hour})
-	proj := f.newProject(t)
-	sec, tok := f.newToken(t, proj.ID, time.Hour)
-	f.st.delay.Store(int64(200 * time.Millisecond))
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFixture(t, auth.Options{TTL: time.Hour})
+		proj := f.newProject(t)
+		sec, tok := f.newToken(t, proj.ID, time.Hour)
+		f.st.delay.Store(int64(200 * time.Millisecond))
 
-	done := make(chan error, 1)
-	go func() {
-		_, err := f.auth.Authenticate(ctx, sec)
-		done <- err
-	}()
-	for f.lookups() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	// The load has read the active token; revoke it before the load ends.
-	time.Sleep(20 * time.Millisecond)
-	tok.IsActive = false
-	if err := f.db.UpdateToken(ctx, tok); err != nil {
-		t.Fatalf("UpdateToken: %v", err)
-	}
-	f.auth.InvalidateToken(tok.ID)
-	if err := <-done; err != nil {
-		t.Fatalf("in-flight Authenticate: %v", err)
-	}
-	f.st.delay.Store(0)
-	if _, err := f.auth.Authenticate(ctx, sec); !errors.Is(err, auth.ErrRevoked) {
-		t.Fatalf("after the revocation: err = %v, want ErrRevoked (the pre-revocation load was cached)", err)
-	}
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.auth.Authenticate(ctx, sec)
+			done <- err
+		}()
+		synctest.Wait() // the load has read the active token and holds it
+		tok.IsActive = false
+		if err := f.db.UpdateToken(ctx, tok); err != nil {
+			t.Fatalf("UpdateToken: %v", err)
+		}
+		f.auth.InvalidateToken(tok.ID)
+		if err := <-done; err != nil {
+			t.Fatalf("in-flight Authenticate: %v", err)
+		}
+		f.st.delay.Store(0)
+		if _, err := f.auth.Authenticate(ctx, sec); !errors.Is(err, auth.ErrRevoked) {
+			t.Fatalf("after the revocation: err = %v, want ErrRevoked (the pre-revocation load was cached)", err)
+		}
+	})
 }
 
 func TestEntriesAreBounded(t *testing.T) {

@@ -81,6 +81,8 @@ type BlockStore interface {
 	ActiveAuthBlocks(ctx context.Context, now time.Time, limit int) ([]store.AuthBlock, error)
 }
 
+var _ BlockStore = store.Store(nil)
+
 // FailureOptions tune a FailureLimiter. Zero fields take the defaults.
 type FailureOptions struct {
 	// Limit is how many failed authentications a client may make in a

@@ -31,6 +31,23 @@ type manageEnv struct {
 	url  string
 	st   store.Store
 	auth *auth.Authenticator
+	// audited receives a value after each audit batch the recorder writes.
+	audited <-chan struct{}
+}
+
+// signalSink is the recorder's sink, signalling each audit batch written.
+type signalSink struct {
+	usage.Sink
+	audited chan struct{}
+}
+
+func (s signalSink) InsertAuditEvents(ctx context.Context, events []store.AuditEvent) error {
+	err := s.Sink.InsertAuditEvents(ctx, events)
+	select {
+	case s.audited <- struct{}{}:
+	default: // a signal is pending already
+	}
+	return err
 }
 
 func newManageEnv(t *testing.T, managementToken string) *manageEnv {
@@ -42,7 +59,8 @@ func newManageEnv(t *testing.T, managementToken string) *manageEnv {
 	}
 	// A long TTL: only invalidation can make a cached token fail at once.
 	authn := auth.New(st, cipher, auth.Options{TTL: time.Hour})
-	rec := usage.New(st, usage.Options{FlushInterval: 10 * time.Millisecond})
+	sink := signalSink{Sink: st, audited: make(chan struct{}, 1)}
+	rec := usage.New(sink, usage.Options{FlushInterval: 10 * time.Millisecond})
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -64,7 +82,7 @@ func newManageEnv(t *testing.T, managementToken string) *manageEnv {
 		stop()
 		wg.Wait() // the recorder's final flush, before teststore closes st
 	})
-	return &manageEnv{t: t, url: hs.URL, st: st, auth: authn}
+	return &manageEnv{t: t, url: hs.URL, st: st, auth: authn, audited: sink.audited}
 }
 
 type response struct {
@@ -122,23 +140,24 @@ func (e *manageEnv) mustDo(method, path, body string, want int) response {
 }
 
 // auditEvents waits until the recorder has written at least n events
-// matching f and returns them.
+// matching f and returns them. It looks again after each audit batch
+// written, and gives up when none comes for a while.
 func (e *manageEnv) auditEvents(f store.AuditFilter, n int) []*store.AuditEvent {
 	e.t.Helper()
 	f.Page = store.Page{Page: 1, PageSize: 1000}
-	deadline := time.Now().Add(5 * time.Second)
 	for {
 		evs, _, err := e.st.ListAuditEvents(e.t.Context(), f)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if len(evs) >= n || time.Now().After(deadline) {
-			if len(evs) < n {
-				e.t.Fatalf("audit events matching %+v: %d, want %d", f, len(evs), n)
-			}
+		if len(evs) >= n {
 			return evs
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-e.audited:
+		case <-time.After(5 * time.Second):
+			e.t.Fatalf("audit events matching %+v: %d, want %d", f, len(evs), n)
+		}
 	}
 }
 

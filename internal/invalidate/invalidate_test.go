@@ -135,6 +135,22 @@ func TestResubscribeAfterCut(t *testing.T) {
 	}
 }
 
+// signalPublish is a transport that signals the end of each publish on
+// done (capacity 1: signals not yet received merge).
+type signalPublish struct {
+	transport
+	done chan struct{}
+}
+
+func (s signalPublish) publish(ctx context.Context, msg string) error {
+	err := s.transport.publish(ctx, msg)
+	select {
+	case s.done <- struct{}{}:
+	default:
+	}
+	return err
+}
+
 func TestPublishWhileDown(t *testing.T) {
 	for _, bk := range backends {
 		t.Run(bk.name, func(t *testing.T) {
@@ -144,6 +160,8 @@ func TestPublishWhileDown(t *testing.T) {
 			fwd.setBlackhole(true)
 			recA, recB := newRecorder(), newRecorder()
 			a, b := be.open(t, fwd.addr(), recA), be.open(t, be.server, recB)
+			published := make(chan struct{}, 1)
+			a.transport = signalPublish{transport: a.transport, done: published}
 			run(t, a)
 			run(t, b)
 			recB.await(t, "flush", 5*time.Second)
@@ -170,13 +188,13 @@ func TestPublishWhileDown(t *testing.T) {
 			fwd.cut()
 			recA.await(t, "flush", 15*time.Second)
 			// Invalidations are dropped while the queue is full: let the
-			// backlog drain first.
-			deadline := time.Now().Add(10 * time.Second)
-			for len(a.queue) > 0 {
-				if time.Now().After(deadline) {
+			// backlog drain first, looking again after each publish.
+			for stuck := time.After(10 * time.Second); len(a.queue) > 0; {
+				select {
+				case <-published:
+				case <-stuck:
 					t.Fatalf("%d invalidations still queued 10s after recovery", len(a.queue))
 				}
-				time.Sleep(10 * time.Millisecond)
 			}
 			recB.drain()
 			a.InvalidateToken("back")

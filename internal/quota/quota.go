@@ -39,6 +39,17 @@ type Counter interface {
 	Consume(ctx context.Context, t *store.Token) error
 }
 
+// Store is the part of store.Store the counters use; store.Store
+// satisfies it.
+type Store interface {
+	GetToken(ctx context.Context, id string) (*store.Token, error)
+	ConsumeToken(ctx context.Context, tokenID string, at time.Time) (int64, error)
+	ReserveRequests(ctx context.Context, tokenID string, n int64) (granted, count int64, err error)
+	TouchTokens(ctx context.Context, touches []store.TokenTouch) error
+}
+
+var _ Store = store.Store(nil)
+
 // Toucher receives per-token request counts for batched write-back to the
 // database (usage.Recorder satisfies it). Touch must not block.
 type Toucher interface {
@@ -49,7 +60,7 @@ type Toucher interface {
 // UPDATE per request, exact across replicas. It is the Counter for
 // PostgreSQL without Redis.
 type DB struct {
-	st      store.Store
+	st      Store
 	toucher Toucher
 }
 
@@ -57,7 +68,7 @@ var _ Counter = (*DB)(nil)
 
 // NewDB returns a Counter on st; requests of tokens without max_requests
 // are counted through toucher.
-func NewDB(st store.Store, toucher Toucher) *DB {
+func NewDB(st Store, toucher Toucher) *DB {
 	return &DB{st: st, toucher: toucher}
 }
 
@@ -108,7 +119,7 @@ func (d *DB) Consume(ctx context.Context, t *store.Token) error {
 // Memory is exact for a single process, never across replicas. It is safe
 // for concurrent use.
 type Memory struct {
-	st      store.Store
+	st      Store
 	toucher LastUseToucher
 	block   int64
 	timeout time.Duration
@@ -148,7 +159,7 @@ type LastUseToucher interface {
 type MemoryOptions struct {
 	// Store holds the durable count: blocks are reserved in it, given back
 	// by Close, and after Close each request is counted in it directly.
-	Store   store.Store
+	Store   Store
 	Toucher LastUseToucher
 	// Block is the smallest block (default 16). A token reserves
 	// max(Block, min(max_requests/64, 1024)) requests at once (the last

@@ -24,7 +24,7 @@ type RedisOptions struct {
 	Limiter *ratelimit.Redis
 	// Store seeds a counter Redis does not hold from the token's
 	// request_count.
-	Store store.Store
+	Store Store
 	// Toucher writes admitted requests back to the database in batches.
 	Toucher Toucher
 	Logger  *slog.Logger // nil discards
@@ -49,7 +49,7 @@ type RedisOptions struct {
 // Redis is safe for concurrent use.
 type Redis struct {
 	limiter *ratelimit.Redis
-	st      store.Store
+	st      Store
 	toucher Toucher
 	logger  *slog.Logger
 	seeds   atomic.Int64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -66,27 +67,30 @@ func (m *Memory) size() int {
 }
 
 // TestMemorySweepsIdleKeys checks that buckets which refilled are dropped as
-// new keys arrive, so memory follows the recently active keys only.
+// new keys arrive, so memory follows the recently active keys only. It runs
+// in a synctest bubble: a round's buckets are idle once the test's clock
+// has moved past their refill.
 func TestMemorySweepsIdleKeys(t *testing.T) {
-	m := NewMemory()
-	ctx := context.Background()
-	// Limit 6e9/min: one unit refills in 10ns, so every bucket is idle
-	// almost at once.
-	const limit = 6_000_000_000
-	for round := range 20 {
-		for i := range 5000 {
-			k := "k:" + strconv.Itoa(round) + ":" + strconv.Itoa(i)
-			if d, err := m.Allow(ctx, Request{Key: k, Limit: limit, Cost: 1}); err != nil || !d.Allowed {
-				t.Fatalf("Allow(%s) = %+v, %v", k, d, err)
+	synctest.Test(t, func(t *testing.T) {
+		m := NewMemory()
+		ctx := context.Background()
+		// Limit 6e9/min: one unit refills in 10ns.
+		const limit = 6_000_000_000
+		for round := range 20 {
+			for i := range 5000 {
+				k := "k:" + strconv.Itoa(round) + ":" + strconv.Itoa(i)
+				if d, err := m.Allow(ctx, Request{Key: k, Limit: limit, Cost: 1}); err != nil || !d.Allowed {
+					t.Fatalf("Allow(%s) = %+v, %v", k, d, err)
+				}
 			}
+			time.Sleep(time.Microsecond) // bubble time: every bucket so far refilled
 		}
-		time.Sleep(time.Millisecond)
-	}
-	// 100,000 keys were used; only the last rounds' may remain (a shard
-	// holds at most twice its live keys, and at least minSweep).
-	if n := m.size(); n > 2*5000+shardCount*minSweep {
-		t.Fatalf("%d buckets held after 100000 idle keys, want them swept", n)
-	}
+		// 100,000 keys were used; only the last rounds' may remain (a shard
+		// holds at most twice its live keys, and at least minSweep).
+		if n := m.size(); n > 2*5000+shardCount*minSweep {
+			t.Fatalf("%d buckets held after 100000 idle keys, want them swept", n)
+		}
+	})
 }
 
 // TestMemoryDropsFullBuckets checks that a bucket given back to full holds no

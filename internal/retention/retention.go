@@ -58,14 +58,26 @@ type Result struct {
 // so they are swept whatever the retention settings.
 const authBlockKeep = 24 * time.Hour
 
+// Store is the part of store.Store a Sweeper uses; store.Store satisfies
+// it.
+type Store interface {
+	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
+	DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+}
+
+var _ Store = store.Store(nil)
+
 // Sweeper runs retention sweeps. Its methods are safe for concurrent use.
 type Sweeper struct {
-	store store.Store
+	store Store
 	opts  Options
 }
 
 // New returns a Sweeper over st with opts, defaults applied.
-func New(st store.Store, opts Options) *Sweeper {
+func New(st Store, opts Options) *Sweeper {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultInterval
 	}

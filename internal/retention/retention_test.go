@@ -2,7 +2,9 @@ package retention
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/uuid"
@@ -241,31 +243,48 @@ func TestLockHeldElsewhere(t *testing.T) {
 	}
 }
 
+// heldStore holds a sweep after its first usage batch: it closes deleted
+// and waits for resume.
+type heldStore struct {
+	Store
+	once            sync.Once
+	deleted, resume chan struct{}
+}
+
+func (h *heldStore) DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
+	n, err := h.Store.DeleteUsageBefore(ctx, t, limit)
+	h.once.Do(func() {
+		close(h.deleted)
+		<-h.resume
+	})
+	return n, err
+}
+
 // TestConcurrentSweeps runs a slow sweep on one replica and a second sweep
 // on another while the first is between batches.
 func TestConcurrentSweeps(t *testing.T) {
 	url := teststore.PostgresURL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	seedUsage(t, a, 6, 1)
-	opts := Options{Usage: day, BatchSize: 1, Pause: 100 * time.Millisecond, Now: func() time.Time { return now }}
+	opts := Options{Usage: day, BatchSize: 1, Pause: time.Millisecond, Now: func() time.Time { return now }}
 	type outcome struct {
 		res Result
 		ran bool
 		err error
 	}
 	done := make(chan outcome, 1)
+	held := &heldStore{Store: a, deleted: make(chan struct{}), resume: make(chan struct{})}
 	go func() {
-		res, ran, err := New(a, opts).SweepOnce(t.Context())
+		res, ran, err := New(held, opts).SweepOnce(t.Context())
 		done <- outcome{res, ran, err}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for count(t, b).usage == 7 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the first sweep deleted nothing within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-held.deleted:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the first sweep deleted nothing within 5s")
 	}
 	res, ran, err := New(b, opts).SweepOnce(t.Context())
+	close(held.resume)
 	if err != nil || ran || res != (Result{}) {
 		t.Errorf("second SweepOnce during the first = (%+v, %t, %v), want (zero, false, nil)", res, ran, err)
 	}
@@ -279,41 +298,49 @@ func TestConcurrentSweeps(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
-	s := openSQLite(t)
-	seed(t, s)
-	sw := New(s, Options{Usage: day, Audit: day, Tokens: day, Interval: 100 * time.Millisecond, BatchSize: 2,
-		Now: func() time.Time { return now }})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- sw.Run(ctx) }()
+	synctest.Test(t, func(t *testing.T) {
+		s := openSQLite(t)
+		seed(t, s)
+		sw := New(s, Options{Usage: day, Audit: day, Tokens: day, Interval: 100 * time.Millisecond, BatchSize: 2,
+			Now: func() time.Time { return now }})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- sw.Run(ctx) }()
 
-	awaitUsage := func(want int64) {
-		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for count(t, s).usage != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("usage rows = %d after 3s of Run, want %d", count(t, s).usage, want)
+		// awaitUsage lets the bubble's clock run, looking whenever Run is
+		// idle, until want rows are left.
+		awaitUsage := func(want int64) {
+			t.Helper()
+			deadline := time.Now().Add(3 * time.Second)
+			for {
+				synctest.Wait()
+				if count(t, s).usage == want {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("usage rows = %d after 3s of Run, want %d", count(t, s).usage, want)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
-	awaitUsage(2)
-	// Rows that age out later go in a later sweep.
-	seedUsage(t, s, 3, 0)
-	awaitUsage(2)
-	if got, want := count(t, s), (counts{usage: 2, audit: 2, tokens: 2}); got != want {
-		t.Errorf("rows left %+v, want %+v", got, want)
-	}
+		awaitUsage(2)
+		// Rows that age out later go in a later sweep.
+		seedUsage(t, s, 3, 0)
+		awaitUsage(2)
+		if got, want := count(t, s), (counts{usage: 2, audit: 2, tokens: 2}); got != want {
+			t.Errorf("rows left %+v, want %+v", got, want)
+		}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("Run did not return within 2s of cancellation")
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Run did not return within 2s of cancellation")
-	}
+	})
 }
 
 func TestDefaults(t *testing.T) {

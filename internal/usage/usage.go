@@ -34,6 +34,8 @@ type Sink interface {
 	TouchTokens(ctx context.Context, touches []store.TokenTouch) error
 }
 
+var _ Sink = store.Store(nil)
+
 // Options tune a Recorder. Zero fields take their defaults.
 type Options struct {
 	BatchSize     int           // rows per insert (default 500)

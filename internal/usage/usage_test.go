@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -100,15 +101,22 @@ func start(t *testing.T, r *usage.Recorder) (stop func() error) {
 	return stop
 }
 
-// eventually polls cond until it holds or 30s pass (a liveness wait; the CI machine may be busy).
+// eventually lets the bubble's clock run until cond holds, or fails the
+// test after 30s of it. It must be called in a synctest bubble: cond is
+// checked only when every goroutine of the bubble is blocked, so between
+// checks the recorder has done all it can at that instant.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	for {
+		synctest.Wait()
+		if cond() {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -132,90 +140,98 @@ func row(i int) store.Usage {
 }
 
 func TestConcurrentRowsAllLand(t *testing.T) {
-	s := newSink(t)
-	r := usage.New(s, usage.Options{FlushInterval: 20 * time.Millisecond})
-	stop := start(t, r)
-	const workers, perWorker = 32, 10_000 / 32
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := range perWorker {
-				r.Usage(row(w*perWorker + i))
-			}
-		})
-	}
-	wg.Wait()
-	// A remainder so the total is exactly 10,000.
-	for i := workers * perWorker; i < 10_000; i++ {
-		r.Usage(row(i))
-	}
-	eventually(t, "10,000 rows written", func() bool { return r.Stats().WrittenUsage == 10_000 })
-	if err := stop(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	got := total(t, s)
-	want := store.UsageTotal{Requests: 10_000, PromptTokens: 30_000, CompletionTokens: 40_000, TotalTokens: 70_000}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Fatalf("usage totals (-want +got):\n%s", diff)
-	}
-	want2 := usage.Stats{WrittenUsage: 10_000}
-	if diff := cmp.Diff(want2, r.Stats()); diff != "" {
-		t.Fatalf("stats (-want +got):\n%s", diff)
-	}
-	usageSizes, _ := s.batches()
-	for _, n := range usageSizes {
-		if n > 500 {
-			t.Fatalf("a batch of %d rows, want at most the default 500", n)
+	synctest.Test(t, func(t *testing.T) {
+		s := newSink(t)
+		r := usage.New(s, usage.Options{FlushInterval: 20 * time.Millisecond})
+		stop := start(t, r)
+		const workers, perWorker = 32, 10_000 / 32
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := range perWorker {
+					r.Usage(row(w*perWorker + i))
+				}
+			})
 		}
-	}
+		wg.Wait()
+		// A remainder so the total is exactly 10,000.
+		for i := workers * perWorker; i < 10_000; i++ {
+			r.Usage(row(i))
+		}
+		eventually(t, "10,000 rows written", func() bool { return r.Stats().WrittenUsage == 10_000 })
+		if err := stop(); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		got := total(t, s)
+		want := store.UsageTotal{Requests: 10_000, PromptTokens: 30_000, CompletionTokens: 40_000, TotalTokens: 70_000}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("usage totals (-want +got):\n%s", diff)
+		}
+		want2 := usage.Stats{WrittenUsage: 10_000}
+		if diff := cmp.Diff(want2, r.Stats()); diff != "" {
+			t.Fatalf("stats (-want +got):\n%s", diff)
+		}
+		usageSizes, _ := s.batches()
+		for _, n := range usageSizes {
+			if n > 500 {
+				t.Fatalf("a batch of %d rows, want at most the default 500", n)
+			}
+		}
+	})
 }
 
 func TestBatchesRespectBatchSize(t *testing.T) {
-	s := newSink(t)
-	// No ticks: only full batches are written until the final flush.
-	r := usage.New(s, usage.Options{BatchSize: 100, FlushInterval: time.Hour})
-	stop := start(t, r)
-	for i := range 1050 {
-		r.Usage(row(i))
-	}
-	for range 230 {
-		r.Audit(store.AuditEvent{Actor: "admin", Action: "token.create", Outcome: store.OutcomeSuccess})
-	}
-	eventually(t, "ten full usage batches and two audit batches", func() bool {
-		st := r.Stats()
-		return st.WrittenUsage == 1000 && st.WrittenAudit == 200
+	synctest.Test(t, func(t *testing.T) {
+		s := newSink(t)
+		// No ticks: only full batches are written until the final flush.
+		r := usage.New(s, usage.Options{BatchSize: 100, FlushInterval: time.Hour})
+		stop := start(t, r)
+		for i := range 1050 {
+			r.Usage(row(i))
+		}
+		for range 230 {
+			r.Audit(store.AuditEvent{Actor: "admin", Action: "token.create", Outcome: store.OutcomeSuccess})
+		}
+		eventually(t, "ten full usage batches and two audit batches", func() bool {
+			st := r.Stats()
+			return st.WrittenUsage == 1000 && st.WrittenAudit == 200
+		})
+		// The partial batches wait for a tick or the final flush: a minute
+		// of the bubble's clock, well short of the hour, writes nothing.
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if st := r.Stats(); st.QueuedUsage != 50 || st.QueuedAudit != 30 {
+			t.Fatalf("queued %d usage, %d audit before the final flush, want 50 and 30", st.QueuedUsage, st.QueuedAudit)
+		}
+		if err := stop(); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		usageSizes, auditSizes := s.batches()
+		wantUsage := []int{100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 50}
+		if diff := cmp.Diff(wantUsage, usageSizes); diff != "" {
+			t.Fatalf("usage batch sizes (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]int{100, 100, 30}, auditSizes); diff != "" {
+			t.Fatalf("audit batch sizes (-want +got):\n%s", diff)
+		}
+		if got := total(t, s).Requests; got != 1050 {
+			t.Fatalf("%d usage rows in the database, want 1050", got)
+		}
 	})
-	// The partial batches wait for a tick or the final flush.
-	time.Sleep(50 * time.Millisecond)
-	if st := r.Stats(); st.QueuedUsage != 50 || st.QueuedAudit != 30 {
-		t.Fatalf("queued %d usage, %d audit before the final flush, want 50 and 30", st.QueuedUsage, st.QueuedAudit)
-	}
-	if err := stop(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	usageSizes, auditSizes := s.batches()
-	wantUsage := []int{100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 50}
-	if diff := cmp.Diff(wantUsage, usageSizes); diff != "" {
-		t.Fatalf("usage batch sizes (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]int{100, 100, 30}, auditSizes); diff != "" {
-		t.Fatalf("audit batch sizes (-want +got):\n%s", diff)
-	}
-	if got := total(t, s).Requests; got != 1050 {
-		t.Fatalf("%d usage rows in the database, want 1050", got)
-	}
 }
 
 func TestFlushIntervalFlushesALoneRow(t *testing.T) {
-	s := newSink(t)
-	r := usage.New(s, usage.Options{FlushInterval: 50 * time.Millisecond})
-	start(t, r)
-	begin := time.Now()
-	r.Usage(row(1))
-	eventually(t, "the lone row written", func() bool { return total(t, s).Requests == 1 })
-	if waited := time.Since(begin); waited > time.Second {
-		t.Fatalf("a lone row waited %v with FlushInterval 50ms", waited)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		s := newSink(t)
+		r := usage.New(s, usage.Options{FlushInterval: 50 * time.Millisecond})
+		start(t, r)
+		begin := time.Now()
+		r.Usage(row(1))
+		eventually(t, "the lone row written", func() bool { return total(t, s).Requests == 1 })
+		if waited := time.Since(begin); waited > time.Second {
+			t.Fatalf("a lone row waited %v with FlushInterval 50ms", waited)
+		}
+	})
 }
 
 func TestFinalFlushOnCancel(t *testing.T) {
@@ -270,87 +286,91 @@ func (b *logBuffer) count(msg string) int {
 }
 
 func TestSinkFailsThenRecovers(t *testing.T) {
-	s := newSink(t)
-	s.failing.Store(true)
-	var logs logBuffer
-	r := usage.New(s, usage.Options{
-		BatchSize: 100, FlushInterval: 20 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	synctest.Test(t, func(t *testing.T) {
+		s := newSink(t)
+		s.failing.Store(true)
+		var logs logBuffer
+		r := usage.New(s, usage.Options{
+			BatchSize: 100, FlushInterval: 20 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		})
+		stop := start(t, r)
+		for i := range 2000 {
+			r.Usage(row(i))
+		}
+		for range 150 {
+			r.Audit(store.AuditEvent{Actor: "admin", Action: "token.revoke", Outcome: store.OutcomeSuccess})
+		}
+		eventually(t, "three failed flushes", func() bool { return r.Stats().FlushErrors >= 3 })
+		if got := total(t, s).Requests; got != 0 {
+			t.Fatalf("%d rows in the database while it was failing", got)
+		}
+		if st := r.Stats(); st.QueuedUsage != 2000 || st.QueuedAudit != 150 {
+			t.Fatalf("queued %d usage, %d audit during the outage, want all 2000 and 150 kept", st.QueuedUsage, st.QueuedAudit)
+		}
+		s.failing.Store(false)
+		eventually(t, "everything written after recovery", func() bool {
+			st := r.Stats()
+			return st.WrittenUsage == 2000 && st.WrittenAudit == 150
+		})
+		if err := stop(); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if got := total(t, s).Requests; got != 2000 {
+			t.Fatalf("%d usage rows after recovery, want 2000", got)
+		}
+		if st := r.Stats(); st.DroppedUsage != 0 || st.DroppedAudit != 0 || st.FlushErrors < 3 {
+			t.Fatalf("stats %+v: want no drops and the failed flushes counted", st)
+		}
+		if n := logs.count("usage sink failing"); n != 1 {
+			t.Fatalf("%d 'failing' log lines for one outage, want 1:\n%s", n, logs.buf.String())
+		}
+		if n := logs.count("usage sink recovered"); n != 1 {
+			t.Fatalf("%d 'recovered' log lines for one outage, want 1", n)
+		}
 	})
-	stop := start(t, r)
-	for i := range 2000 {
-		r.Usage(row(i))
-	}
-	for range 150 {
-		r.Audit(store.AuditEvent{Actor: "admin", Action: "token.revoke", Outcome: store.OutcomeSuccess})
-	}
-	eventually(t, "three failed flushes", func() bool { return r.Stats().FlushErrors >= 3 })
-	if got := total(t, s).Requests; got != 0 {
-		t.Fatalf("%d rows in the database while it was failing", got)
-	}
-	if st := r.Stats(); st.QueuedUsage != 2000 || st.QueuedAudit != 150 {
-		t.Fatalf("queued %d usage, %d audit during the outage, want all 2000 and 150 kept", st.QueuedUsage, st.QueuedAudit)
-	}
-	s.failing.Store(false)
-	eventually(t, "everything written after recovery", func() bool {
-		st := r.Stats()
-		return st.WrittenUsage == 2000 && st.WrittenAudit == 150
-	})
-	if err := stop(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if got := total(t, s).Requests; got != 2000 {
-		t.Fatalf("%d usage rows after recovery, want 2000", got)
-	}
-	if st := r.Stats(); st.DroppedUsage != 0 || st.DroppedAudit != 0 || st.FlushErrors < 3 {
-		t.Fatalf("stats %+v: want no drops and the failed flushes counted", st)
-	}
-	if n := logs.count("usage sink failing"); n != 1 {
-		t.Fatalf("%d 'failing' log lines for one outage, want 1:\n%s", n, logs.buf.String())
-	}
-	if n := logs.count("usage sink recovered"); n != 1 {
-		t.Fatalf("%d 'recovered' log lines for one outage, want 1", n)
-	}
 }
 
 func TestBufferFullDropsWithoutBlocking(t *testing.T) {
-	s := newSink(t)
-	s.failing.Store(true)
-	var logs logBuffer
-	r := usage.New(s, usage.Options{
-		BatchSize: 10, BufferSize: 100, FlushInterval: 10 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-	})
-	stop := start(t, r)
-	begin := time.Now()
-	var wg sync.WaitGroup
-	for w := range 5 {
-		wg.Go(func() {
-			for i := range 50 {
-				r.Usage(row(w*50 + i))
-				r.Audit(store.AuditEvent{Actor: "admin", Action: "x", Outcome: store.OutcomeFailure})
-			}
+	synctest.Test(t, func(t *testing.T) {
+		s := newSink(t)
+		s.failing.Store(true)
+		var logs logBuffer
+		r := usage.New(s, usage.Options{
+			BatchSize: 10, BufferSize: 100, FlushInterval: 10 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		})
-	}
-	wg.Wait()
-	if took := time.Since(begin); took > time.Second {
-		t.Fatalf("recording 500 rows against a failing database took %v", took)
-	}
-	st := r.Stats()
-	if st.QueuedUsage != 100 || st.DroppedUsage != 150 || st.QueuedAudit != 100 || st.DroppedAudit != 150 {
-		t.Fatalf("stats %+v: want 100 queued and 150 dropped of each kind", st)
-	}
-	eventually(t, "the drop logged", func() bool { return logs.count("dropping rows") == 1 })
-	s.failing.Store(false)
-	if err := stop(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if got := total(t, s).Requests; got != 100 {
-		t.Fatalf("%d usage rows written, want the 100 kept", got)
-	}
-	if n := logs.count("dropping rows"); n != 1 {
-		t.Fatalf("%d drop log lines, want 1", n)
-	}
+		stop := start(t, r)
+		begin := time.Now()
+		var wg sync.WaitGroup
+		for w := range 5 {
+			wg.Go(func() {
+				for i := range 50 {
+					r.Usage(row(w*50 + i))
+					r.Audit(store.AuditEvent{Actor: "admin", Action: "x", Outcome: store.OutcomeFailure})
+				}
+			})
+		}
+		wg.Wait()
+		if took := time.Since(begin); took > time.Second {
+			t.Fatalf("recording 500 rows against a failing database took %v", took)
+		}
+		st := r.Stats()
+		if st.QueuedUsage != 100 || st.DroppedUsage != 150 || st.QueuedAudit != 100 || st.DroppedAudit != 150 {
+			t.Fatalf("stats %+v: want 100 queued and 150 dropped of each kind", st)
+		}
+		eventually(t, "the drop logged", func() bool { return logs.count("dropping rows") == 1 })
+		s.failing.Store(false)
+		if err := stop(); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if got := total(t, s).Requests; got != 100 {
+			t.Fatalf("%d usage rows written, want the 100 kept", got)
+		}
+		if n := logs.count("dropping rows"); n != 1 {
+			t.Fatalf("%d drop log lines, want 1", n)
+		}
+	})
 }
 
 func TestFinalFlushGivesUpAfterShutdownTimeout(t *testing.T) {
@@ -469,28 +489,30 @@ func TestTouchAggregates(t *testing.T) {
 }
 
 func TestTouchesSurviveAnOutage(t *testing.T) {
-	s := newSink(t)
-	s.failing.Store(true)
-	r := usage.New(s, usage.Options{FlushInterval: 10 * time.Millisecond})
-	stop := start(t, r)
-	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	for range 4 {
-		r.Touch("tok", at)
-	}
-	eventually(t, "a failed touch flush", func() bool { return r.Stats().FlushErrors >= 1 })
-	r.Touch("tok", at.Add(time.Second))
-	s.failing.Store(false)
-	eventually(t, "touches flushed", func() bool { return r.Stats().QueuedTouches == 0 })
-	if err := stop(); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	s.mu.Lock()
-	last := s.touchCalls[len(s.touchCalls)-1]
-	s.mu.Unlock()
-	want := []store.TokenTouch{{TokenID: "tok", Requests: 5, LastUsedAt: at.Add(time.Second)}}
-	if diff := cmp.Diff(want, last); diff != "" {
-		t.Fatalf("touches written after the outage (-want +got):\n%s", diff)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		s := newSink(t)
+		s.failing.Store(true)
+		r := usage.New(s, usage.Options{FlushInterval: 10 * time.Millisecond})
+		stop := start(t, r)
+		at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+		for range 4 {
+			r.Touch("tok", at)
+		}
+		eventually(t, "a failed touch flush", func() bool { return r.Stats().FlushErrors >= 1 })
+		r.Touch("tok", at.Add(time.Second))
+		s.failing.Store(false)
+		eventually(t, "touches flushed", func() bool { return r.Stats().QueuedTouches == 0 })
+		if err := stop(); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		s.mu.Lock()
+		last := s.touchCalls[len(s.touchCalls)-1]
+		s.mu.Unlock()
+		want := []store.TokenTouch{{TokenID: "tok", Requests: 5, LastUsedAt: at.Add(time.Second)}}
+		if diff := cmp.Diff(want, last); diff != "" {
+			t.Fatalf("touches written after the outage (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestAuditRoundTrip(t *testing.T) {
