@@ -18,8 +18,9 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// proxy is the request pipeline of SPEC §6.1: authenticate → admit (rate
-// limits and quota) → forward → observe → record.
+// proxy is the request pipeline of SPEC §6.1: authenticate → check the
+// model allow-lists → admit (rate limits and quota) → forward → observe →
+// record.
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -48,6 +49,9 @@ func (s *Server) proxy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkModels(p, r.URL.Path, info.Model); err != nil {
+		return err
+	}
 
 	limits := admission.Limits(&p.Token, &p.Project, int64(info.PromptEstimate+info.MaxTokens))
 	if err := s.admit(ctx, &p.Token, limits); err != nil {
@@ -57,7 +61,16 @@ func (s *Server) proxy(c echo.Context) error {
 	up := proxy.Upstream{Provider: p.Project.Provider, BaseURL: p.Project.BaseURL, APIKey: p.APIKey, APIVersion: p.Project.APIVersion}
 	preq := &proxy.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header, Body: body,
 		RequestID: reqID, Received: start}
-	res, wrote := s.d.Forwarder.Forward(ctx, c.Response(), preq, info, up)
+	var w http.ResponseWriter = c.Response()
+	var models *bufferedResponse
+	if restricted(p) && isModelList(r.Method, r.URL.Path) {
+		models = newBufferedResponse()
+		w = models
+	}
+	res, wrote := s.d.Forwarder.Forward(ctx, w, preq, info, up)
+	if models != nil {
+		wrote = relayModels(c.Response(), models, p, &res)
+	}
 
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
 	s.d.Recorder.Usage(store.Usage{
