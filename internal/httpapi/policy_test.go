@@ -14,7 +14,9 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/invalidate"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/policy"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/quota"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
@@ -67,9 +69,11 @@ func newPolicyEnv(t *testing.T) *policyEnv {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rec.Run(runCtx) })
 	fwd := proxy.New(proxy.Options{})
-	e.mgr = manage.New(manage.Options{Store: e.st, Cipher: cipher, Invalidator: authn})
+	// Long TTLs: only invalidation can make a change take effect at once.
+	origins := policy.NewOrigins(e.st, policy.OriginsOptions{TTL: time.Hour})
+	e.mgr = manage.New(manage.Options{Store: e.st, Cipher: cipher, Invalidator: invalidate.Targets{authn, origins}})
 	e.srv = New(Deps{
-		Database: e.st, Auth: authn, Failures: auth.NewFailureLimiter(e.st, rec, auth.FailureOptions{}),
+		Database: e.st, Auth: authn, Failures: auth.NewFailureLimiter(e.st, rec, auth.FailureOptions{}), Origins: origins,
 		Admission: admission.NewSplit(ratelimit.NewMemory(), quota.NewMemory(quota.MemoryOptions{Store: e.st, Toucher: rec}), nil),
 		Forwarder: fwd, Recorder: rec, Manager: e.mgr, MaxRequestBytes: 1 << 20,
 	})

@@ -19,7 +19,7 @@ import (
 )
 
 // proxy is the request pipeline of SPEC §6.1: authenticate → check the
-// model allow-lists → admit (rate limits and quota) → forward → observe →
+// browser origin and the model allow-lists → admit (rate limits and quota) → forward → observe →
 // record.
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
@@ -31,7 +31,7 @@ func (s *Server) proxy(c echo.Context) error {
 		return err
 	}
 	if r.Method == http.MethodOptions {
-		return c.NoContent(http.StatusNoContent)
+		return s.preflight(c)
 	}
 	if err := proxy.CheckPath(r.URL.Path, r.URL.RawPath); err != nil {
 		return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_path",
@@ -39,6 +39,9 @@ func (s *Server) proxy(c echo.Context) error {
 	}
 	p, err := s.authenticate(c, reqID)
 	if err != nil {
+		return err
+	}
+	if err := checkOrigin(c, p); err != nil {
 		return err
 	}
 	body, err := readBody(r, s.d.MaxRequestBytes)

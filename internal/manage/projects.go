@@ -135,6 +135,7 @@ func (s *Service) CreateProject(ctx context.Context, in CreateProjectInput) (*st
 		}
 		return nil, fmt.Errorf("create project: %w", err)
 	}
+	s.inval.InvalidateProject(p.ID) // its origins join the CORS preflight list
 	s.logger.InfoContext(ctx, "project created", "project_id", p.ID, "provider", p.Provider)
 	return p, nil
 }
