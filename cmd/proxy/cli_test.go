@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,9 @@ func inspect(t *testing.T, path string, f func(st store.Store)) {
 func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 	cli, path, key := cliEnv(t)
 
-	out := cli.must(t, "project", "create", "--name", "team-a", "--api-key-env", "CLI_TEST_UPSTREAM_KEY", "--rpm", "30", "--json")
+	out := cli.must(t, "project", "create", "--name", "team-a", "--api-key-env", "CLI_TEST_UPSTREAM_KEY", "--rpm", "30",
+		"--allowed-origins", "https://app.example.com, http://localhost:5173", "--allowed-models", "gpt-4.1-*",
+		"--allowed-models", "o3", "--cache-ttl", "60", "--json")
 	if strings.Contains(out, cliUpstreamKey) {
 		t.Fatalf("output shows the upstream key: %s", out)
 	}
@@ -78,7 +81,9 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("project create --json: %v\n%s", err, out)
 	}
-	if p.Name != "team-a" || p.Provider != "openai" || p.BaseURL != proxy.DefaultBaseURL(store.ProviderOpenAI) || p.RPMLimit != 30 || p.APIKeyMasked != "sk-...6789" {
+	if p.Name != "team-a" || p.Provider != "openai" || p.BaseURL != proxy.DefaultBaseURL(store.ProviderOpenAI) || p.RPMLimit != 30 || p.APIKeyMasked != "sk-...6789" ||
+		!slices.Equal(p.AllowedOrigins, []string{"https://app.example.com", "http://localhost:5173"}) ||
+		!slices.Equal(p.AllowedModels, []string{"gpt-4.1-*", "o3"}) || p.CacheTTLSeconds != 60 {
 		t.Fatalf("project = %+v", p)
 	}
 	cipher, err := secret.NewCipher(key)
@@ -96,12 +101,14 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 		}
 	})
 
-	out = cli.must(t, "token", "create", "--project", "team-a", "--ttl", "2h", "--max-requests", "5", "--label", "ci", "--json")
+	out = cli.must(t, "token", "create", "--project", "team-a", "--ttl", "2h", "--max-requests", "5", "--label", "ci",
+		"--allowed-models", "gpt-4.1-mini", "--json")
 	var tok manage.CreatedTokenView
 	if err := json.Unmarshal([]byte(out), &tok); err != nil {
 		t.Fatalf("token create --json: %v\n%s", err, out)
 	}
-	if tok.ProjectID != p.ID || tok.MaxRequests == nil || *tok.MaxRequests != 5 || tok.Label != "ci" || !strings.HasPrefix(tok.Token, "sk-") {
+	if tok.ProjectID != p.ID || tok.MaxRequests == nil || *tok.MaxRequests != 5 || tok.Label != "ci" || !strings.HasPrefix(tok.Token, "sk-") ||
+		!slices.Equal(tok.AllowedModels, []string{"gpt-4.1-mini"}) {
 		t.Fatalf("token = %+v", tok)
 	}
 	if d := time.Until(tok.ExpiresAt); d < 119*time.Minute || d > 121*time.Minute {
@@ -193,6 +200,8 @@ func TestCLIErrors(t *testing.T) {
 		{"bad provider", []string{"project", "create", "--name", "q", "--provider", "cohere", "--api-key-env", "CLI_TEST_UPSTREAM_KEY"}, "--provider:", true},
 		{"azure without base url", []string{"project", "create", "--name", "q", "--provider", "azure", "--api-key-env", "CLI_TEST_UPSTREAM_KEY"}, "--base-url:", true},
 		{"negative rpm", []string{"project", "create", "--name", "q", "--rpm", "-1", "--api-key-env", "CLI_TEST_UPSTREAM_KEY"}, "--rpm:", true},
+		{"malformed origin", []string{"project", "create", "--name", "q", "--allowed-origins", "app.example.com", "--api-key-env", "CLI_TEST_UPSTREAM_KEY"}, "--allowed-origins:", true},
+		{"bad cache ttl", []string{"project", "create", "--name", "q", "--cache-ttl", "-1", "--api-key-env", "CLI_TEST_UPSTREAM_KEY"}, "--cache-ttl:", true},
 		{"no api key env", []string{"project", "create", "--name", "q"}, "--api-key-env: required", true},
 		{"empty api key env", []string{"project", "create", "--name", "q", "--api-key-env", "CLI_TEST_EMPTY"}, "CLI_TEST_EMPTY is unset or empty", true},
 		{"api key as a flag", []string{"project", "create", "--name", "q", "--api-key", "sk-x"}, "flag provided but not defined", true},

@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
-	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/breaker"
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/httpapi"
@@ -64,7 +63,7 @@ type shared struct {
 // about this long.
 const schemaProbeInterval = 10 * time.Second
 
-func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *auth.Authenticator, metrics *telemetry.Metrics,
+func newShared(ctx context.Context, cfg *config.Config, st store.Store, caches invalidate.Target, metrics *telemetry.Metrics,
 	recorder *usage.Recorder, tp trace.TracerProvider, logger *slog.Logger) (_ *shared, err error) {
 	schemaDSN := cfg.Database.URL
 	if s, ok := st.(*sqlite.DB); ok {
@@ -85,11 +84,11 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 			logger.Warn("REDIS_URL is not set with PostgreSQL: rate limits are per replica; " +
 				"max_requests is counted in the database and invalidations travel over LISTEN/NOTIFY")
 			sh.admission = admission.NewSplit(ratelimit.NewMemory(), quota.NewDB(st, recorder), logger)
-			sh.bus = invalidate.NewPostgres(pg.Pool(), pgNotifyChannel, authn, logger)
+			sh.bus = invalidate.NewPostgres(pg.Pool(), pgNotifyChannel, caches, logger)
 		} else {
 			mem := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: recorder})
 			sh.admission, sh.closeQuota = admission.NewSplit(ratelimit.NewMemory(), mem, logger), mem.Close
-			sh.bus = invalidate.NewLocal(authn)
+			sh.bus = invalidate.NewLocal(caches)
 		}
 		return sh, nil
 	}
@@ -161,7 +160,7 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, authn *a
 	sh := &shared{
 		admission: admission.NewCombined(limiter,
 			quota.NewRedis(quota.RedisOptions{Limiter: limiter, Store: st, Toucher: recorder, Logger: logger}), logger),
-		bus:     invalidate.NewRedis(client, cfg.RedisKeyPrefix+"invalidate", authn, logger),
+		bus:     invalidate.NewRedis(client, cfg.RedisKeyPrefix+"invalidate", caches, logger),
 		probe:   probe,
 		redis:   client,
 		breaker: brk,

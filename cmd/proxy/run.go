@@ -27,7 +27,9 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/cli"
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/httpapi"
+	"github.com/llmproxy/llm-proxy/internal/invalidate"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/policy"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/retention"
 	"github.com/llmproxy/llm-proxy/internal/schema"
@@ -168,7 +170,8 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 			DroppedAudit: s.DroppedAudit, WrittenUsage: s.WrittenUsage, WrittenAudit: s.WrittenAudit, FlushErrors: s.FlushErrors}
 	})
 	authn := auth.New(st, cipher, auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger})
-	sh, err := newShared(ctx, cfg, st, authn, metrics, recorder, tp, logger)
+	origins := policy.NewOrigins(st, policy.OriginsOptions{TTL: cfg.AuthCacheTTL, Logger: logger})
+	sh, err := newShared(ctx, cfg, st, invalidate.Targets{authn, origins}, metrics, recorder, tp, logger)
 	if err != nil {
 		return err
 	}
@@ -186,6 +189,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Database:  st,
 		Auth:      authn,
 		Failures:  failures,
+		Origins:   origins,
 		Admission: sh.admission,
 		Forwarder: forwarder,
 		Recorder:  recorder,

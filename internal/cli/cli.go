@@ -31,7 +31,8 @@ var Commands = []string{"project", "token"}
 
 const projectUsage = `Usage:
   proxy project create --name NAME [--provider openai|anthropic|azure] [--base-url URL]
-                       --api-key-env VAR [--api-version V] [--rpm N] [--tpm N] [--json]
+                       --api-key-env VAR [--api-version V] [--rpm N] [--tpm N]
+                       [--allowed-origins O,O] [--allowed-models P,P] [--cache-ttl N] [--json]
   proxy project list [--json]
 
 The upstream API key is read from the environment variable named by --api-key-env,
@@ -40,7 +41,7 @@ never from a flag, so it does not show in the process list.
 
 const tokenUsage = `Usage:
   proxy token create --project NAME_OR_ID [--ttl 24h] [--max-requests N] [--rpm N] [--tpm N]
-                     [--label L] [--json]
+                     [--allowed-models P,P] [--label L] [--json]
   proxy token revoke ID [--json]
   proxy token list [--project NAME_OR_ID] [--json]
 
@@ -111,6 +112,12 @@ func flagOf(field string) string {
 		return "--ttl"
 	case "max_requests":
 		return "--max-requests"
+	case "allowed_origins":
+		return "--allowed-origins"
+	case "allowed_models":
+		return "--allowed-models"
+	case "cache_ttl_seconds":
+		return "--cache-ttl"
 	default: // name, provider, label
 		return "--" + field
 	}
@@ -258,6 +265,9 @@ func (c *cli) projectCreate(ctx context.Context, args []string) error {
 	fs.StringVar(&in.APIVersion, "api-version", "", "Azure API version (default "+proxy.DefaultAPIVersion+")")
 	fs.IntVar(&in.RPMLimit, "rpm", 0, "requests per minute for the whole project (0: unlimited)")
 	fs.IntVar(&in.TPMLimit, "tpm", 0, "tokens per minute for the whole project (0: unlimited)")
+	fs.Var((*listFlag)(&in.AllowedOrigins), "allowed-origins", "comma-separated browser origins (https://app.example.com, or *; default: none)")
+	fs.Var((*listFlag)(&in.AllowedModels), "allowed-models", "comma-separated model patterns, * matching anything (gpt-4.1-*; default: any model)")
+	fs.IntVar(&in.CacheTTLSeconds, "cache-ttl", 0, "seconds responses are cached by default (0: only when a request asks)")
 	if _, err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -323,6 +333,7 @@ func (c *cli) tokenCreate(ctx context.Context, args []string) error {
 	fs.Int64Var(&maxReq, "max-requests", 0, "requests the token may make (0: unlimited)")
 	fs.IntVar(&in.RPMLimit, "rpm", 0, "requests per minute for this token (0: unlimited)")
 	fs.IntVar(&in.TPMLimit, "tpm", 0, "tokens per minute for this token (0: unlimited)")
+	fs.Var((*listFlag)(&in.AllowedModels), "allowed-models", "comma-separated model patterns narrowing the project's (default: the project's)")
 	fs.StringVar(&in.Label, "label", "", "free text, up to 200 characters")
 	if _, err := c.parse(fs, args); err != nil {
 		return err
@@ -493,6 +504,20 @@ func orEmpty[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+// listFlag is a comma-separated list flag; repeating it appends.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
 }
 
 func limitText(n *int64) string {

@@ -144,6 +144,10 @@ type createProjectBody struct {
 	APIVersion string `json:"api_version"`
 	RPMLimit   int    `json:"rpm_limit"`
 	TPMLimit   int    `json:"tpm_limit"`
+
+	AllowedOrigins  []string `json:"allowed_origins"`
+	AllowedModels   []string `json:"allowed_models"`
+	CacheTTLSeconds int      `json:"cache_ttl_seconds"`
 }
 
 type updateProjectBody struct {
@@ -155,6 +159,10 @@ type updateProjectBody struct {
 	RPMLimit     *int    `json:"rpm_limit"`
 	TPMLimit     *int    `json:"tpm_limit"`
 	RevokeTokens *bool   `json:"revoke_tokens"`
+
+	AllowedOrigins  *[]string `json:"allowed_origins"`
+	AllowedModels   *[]string `json:"allowed_models"`
+	CacheTTLSeconds *int      `json:"cache_ttl_seconds"`
 }
 
 type createTokenBody struct {
@@ -165,6 +173,8 @@ type createTokenBody struct {
 	RPMLimit        int     `json:"rpm_limit"`
 	TPMLimit        int     `json:"tpm_limit"`
 	Label           string  `json:"label"`
+
+	AllowedModels []string `json:"allowed_models"`
 }
 
 type updateTokenBody struct {
@@ -174,6 +184,8 @@ type updateTokenBody struct {
 	RPMLimit    *int            `json:"rpm_limit"`
 	TPMLimit    *int            `json:"tpm_limit"`
 	Label       *string         `json:"label"`
+
+	AllowedModels *[]string `json:"allowed_models"`
 }
 
 func (s *Server) listProjects(c echo.Context) error {
@@ -206,6 +218,7 @@ func (s *Server) createProject(c echo.Context) error {
 		p, err := s.d.Manager.CreateProject(c.Request().Context(), manage.CreateProjectInput{
 			Name: b.Name, Provider: b.Provider, BaseURL: b.BaseURL, APIKey: b.APIKey,
 			APIVersion: b.APIVersion, RPMLimit: b.RPMLimit, TPMLimit: b.TPMLimit,
+			AllowedOrigins: b.AllowedOrigins, AllowedModels: b.AllowedModels, CacheTTLSeconds: b.CacheTTLSeconds,
 		})
 		if err != nil {
 			return err
@@ -237,6 +250,7 @@ func (s *Server) updateProject(c echo.Context) error {
 		p, err := s.d.Manager.UpdateProject(c.Request().Context(), c.Param("id"), manage.UpdateProjectInput{
 			Name: b.Name, BaseURL: b.BaseURL, APIKey: b.APIKey, APIVersion: b.APIVersion, IsActive: b.IsActive,
 			RPMLimit: b.RPMLimit, TPMLimit: b.TPMLimit, RevokeTokens: b.RevokeTokens != nil && *b.RevokeTokens,
+			AllowedOrigins: b.AllowedOrigins, AllowedModels: b.AllowedModels, CacheTTLSeconds: b.CacheTTLSeconds,
 		})
 		if err != nil {
 			return err
@@ -287,7 +301,8 @@ func (s *Server) createToken(c echo.Context) error {
 		}
 		call.projectID = b.ProjectID
 		in := manage.CreateTokenInput{ProjectID: b.ProjectID, DurationMinutes: b.DurationMinutes,
-			MaxRequests: b.MaxRequests, RPMLimit: b.RPMLimit, TPMLimit: b.TPMLimit, Label: b.Label}
+			MaxRequests: b.MaxRequests, RPMLimit: b.RPMLimit, TPMLimit: b.TPMLimit, Label: b.Label,
+			AllowedModels: b.AllowedModels}
 		if b.ExpiresAt != nil {
 			t, err := time.Parse(time.RFC3339Nano, *b.ExpiresAt)
 			if err != nil {
@@ -324,7 +339,8 @@ func (s *Server) updateToken(c echo.Context) error {
 			return err
 		}
 		call.metadata = changedFields(b)
-		in := manage.UpdateTokenInput{IsActive: b.IsActive, RPMLimit: b.RPMLimit, TPMLimit: b.TPMLimit, Label: b.Label}
+		in := manage.UpdateTokenInput{IsActive: b.IsActive, RPMLimit: b.RPMLimit, TPMLimit: b.TPMLimit, Label: b.Label,
+			AllowedModels: b.AllowedModels}
 		if len(b.MaxRequests) > 0 {
 			var n *int64
 			if err := json.Unmarshal(b.MaxRequests, &n); err != nil {

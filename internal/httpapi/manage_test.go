@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -244,13 +245,14 @@ func TestManageProjects(t *testing.T) {
 	var p map[string]any
 	r.decode(t, &p)
 	for _, k := range []string{"id", "name", "provider", "base_url", "api_version", "api_key_masked", "is_active",
-		"deactivated_at", "rpm_limit", "tpm_limit", "created_at", "updated_at"} {
+		"deactivated_at", "rpm_limit", "tpm_limit", "allowed_origins", "allowed_models", "cache_ttl_seconds",
+		"created_at", "updated_at"} {
 		if _, ok := p[k]; !ok {
 			t.Errorf("project JSON lacks %q: %s", k, r.raw)
 		}
 	}
-	if len(p) != 12 {
-		t.Errorf("project JSON has %d fields, want 12: %s", len(p), r.raw)
+	if len(p) != 15 {
+		t.Errorf("project JSON has %d fields, want 15: %s", len(p), r.raw)
 	}
 	if p["provider"] != "openai" || p["base_url"] != proxy.DefaultBaseURL(store.ProviderOpenAI) || p["api_key_masked"] != "sk-...efgh" ||
 		p["is_active"] != true || p["rpm_limit"] != float64(60) {
@@ -309,6 +311,11 @@ func TestManageValidation(t *testing.T) {
 		{"empty body", "POST", "/manage/projects", ``, ""},
 		{"missing api_key", "POST", "/manage/projects", `{"name":"x"}`, "api_key"},
 		{"relative base_url", "PATCH", "/manage/projects/" + p.ID, `{"base_url":"example.com"}`, "base_url"},
+		{"malformed origin", "POST", "/manage/projects", `{"name":"x","api_key":"k","allowed_origins":["https://a.example/path"]}`, "allowed_origins"},
+		{"origins not a list", "PATCH", "/manage/projects/" + p.ID, `{"allowed_origins":"https://a.example"}`, "allowed_origins"},
+		{"malformed model pattern", "PATCH", "/manage/projects/" + p.ID, `{"allowed_models":["gpt 4"]}`, "allowed_models"},
+		{"bad cache ttl", "PATCH", "/manage/projects/" + p.ID, `{"cache_ttl_seconds":-5}`, "cache_ttl_seconds"},
+		{"malformed token model pattern", "POST", "/manage/tokens", `{"project_id":"` + p.ID + `","duration_minutes":5,"allowed_models":[""]}`, "allowed_models"},
 		{"zero duration", "POST", "/manage/tokens", `{"project_id":"` + p.ID + `","duration_minutes":0}`, "duration_minutes"},
 		{"huge duration", "POST", "/manage/tokens", `{"project_id":"` + p.ID + `","duration_minutes":99999999999}`, "duration_minutes"},
 		{"fractional duration", "POST", "/manage/tokens", `{"project_id":"` + p.ID + `","duration_minutes":1.5}`, "duration_minutes"},
@@ -375,7 +382,8 @@ func TestManageTokenLifecycle(t *testing.T) {
 		`{"project_id":"`+p.ID+`","duration_minutes":60,"max_requests":null,"rpm_limit":5,"label":"ci"}`, http.StatusCreated)
 	var created map[string]any
 	r.decode(t, &created)
-	want := []string{"id", "token", "prefix", "project_id", "expires_at", "max_requests", "rpm_limit", "tpm_limit", "label"}
+	want := []string{"id", "token", "prefix", "project_id", "expires_at", "max_requests", "rpm_limit", "tpm_limit", "label",
+		"allowed_models"}
 	for _, k := range want {
 		if _, ok := created[k]; !ok {
 			t.Errorf("created token lacks %q: %s", k, r.raw)
@@ -487,7 +495,7 @@ func TestManageUsage(t *testing.T) {
 	day := time.Date(2030, 3, 4, 10, 0, 0, 0, time.UTC)
 	err := e.st.InsertUsage(t.Context(), []store.Usage{
 		{ID: "00000000-0000-0000-0000-0000000000a1", CreatedAt: day, RequestID: "a", ProjectID: p.ID, Model: "m", Endpoint: "/v1/chat/completions", Status: 200, PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3},
-		{ID: "00000000-0000-0000-0000-0000000000a2", CreatedAt: day.Add(24 * time.Hour), RequestID: "b", ProjectID: p.ID, Model: "m", Endpoint: "/v1/chat/completions", Status: 200, PromptTokens: 4, CompletionTokens: 5, TotalTokens: 9},
+		{ID: "00000000-0000-0000-0000-0000000000a2", CreatedAt: day.Add(24 * time.Hour), RequestID: "b", ProjectID: p.ID, Model: "m", Endpoint: "/v1/chat/completions", Status: 200, PromptTokens: 4, CompletionTokens: 5, TotalTokens: 9, Cached: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -505,6 +513,13 @@ func TestManageUsage(t *testing.T) {
 	r = e.mustDo(http.MethodGet, "/manage/usage", "", http.StatusOK)
 	if !strings.Contains(r.raw, `"group_by":null`) || !strings.Contains(r.raw, `"total_tokens":12`) {
 		t.Fatalf("usage total: %s", r.raw)
+	}
+	r = e.mustDo(http.MethodGet, "/manage/usage?group_by=cache", "", http.StatusOK)
+	r.decode(t, &got)
+	want = []manage.UsageRowView{{Key: "hit", Requests: 1, PromptTokens: 4, CompletionTokens: 5, TotalTokens: 9},
+		{Key: "miss", Requests: 1, PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}}
+	if !slices.Equal(got.Data, want) {
+		t.Fatalf("usage by cache = %+v, want %+v", got.Data, want)
 	}
 }
 

@@ -18,8 +18,9 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// proxy is the request pipeline of SPEC §6.1: authenticate → admit (rate
-// limits and quota) → forward → observe → record.
+// proxy is the request pipeline of SPEC §6.1: authenticate → check the
+// browser origin and the model allow-lists → admit (rate limits and quota) → forward → observe →
+// record.
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -30,7 +31,7 @@ func (s *Server) proxy(c echo.Context) error {
 		return err
 	}
 	if r.Method == http.MethodOptions {
-		return c.NoContent(http.StatusNoContent)
+		return s.preflight(c)
 	}
 	if err := proxy.CheckPath(r.URL.Path, r.URL.RawPath); err != nil {
 		return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_path",
@@ -40,12 +41,18 @@ func (s *Server) proxy(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOrigin(c, p); err != nil {
+		return err
+	}
 	body, err := readBody(r, s.d.MaxRequestBytes)
 	if err != nil {
 		return err
 	}
 	info, err := inspect(r.URL.Path, body)
 	if err != nil {
+		return err
+	}
+	if err := checkModels(p, r.URL.Path, info.Model); err != nil {
 		return err
 	}
 
@@ -57,7 +64,16 @@ func (s *Server) proxy(c echo.Context) error {
 	up := proxy.Upstream{Provider: p.Project.Provider, BaseURL: p.Project.BaseURL, APIKey: p.APIKey, APIVersion: p.Project.APIVersion}
 	preq := &proxy.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header, Body: body,
 		RequestID: reqID, Received: start}
-	res, wrote := s.d.Forwarder.Forward(ctx, c.Response(), preq, info, up)
+	var w http.ResponseWriter = c.Response()
+	var models *bufferedResponse
+	if restricted(p) && isModelList(r.Method, r.URL.Path) {
+		models = newBufferedResponse()
+		w = models
+	}
+	res, wrote := s.d.Forwarder.Forward(ctx, w, preq, info, up)
+	if models != nil {
+		wrote = relayModels(c.Response(), models, p, &res)
+	}
 
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
 	s.d.Recorder.Usage(store.Usage{

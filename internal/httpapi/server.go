@@ -40,9 +40,11 @@ import (
 // implementations.
 type Deps struct {
 	// Database is pinged by /readyz; nil leaves the database out of it.
-	Database  Pinger
-	Auth      *auth.Authenticator
-	Failures  FailureLimiter
+	Database Pinger
+	Auth     *auth.Authenticator
+	Failures FailureLimiter
+	// Origins answers CORS preflights; nil gives them no CORS headers.
+	Origins   Origins
 	Admission Admission
 	Forwarder *proxy.Forwarder
 	Recorder  *usage.Recorder

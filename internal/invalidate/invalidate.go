@@ -234,3 +234,28 @@ func (b *Bus) deliver(msg string) {
 		b.logger.Warn("ignoring malformed invalidation message", "length", len(msg))
 	}
 }
+
+// Targets is a Target that passes every invalidation to each of its
+// caches in turn (the token cache and the CORS origins).
+type Targets []Target
+
+// InvalidateToken invalidates the token in every target.
+func (ts Targets) InvalidateToken(id string) {
+	for _, t := range ts {
+		t.InvalidateToken(id)
+	}
+}
+
+// InvalidateProject invalidates the project in every target.
+func (ts Targets) InvalidateProject(id string) {
+	for _, t := range ts {
+		t.InvalidateProject(id)
+	}
+}
+
+// Flush flushes every target.
+func (ts Targets) Flush() {
+	for _, t := range ts {
+		t.Flush()
+	}
+}

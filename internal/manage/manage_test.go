@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +119,16 @@ func TestCreateProjectValidation(t *testing.T) {
 		{"negative rpm", func(in *manage.CreateProjectInput) { in.RPMLimit = -1 }, "rpm_limit"},
 		{"negative tpm", func(in *manage.CreateProjectInput) { in.TPMLimit = -1 }, "tpm_limit"},
 		{"tpm beyond 32 bits", func(in *manage.CreateProjectInput) { in.TPMLimit = 1 << 31 }, "tpm_limit"},
+		{"origin with a path", func(in *manage.CreateProjectInput) { in.AllowedOrigins = []string{"https://app.example.com/"} }, "allowed_origins"},
+		{"origin without scheme", func(in *manage.CreateProjectInput) { in.AllowedOrigins = []string{"app.example.com"} }, "allowed_origins"},
+		{"origin with credentials", func(in *manage.CreateProjectInput) { in.AllowedOrigins = []string{"https://u@app.example.com"} }, "allowed_origins"},
+		{"origin with a bad port", func(in *manage.CreateProjectInput) { in.AllowedOrigins = []string{"https://a.example:99999"} }, "allowed_origins"},
+		{"file origin", func(in *manage.CreateProjectInput) { in.AllowedOrigins = []string{"file://x"} }, "allowed_origins"},
+		{"empty model pattern", func(in *manage.CreateProjectInput) { in.AllowedModels = []string{"gpt-4o", ""} }, "allowed_models"},
+		{"model pattern with a space", func(in *manage.CreateProjectInput) { in.AllowedModels = []string{"gpt 4"} }, "allowed_models"},
+		{"too many model patterns", func(in *manage.CreateProjectInput) { in.AllowedModels = make([]string, 101) }, "allowed_models"},
+		{"negative cache ttl", func(in *manage.CreateProjectInput) { in.CacheTTLSeconds = -1 }, "cache_ttl_seconds"},
+		{"cache ttl over a day", func(in *manage.CreateProjectInput) { in.CacheTTLSeconds = 86401 }, "cache_ttl_seconds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,8 +212,9 @@ func TestUpdateProject(t *testing.T) {
 		got.APIKeyHint != "sk-...9876" || got.TPMLimit != 100 || !got.UpdatedAt.Equal(e.now) {
 		t.Fatalf("after deactivate: %+v", got)
 	}
-	if len(e.rec.projects) != 1 || e.rec.projects[0] != p.ID {
-		t.Fatalf("invalidated projects = %v, want [%s]", e.rec.projects, p.ID)
+	// Once when created (its origins join the CORS list), once now.
+	if len(e.rec.projects) != 2 || e.rec.projects[0] != p.ID || e.rec.projects[1] != p.ID {
+		t.Fatalf("invalidated projects = %v, want [%s %[2]s]", e.rec.projects, p.ID)
 	}
 	got, err = e.svc.UpdateProject(ctx, p.ID, manage.UpdateProjectInput{IsActive: ptr(true), RevokeTokens: true})
 	if err != nil {
@@ -583,5 +595,58 @@ func TestProjectNames(t *testing.T) {
 	}
 	if !maps.Equal(got, want) {
 		t.Fatalf("ProjectNames: %d names, want %d (every project, over two pages, inactive ones too)", len(got), len(want))
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	p, err := e.svc.CreateProject(ctx, manage.CreateProjectInput{Name: "web", APIKey: "sk-upstream-secret-1234",
+		AllowedOrigins:  []string{"HTTPS://App.Example.com", "http://localhost:5173", "https://app.example.com", "*"},
+		AllowedModels:   []string{"gpt-4.1-*", "o3", "o3"},
+		CacheTTLSeconds: 120})
+	if err != nil {
+		t.Fatalf("CreateProject: %v", err)
+	}
+	got, err := e.svc.GetProject(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"https://app.example.com", "http://localhost:5173", "*"}; !slices.Equal(got.AllowedOrigins, want) {
+		t.Errorf("origins = %q, want %q (normalized, deduplicated)", got.AllowedOrigins, want)
+	}
+	if want := []string{"gpt-4.1-*", "o3"}; !slices.Equal(got.AllowedModels, want) {
+		t.Errorf("models = %q, want %q", got.AllowedModels, want)
+	}
+	if got.CacheTTLSeconds != 120 {
+		t.Errorf("cache ttl = %d, want 120", got.CacheTTLSeconds)
+	}
+
+	upd, err := e.svc.UpdateProject(ctx, p.ID, manage.UpdateProjectInput{AllowedOrigins: ptr([]string{}), CacheTTLSeconds: ptr(0)})
+	if err != nil {
+		t.Fatalf("UpdateProject: %v", err)
+	}
+	if upd.AllowedOrigins != nil || upd.CacheTTLSeconds != 0 || len(upd.AllowedModels) != 2 {
+		t.Errorf("after clearing origins and ttl: %+v", upd)
+	}
+	_, err = e.svc.UpdateProject(ctx, p.ID, manage.UpdateProjectInput{AllowedModels: ptr([]string{"ok", "not ok"})})
+	wantField(t, err, "allowed_models")
+
+	ct, err := e.svc.CreateToken(ctx, manage.CreateTokenInput{ProjectID: p.ID, DurationMinutes: ptr(5),
+		AllowedModels: []string{"gpt-4.1-mini"}})
+	if err != nil {
+		t.Fatalf("CreateToken: %v", err)
+	}
+	if !slices.Equal(ct.Token.AllowedModels, []string{"gpt-4.1-mini"}) {
+		t.Errorf("token models = %q", ct.Token.AllowedModels)
+	}
+	_, err = e.svc.CreateToken(ctx, manage.CreateTokenInput{ProjectID: p.ID, DurationMinutes: ptr(5), AllowedModels: []string{"\x00"}})
+	wantField(t, err, "allowed_models")
+	tok, err := e.svc.UpdateToken(ctx, ct.Token.ID, manage.UpdateTokenInput{AllowedModels: ptr([]string{})})
+	if err != nil || tok.AllowedModels != nil {
+		t.Fatalf("UpdateToken clearing models: %v, %q", err, tok.AllowedModels)
+	}
+	if !slices.Contains(e.rec.tokens, ct.Token.ID) {
+		t.Errorf("updating the token's models did not invalidate it")
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/llmproxy/llm-proxy/internal/policy"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
@@ -24,29 +25,39 @@ const (
 
 // CreateProjectInput is a new project. Provider "" means openai; BaseURL ""
 // means proxy.DefaultBaseURL (Azure has none); APIVersion applies to Azure
-// only ("" means proxy.DefaultAPIVersion). Limits of 0 mean unlimited.
+// only ("" means proxy.DefaultAPIVersion). Limits of 0 mean unlimited. The
+// policies (SPEC §6.7): AllowedOrigins empty means no browser access,
+// AllowedModels empty means any model, CacheTTLSeconds 0 means responses
+// are cached only when a request asks.
 type CreateProjectInput struct {
-	Name       string
-	Provider   string
-	BaseURL    string
-	APIKey     string
-	APIVersion string
-	RPMLimit   int
-	TPMLimit   int
+	Name            string
+	Provider        string
+	BaseURL         string
+	APIKey          string
+	APIVersion      string
+	RPMLimit        int
+	TPMLimit        int
+	AllowedOrigins  []string
+	AllowedModels   []string
+	CacheTTLSeconds int
 }
 
 // UpdateProjectInput changes the non-nil fields of a project. IsActive false
 // deactivates the project (its tokens stop working at once); RevokeTokens
 // true deactivates every token of the project.
 type UpdateProjectInput struct {
-	Name         *string
-	BaseURL      *string
-	APIKey       *string
-	APIVersion   *string
-	IsActive     *bool
-	RPMLimit     *int
-	TPMLimit     *int
-	RevokeTokens bool
+	Name       *string
+	BaseURL    *string
+	APIKey     *string
+	APIVersion *string
+	IsActive   *bool
+	RPMLimit   *int
+	TPMLimit   *int
+	// Non-nil lists replace the project's (an empty one clears it).
+	AllowedOrigins  *[]string
+	AllowedModels   *[]string
+	CacheTTLSeconds *int
+	RevokeTokens    bool
 }
 
 // CreateProject validates in, encrypts the upstream key and stores the
@@ -88,18 +99,32 @@ func (s *Service) CreateProject(ctx context.Context, in CreateProjectInput) (*st
 	if err := checkLimit("tpm_limit", in.TPMLimit); err != nil {
 		return nil, err
 	}
+	origins, err := checkOrigins(in.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	models, err := checkModels(in.AllowedModels)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCacheTTL(in.CacheTTLSeconds); err != nil {
+		return nil, err
+	}
 	now := s.clock()
 	p := &store.Project{
-		ID:         uuid.NewString(),
-		Name:       name,
-		Provider:   provider,
-		BaseURL:    baseURL,
-		APIVersion: apiVersion,
-		IsActive:   true,
-		RPMLimit:   in.RPMLimit,
-		TPMLimit:   in.TPMLimit,
-		CreatedAt:  now,
-		UpdatedAt:  now,
+		ID:              uuid.NewString(),
+		Name:            name,
+		Provider:        provider,
+		BaseURL:         baseURL,
+		APIVersion:      apiVersion,
+		IsActive:        true,
+		RPMLimit:        in.RPMLimit,
+		TPMLimit:        in.TPMLimit,
+		AllowedOrigins:  origins,
+		AllowedModels:   models,
+		CacheTTLSeconds: in.CacheTTLSeconds,
+		CreatedAt:       now,
+		UpdatedAt:       now,
 	}
 	if err := s.setAPIKey(p, in.APIKey); err != nil {
 		return nil, err
@@ -110,6 +135,7 @@ func (s *Service) CreateProject(ctx context.Context, in CreateProjectInput) (*st
 		}
 		return nil, fmt.Errorf("create project: %w", err)
 	}
+	s.inval.InvalidateProject(p.ID) // its origins join the CORS preflight list
 	s.logger.InfoContext(ctx, "project created", "project_id", p.ID, "provider", p.Provider)
 	return p, nil
 }
@@ -209,6 +235,22 @@ func (s *Service) UpdateProject(ctx context.Context, id string, in UpdateProject
 			return nil, err
 		}
 		p.TPMLimit = *in.TPMLimit
+	}
+	if in.AllowedOrigins != nil {
+		if p.AllowedOrigins, err = checkOrigins(*in.AllowedOrigins); err != nil {
+			return nil, err
+		}
+	}
+	if in.AllowedModels != nil {
+		if p.AllowedModels, err = checkModels(*in.AllowedModels); err != nil {
+			return nil, err
+		}
+	}
+	if in.CacheTTLSeconds != nil {
+		if err := checkCacheTTL(*in.CacheTTLSeconds); err != nil {
+			return nil, err
+		}
+		p.CacheTTLSeconds = *in.CacheTTLSeconds
 	}
 	if in.APIKey != nil {
 		if strings.TrimSpace(*in.APIKey) == "" {
@@ -325,6 +367,53 @@ const maxLimit = math.MaxInt32
 func checkLimit(field string, v int) error {
 	if v < 0 || v > maxLimit {
 		return invalid(field, "must be from 0 (unlimited) to %d", maxLimit)
+	}
+	return nil
+}
+
+// checkOrigins validates allowed_origins and returns them normalized
+// (lower-case scheme and host), without duplicates; empty is nil.
+func checkOrigins(in []string) ([]string, error) {
+	if len(in) > policy.MaxListLen {
+		return nil, invalid("allowed_origins", "must have at most %d entries", policy.MaxListLen)
+	}
+	var out []string
+	for i, o := range in {
+		n, err := policy.NormalizeOrigin(o)
+		if err != nil {
+			return nil, invalid("allowed_origins", "entry %d %s", i, err)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// checkModels validates allowed_models (glob patterns) for field and
+// returns them without duplicates; empty is nil.
+func checkModels(in []string) ([]string, error) {
+	if len(in) > policy.MaxListLen {
+		return nil, invalid("allowed_models", "must have at most %d entries", policy.MaxListLen)
+	}
+	var out []string
+	for i, p := range in {
+		if err := policy.CheckPattern(p); err != nil {
+			return nil, invalid("allowed_models", "entry %d %s", i, err)
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// MaxCacheTTL is the longest cache_ttl_seconds: one day.
+const MaxCacheTTL = 86400
+
+func checkCacheTTL(v int) error {
+	if v < 0 || v > MaxCacheTTL {
+		return invalid("cache_ttl_seconds", "must be from 0 (cache only on request) to %d", MaxCacheTTL)
 	}
 	return nil
 }

@@ -11,7 +11,8 @@ import (
 
 // UsageQuery selects usage to aggregate. From and To are RFC 3339 times or
 // YYYY-MM-DD dates (UTC); From is inclusive, and a To date includes that
-// whole day. GroupBy is "day", "model", "token" or "" (one total).
+// whole day. GroupBy is "day", "model", "token", "cache" (keys hit and miss) or ""
+// (one total).
 type UsageQuery struct {
 	ProjectID string
 	TokenID   string
@@ -31,9 +32,9 @@ type UsageReport struct {
 // Usage aggregates usage rows. A *ValidationError names a bad parameter.
 func (s *Service) Usage(ctx context.Context, q UsageQuery) (*UsageReport, error) {
 	switch q.GroupBy {
-	case "", store.GroupByDay, store.GroupByModel, store.GroupByToken:
+	case "", store.GroupByDay, store.GroupByModel, store.GroupByToken, store.GroupByCache:
 	default:
-		return nil, invalid("group_by", "must be one of day, model, token")
+		return nil, invalid("group_by", "must be one of day, model, token, cache")
 	}
 	from, to, err := parseWindow(q.From, q.To)
 	if err != nil {

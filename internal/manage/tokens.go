@@ -25,7 +25,9 @@ const (
 // CreateTokenInput is a new withering token. Exactly one of DurationMinutes
 // (1–525600) and ExpiresAt (at most that far ahead) must be set: there is no default
 // lifetime, so every token's expiry is a deliberate choice. MaxRequests nil
-// or 0 means unlimited; limits of 0 mean unlimited.
+// or 0 means unlimited; limits of 0 mean unlimited. AllowedModels narrows
+// the project's allow-list (a model must match both; empty: the project's
+// list alone).
 type CreateTokenInput struct {
 	ProjectID       string
 	DurationMinutes *int
@@ -34,6 +36,7 @@ type CreateTokenInput struct {
 	RPMLimit        int
 	TPMLimit        int
 	Label           string
+	AllowedModels   []string
 }
 
 // CreatedToken is a new token and its secret, which is shown this once and
@@ -96,22 +99,27 @@ func (s *Service) CreateToken(ctx context.Context, in CreateTokenInput) (*Create
 	if err != nil {
 		return nil, err
 	}
+	models, err := checkModels(in.AllowedModels)
+	if err != nil {
+		return nil, err
+	}
 	secret, prefix, hash, err := auth.NewToken()
 	if err != nil {
 		return nil, fmt.Errorf("generate token: %w", err)
 	}
 	t := &store.Token{
-		ID:          uuid.NewString(),
-		ProjectID:   p.ID,
-		Hash:        hash,
-		Prefix:      prefix,
-		Label:       label,
-		ExpiresAt:   expires.Truncate(time.Microsecond),
-		MaxRequests: maxReq,
-		IsActive:    true,
-		RPMLimit:    in.RPMLimit,
-		TPMLimit:    in.TPMLimit,
-		CreatedAt:   now,
+		ID:            uuid.NewString(),
+		ProjectID:     p.ID,
+		Hash:          hash,
+		Prefix:        prefix,
+		Label:         label,
+		ExpiresAt:     expires.Truncate(time.Microsecond),
+		MaxRequests:   maxReq,
+		IsActive:      true,
+		RPMLimit:      in.RPMLimit,
+		TPMLimit:      in.TPMLimit,
+		AllowedModels: models,
+		CreatedAt:     now,
 	}
 	if err := s.store.CreateToken(ctx, t); err != nil {
 		return nil, fmt.Errorf("create token: %w", err)
@@ -150,13 +158,15 @@ func (s *Service) ListTokens(ctx context.Context, q TokenQuery) (*List[*store.To
 }
 
 // UpdateTokenInput changes the non-nil fields of a token. MaxRequests 0
-// means unlimited.
+// means unlimited; a non-nil AllowedModels replaces the token's list (an
+// empty one clears it).
 type UpdateTokenInput struct {
-	IsActive    *bool
-	MaxRequests *int64
-	RPMLimit    *int
-	TPMLimit    *int
-	Label       *string
+	IsActive      *bool
+	MaxRequests   *int64
+	RPMLimit      *int
+	TPMLimit      *int
+	Label         *string
+	AllowedModels *[]string
 }
 
 // ErrTokenRevoked is the answer to reactivating an inactive token. A token
@@ -199,6 +209,11 @@ func (s *Service) UpdateToken(ctx context.Context, id string, in UpdateTokenInpu
 	}
 	if in.Label != nil {
 		if t.Label, err = checkLabel(*in.Label); err != nil {
+			return nil, err
+		}
+	}
+	if in.AllowedModels != nil {
+		if t.AllowedModels, err = checkModels(*in.AllowedModels); err != nil {
 			return nil, err
 		}
 	}

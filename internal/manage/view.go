@@ -23,8 +23,12 @@ type ProjectView struct {
 	DeactivatedAt *time.Time `json:"deactivated_at"`
 	RPMLimit      int        `json:"rpm_limit"`
 	TPMLimit      int        `json:"tpm_limit"`
-	CreatedAt     time.Time  `json:"created_at"`
-	UpdatedAt     time.Time  `json:"updated_at"`
+	// AllowedOrigins and AllowedModels are [] when empty, never null.
+	AllowedOrigins  []string  `json:"allowed_origins"`
+	AllowedModels   []string  `json:"allowed_models"`
+	CacheTTLSeconds int       `json:"cache_ttl_seconds"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // NewProjectView returns the view of p.
@@ -32,8 +36,18 @@ func NewProjectView(p *store.Project) ProjectView {
 	return ProjectView{
 		ID: p.ID, Name: p.Name, Provider: p.Provider, BaseURL: p.BaseURL, APIVersion: p.APIVersion,
 		APIKeyMasked: p.APIKeyHint, IsActive: p.IsActive, DeactivatedAt: p.DeactivatedAt,
-		RPMLimit: p.RPMLimit, TPMLimit: p.TPMLimit, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
+		RPMLimit: p.RPMLimit, TPMLimit: p.TPMLimit, AllowedOrigins: list(p.AllowedOrigins),
+		AllowedModels: list(p.AllowedModels), CacheTTLSeconds: p.CacheTTLSeconds,
+		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
 	}
+}
+
+// list returns v, or an empty slice for nil, so JSON shows [].
+func list(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
 }
 
 // TokenView is a stored token: its display prefix, never its secret or hash.
@@ -50,6 +64,7 @@ type TokenView struct {
 	DeactivatedAt *time.Time `json:"deactivated_at"`
 	RPMLimit      int        `json:"rpm_limit"`
 	TPMLimit      int        `json:"tpm_limit"`
+	AllowedModels []string   `json:"allowed_models"`
 	CreatedAt     time.Time  `json:"created_at"`
 	LastUsedAt    *time.Time `json:"last_used_at"`
 }
@@ -60,22 +75,23 @@ func NewTokenView(t *store.Token) TokenView {
 		ID: t.ID, ProjectID: t.ProjectID, Prefix: t.Prefix, Label: t.Label, ExpiresAt: t.ExpiresAt,
 		MaxRequests: t.MaxRequests, RequestCount: t.RequestCount, IsActive: t.IsActive,
 		DeactivatedAt: t.DeactivatedAt, RPMLimit: t.RPMLimit, TPMLimit: t.TPMLimit,
-		CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt,
+		AllowedModels: list(t.AllowedModels), CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt,
 	}
 }
 
 // CreatedTokenView is the answer to creating a token: the only place the
 // secret (Token) ever appears.
 type CreatedTokenView struct {
-	ID          string    `json:"id"`
-	Token       string    `json:"token"`
-	Prefix      string    `json:"prefix"`
-	ProjectID   string    `json:"project_id"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	MaxRequests *int64    `json:"max_requests"`
-	RPMLimit    int       `json:"rpm_limit"`
-	TPMLimit    int       `json:"tpm_limit"`
-	Label       string    `json:"label"`
+	ID            string    `json:"id"`
+	Token         string    `json:"token"`
+	Prefix        string    `json:"prefix"`
+	ProjectID     string    `json:"project_id"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	MaxRequests   *int64    `json:"max_requests"`
+	RPMLimit      int       `json:"rpm_limit"`
+	TPMLimit      int       `json:"tpm_limit"`
+	Label         string    `json:"label"`
+	AllowedModels []string  `json:"allowed_models"`
 }
 
 // NewCreatedTokenView returns the view of c.
@@ -84,6 +100,7 @@ func NewCreatedTokenView(c *CreatedToken) CreatedTokenView {
 	return CreatedTokenView{
 		ID: t.ID, Token: c.Secret, Prefix: t.Prefix, ProjectID: t.ProjectID, ExpiresAt: t.ExpiresAt,
 		MaxRequests: t.MaxRequests, RPMLimit: t.RPMLimit, TPMLimit: t.TPMLimit, Label: t.Label,
+		AllowedModels: list(t.AllowedModels),
 	}
 }
 

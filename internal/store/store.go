@@ -35,7 +35,10 @@ const (
 )
 
 // Project is a team's upstream account: where requests go and with which key.
-// Limits of 0 mean unlimited.
+// Limits of 0 mean unlimited. AllowedOrigins are the browser origins it
+// serves (empty: none); AllowedModels are glob patterns of the models its
+// tokens may use (empty: any); CacheTTLSeconds is the response cache's
+// default lifetime (0: only on request). Empty lists are nil.
 type Project struct {
 	ID              string
 	Name            string
@@ -48,12 +51,16 @@ type Project struct {
 	DeactivatedAt   *time.Time
 	RPMLimit        int
 	TPMLimit        int
+	AllowedOrigins  []string
+	AllowedModels   []string
+	CacheTTLSeconds int
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 }
 
 // Token is a withering token. Only the SHA-256 of its secret (hex) is stored.
-// MaxRequests nil means unlimited; limits of 0 mean unlimited.
+// MaxRequests nil means unlimited; limits of 0 mean unlimited. AllowedModels
+// narrows its project's list (empty, nil: the project's list alone).
 type Token struct {
 	ID            string
 	ProjectID     string
@@ -67,6 +74,7 @@ type Token struct {
 	DeactivatedAt *time.Time
 	RPMLimit      int
 	TPMLimit      int
+	AllowedModels []string
 	CreatedAt     time.Time
 	LastUsedAt    *time.Time
 }
@@ -89,6 +97,7 @@ type Usage struct {
 	Latency          time.Duration // stored in milliseconds
 	TTFB             time.Duration // stored in milliseconds
 	Streamed         bool
+	Cached           bool // answered from the response cache
 }
 
 // Audit outcomes.
@@ -172,10 +181,12 @@ const (
 	GroupByDay   = "day"
 	GroupByModel = "model"
 	GroupByToken = "token"
+	GroupByCache = "cache"
 )
 
 // UsageFilter selects usage rows for aggregation. Zero fields do not filter.
-// GroupBy is one of GroupByDay, GroupByModel, GroupByToken or "" (one total).
+// GroupBy is one of GroupByDay, GroupByModel, GroupByToken, GroupByCache or
+// "" (one total).
 type UsageFilter struct {
 	ProjectID string
 	TokenID   string
@@ -184,7 +195,8 @@ type UsageFilter struct {
 }
 
 // UsageTotal is one group of aggregated usage. Key is the day
-// ("2006-01-02", UTC), the model, the token ID, or "" for the overall total.
+// ("2006-01-02", UTC), the model, the token ID, "hit" or "miss" (cached or
+// not), or "" for the overall total.
 type UsageTotal struct {
 	Key              string
 	Requests         int64
@@ -216,7 +228,8 @@ type Store interface {
 	GetProjectByName(ctx context.Context, name string) (*Project, error)
 	ListProjects(ctx context.Context, f ProjectFilter) ([]*Project, int, error)
 	// UpdateProject writes every mutable field of p (name, base_url,
-	// api_version, api key, is_active, deactivated_at, limits, updated_at).
+	// api_version, api key, is_active, deactivated_at, limits, policies,
+	// updated_at).
 	UpdateProject(ctx context.Context, p *Project) error
 
 	// CreateToken inserts t; t.ID must be set. An unknown project or a
@@ -225,9 +238,9 @@ type Store interface {
 	GetToken(ctx context.Context, id string) (*Token, error)
 	GetTokenByHash(ctx context.Context, hash string) (*Token, error)
 	ListTokens(ctx context.Context, f TokenFilter) ([]*Token, int, error)
-	// UpdateToken writes label, max_requests and limits of t, and can
-	// deactivate it (is_active false, deactivated_at kept once set) but never
-	// reactivate it: in one statement, so a concurrent revoke cannot be
+	// UpdateToken writes label, max_requests, limits and allowed models of
+	// t, and can deactivate it (is_active false, deactivated_at kept once
+	// set) but never reactivate it: in one statement, so a concurrent revoke cannot be
 	// undone by an update that read the token before it (SPEC §6.2).
 	UpdateToken(ctx context.Context, t *Token) error
 	// DeactivateProjectTokens deactivates every active token of a project and

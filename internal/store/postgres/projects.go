@@ -10,12 +10,14 @@ import (
 )
 
 const projectColumns = `id, name, provider, base_url, api_version, api_key_encrypted, api_key_hint,
-	is_active, deactivated_at, rpm_limit, tpm_limit, created_at, updated_at`
+	is_active, deactivated_at, rpm_limit, tpm_limit, allowed_origins, allowed_models, cache_ttl_seconds,
+	created_at, updated_at`
 
 func scanProject(row pgx.Row) (*store.Project, error) {
 	var p store.Project
 	err := row.Scan(&p.ID, &p.Name, &p.Provider, &p.BaseURL, &p.APIVersion, &p.APIKeyEncrypted, &p.APIKeyHint,
-		&p.IsActive, &p.DeactivatedAt, &p.RPMLimit, &p.TPMLimit, &p.CreatedAt, &p.UpdatedAt)
+		&p.IsActive, &p.DeactivatedAt, &p.RPMLimit, &p.TPMLimit, listCol{&p.AllowedOrigins}, listCol{&p.AllowedModels},
+		&p.CacheTTLSeconds, &p.CreatedAt, &p.UpdatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -27,15 +29,19 @@ func scanProject(row pgx.Row) (*store.Project, error) {
 
 // CreateProject inserts p; a duplicate name is store.ErrConflict.
 func (db *DB) CreateProject(ctx context.Context, p *store.Project) error {
+	origins, models, err := projectLists(p)
+	if err != nil {
+		return fmt.Errorf("create project: %w", err)
+	}
 	c, err := db.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Release()
 	_, err = c.Exec(ctx, `INSERT INTO projects (`+projectColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		p.ID, p.Name, p.Provider, p.BaseURL, p.APIVersion, p.APIKeyEncrypted, p.APIKeyHint,
-		p.IsActive, p.DeactivatedAt, p.RPMLimit, p.TPMLimit, p.CreatedAt, p.UpdatedAt)
+		p.IsActive, p.DeactivatedAt, p.RPMLimit, p.TPMLimit, origins, models, p.CacheTTLSeconds, p.CreatedAt, p.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("create project: %w", translate(err))
 	}
@@ -104,6 +110,10 @@ func (db *DB) UpdateProject(ctx context.Context, p *store.Project) error {
 	if !isUUID(p.ID) {
 		return fmt.Errorf("update project: %w", store.ErrNotFound)
 	}
+	origins, models, err := projectLists(p)
+	if err != nil {
+		return fmt.Errorf("update project: %w", err)
+	}
 	c, err := db.acquire(ctx)
 	if err != nil {
 		return err
@@ -111,10 +121,11 @@ func (db *DB) UpdateProject(ctx context.Context, p *store.Project) error {
 	defer c.Release()
 	tag, err := c.Exec(ctx, `UPDATE projects SET name = $2, base_url = $3, api_version = $4,
 		api_key_encrypted = $5, api_key_hint = $6, is_active = $7, deactivated_at = $8,
-		rpm_limit = $9, tpm_limit = $10, updated_at = $11
+		rpm_limit = $9, tpm_limit = $10, allowed_origins = $11, allowed_models = $12,
+		cache_ttl_seconds = $13, updated_at = $14
 		WHERE id = $1`,
 		p.ID, p.Name, p.BaseURL, p.APIVersion, p.APIKeyEncrypted, p.APIKeyHint, p.IsActive, p.DeactivatedAt,
-		p.RPMLimit, p.TPMLimit, p.UpdatedAt)
+		p.RPMLimit, p.TPMLimit, origins, models, p.CacheTTLSeconds, p.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("update project: %w", translate(err))
 	}
@@ -122,4 +133,13 @@ func (db *DB) UpdateProject(ctx context.Context, p *store.Project) error {
 		return fmt.Errorf("update project: %w", store.ErrNotFound)
 	}
 	return nil
+}
+
+// projectLists encodes the list columns of p.
+func projectLists(p *store.Project) (origins, models string, err error) {
+	if origins, err = listArg(p.AllowedOrigins); err != nil {
+		return "", "", err
+	}
+	models, err = listArg(p.AllowedModels)
+	return origins, models, err
 }

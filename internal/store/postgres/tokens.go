@@ -15,12 +15,12 @@ import (
 )
 
 const tokenColumns = `id, project_id, token_hash, prefix, label, expires_at, max_requests, request_count,
-	is_active, deactivated_at, rpm_limit, tpm_limit, created_at, last_used_at`
+	is_active, deactivated_at, rpm_limit, tpm_limit, allowed_models, created_at, last_used_at`
 
 func scanToken(row pgx.Row) (*store.Token, error) {
 	var t store.Token
 	err := row.Scan(&t.ID, &t.ProjectID, &t.Hash, &t.Prefix, &t.Label, &t.ExpiresAt, &t.MaxRequests, &t.RequestCount,
-		&t.IsActive, &t.DeactivatedAt, &t.RPMLimit, &t.TPMLimit, &t.CreatedAt, &t.LastUsedAt)
+		&t.IsActive, &t.DeactivatedAt, &t.RPMLimit, &t.TPMLimit, listCol{&t.AllowedModels}, &t.CreatedAt, &t.LastUsedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -37,15 +37,19 @@ func (db *DB) CreateToken(ctx context.Context, t *store.Token) error {
 	if !isUUID(t.ProjectID) {
 		return fmt.Errorf("create token: unknown project: %w", store.ErrConflict)
 	}
+	models, err := listArg(t.AllowedModels)
+	if err != nil {
+		return fmt.Errorf("create token: %w", err)
+	}
 	c, err := db.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Release()
 	_, err = c.Exec(ctx, `INSERT INTO tokens (`+tokenColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		t.ID, t.ProjectID, t.Hash, t.Prefix, t.Label, t.ExpiresAt, t.MaxRequests, t.RequestCount,
-		t.IsActive, t.DeactivatedAt, t.RPMLimit, t.TPMLimit, t.CreatedAt, t.LastUsedAt)
+		t.IsActive, t.DeactivatedAt, t.RPMLimit, t.TPMLimit, models, t.CreatedAt, t.LastUsedAt)
 	if err != nil {
 		return fmt.Errorf("create token: %w", translate(err))
 	}
@@ -114,11 +118,15 @@ func (db *DB) ListTokens(ctx context.Context, f store.TokenFilter) ([]*store.Tok
 	return tokens, total, nil
 }
 
-// UpdateToken writes label, is_active, deactivated_at, max_requests and the
-// limits of t; store.ErrNotFound when the token does not exist.
+// UpdateToken writes label, is_active, deactivated_at, max_requests, the
+// limits and the allowed models of t; store.ErrNotFound when the token does not exist.
 func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
 	if !isUUID(t.ID) {
 		return fmt.Errorf("update token: %w", store.ErrNotFound)
+	}
+	models, err := listArg(t.AllowedModels)
+	if err != nil {
+		return fmt.Errorf("update token: %w", err)
 	}
 	c, err := db.acquire(ctx)
 	if err != nil {
@@ -126,9 +134,9 @@ func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
 	}
 	defer c.Release()
 	tag, err := c.Exec(ctx, `UPDATE tokens SET label = $2, is_active = is_active AND $3, deactivated_at = COALESCE(deactivated_at, $4),
-		max_requests = $5, rpm_limit = $6, tpm_limit = $7
+		max_requests = $5, rpm_limit = $6, tpm_limit = $7, allowed_models = $8
 		WHERE id = $1`,
-		t.ID, t.Label, t.IsActive, t.DeactivatedAt, t.MaxRequests, t.RPMLimit, t.TPMLimit)
+		t.ID, t.Label, t.IsActive, t.DeactivatedAt, t.MaxRequests, t.RPMLimit, t.TPMLimit, models)
 	if err != nil {
 		return fmt.Errorf("update token: %w", translate(err))
 	}

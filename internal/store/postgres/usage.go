@@ -12,7 +12,7 @@ import (
 
 var usageColumns = []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id",
 	"user_id", "model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens",
-	"latency_ms", "ttfb_ms", "streamed"}
+	"latency_ms", "ttfb_ms", "streamed", "cached"}
 
 // InsertUsage writes a batch of usage rows with one COPY. Rows without an ID
 // get a new one; empty optional IDs are stored as NULL.
@@ -36,7 +36,7 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		}
 		values[i] = []any{ids[0], u.CreatedAt, u.RequestID, ids[1], ids[2], ids[3],
 			u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens, u.TotalTokens,
-			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed}
+			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached}
 	}
 	c, err := db.acquire(ctx)
 	if err != nil {
@@ -62,6 +62,8 @@ func (db *DB) SumUsage(ctx context.Context, f store.UsageFilter) ([]store.UsageT
 		key = `model`
 	case store.GroupByToken:
 		key = `coalesce(token_id::text, '')`
+	case store.GroupByCache:
+		key = `CASE WHEN cached THEN 'hit' ELSE 'miss' END`
 	default:
 		return nil, fmt.Errorf("sum usage: unknown grouping %q", f.GroupBy)
 	}

@@ -9,19 +9,26 @@ import (
 )
 
 const projectCols = `id, name, provider, base_url, api_version, api_key_encrypted, api_key_hint,
-	is_active, deactivated_at, rpm_limit, tpm_limit, created_at, updated_at`
+	is_active, deactivated_at, rpm_limit, tpm_limit, allowed_origins, allowed_models, cache_ttl_seconds,
+	created_at, updated_at`
 
 func projectDest(p *store.Project) []any {
 	return []any{&p.ID, &p.Name, &p.Provider, &p.BaseURL, &p.APIVersion, &p.APIKeyEncrypted, &p.APIKeyHint,
-		&p.IsActive, nullTimeCol{&p.DeactivatedAt}, &p.RPMLimit, &p.TPMLimit, timeCol{&p.CreatedAt}, timeCol{&p.UpdatedAt}}
+		&p.IsActive, nullTimeCol{&p.DeactivatedAt}, &p.RPMLimit, &p.TPMLimit, listCol{&p.AllowedOrigins},
+		listCol{&p.AllowedModels}, &p.CacheTTLSeconds, timeCol{&p.CreatedAt}, timeCol{&p.UpdatedAt}}
 }
 
 // CreateProject inserts p; a duplicate ID or name is store.ErrConflict.
 func (db *DB) CreateProject(ctx context.Context, p *store.Project) error {
-	_, err := db.exec(ctx, db.writer, `INSERT INTO projects (`+projectCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	origins, models, err := projectLists(p)
+	if err != nil {
+		return fmt.Errorf("create project: %w", err)
+	}
+	_, err = db.exec(ctx, db.writer, `INSERT INTO projects (`+projectCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Name, p.Provider, p.BaseURL, p.APIVersion, p.APIKeyEncrypted, p.APIKeyHint,
-		p.IsActive, nullTimeArg(p.DeactivatedAt), p.RPMLimit, p.TPMLimit, timeArg(p.CreatedAt), timeArg(p.UpdatedAt))
+		p.IsActive, nullTimeArg(p.DeactivatedAt), p.RPMLimit, p.TPMLimit, origins, models, p.CacheTTLSeconds,
+		timeArg(p.CreatedAt), timeArg(p.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("create project: %w", err)
 	}
@@ -89,11 +96,15 @@ func (db *DB) ListProjects(ctx context.Context, f store.ProjectFilter) ([]*store
 // UpdateProject writes every mutable field of p; store.ErrNotFound if the
 // project does not exist, store.ErrConflict if the new name is taken.
 func (db *DB) UpdateProject(ctx context.Context, p *store.Project) error {
+	origins, models, err := projectLists(p)
+	if err != nil {
+		return fmt.Errorf("update project: %w", err)
+	}
 	res, err := db.exec(ctx, db.writer, `UPDATE projects SET name = ?, base_url = ?, api_version = ?,
 		api_key_encrypted = ?, api_key_hint = ?, is_active = ?, deactivated_at = ?, rpm_limit = ?, tpm_limit = ?,
-		updated_at = ? WHERE id = ?`,
+		allowed_origins = ?, allowed_models = ?, cache_ttl_seconds = ?, updated_at = ? WHERE id = ?`,
 		p.Name, p.BaseURL, p.APIVersion, p.APIKeyEncrypted, p.APIKeyHint, p.IsActive, nullTimeArg(p.DeactivatedAt),
-		p.RPMLimit, p.TPMLimit, timeArg(p.UpdatedAt), p.ID)
+		p.RPMLimit, p.TPMLimit, origins, models, p.CacheTTLSeconds, timeArg(p.UpdatedAt), p.ID)
 	if err != nil {
 		return fmt.Errorf("update project: %w", err)
 	}
@@ -110,4 +121,13 @@ func oneRow(res sql.Result, what string) error {
 		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
 	}
 	return nil
+}
+
+// projectLists encodes the list columns of p.
+func projectLists(p *store.Project) (origins, models string, err error) {
+	if origins, err = listArg(p.AllowedOrigins); err != nil {
+		return "", "", err
+	}
+	models, err = listArg(p.AllowedModels)
+	return origins, models, err
 }

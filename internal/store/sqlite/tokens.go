@@ -13,21 +13,25 @@ import (
 )
 
 const tokenCols = `id, project_id, token_hash, prefix, label, expires_at, max_requests, request_count,
-	is_active, deactivated_at, rpm_limit, tpm_limit, created_at, last_used_at`
+	is_active, deactivated_at, rpm_limit, tpm_limit, allowed_models, created_at, last_used_at`
 
 func tokenDest(t *store.Token) []any {
 	return []any{&t.ID, &t.ProjectID, &t.Hash, &t.Prefix, &t.Label, timeCol{&t.ExpiresAt}, nullIntCol{&t.MaxRequests},
 		&t.RequestCount, &t.IsActive, nullTimeCol{&t.DeactivatedAt}, &t.RPMLimit, &t.TPMLimit,
-		timeCol{&t.CreatedAt}, nullTimeCol{&t.LastUsedAt}}
+		listCol{&t.AllowedModels}, timeCol{&t.CreatedAt}, nullTimeCol{&t.LastUsedAt}}
 }
 
 // CreateToken inserts t; an unknown project or a duplicate ID or hash is
 // store.ErrConflict.
 func (db *DB) CreateToken(ctx context.Context, t *store.Token) error {
-	_, err := db.exec(ctx, db.writer, `INSERT INTO tokens (`+tokenCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	models, err := listArg(t.AllowedModels)
+	if err != nil {
+		return fmt.Errorf("create token: %w", err)
+	}
+	_, err = db.exec(ctx, db.writer, `INSERT INTO tokens (`+tokenCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.ProjectID, t.Hash, t.Prefix, t.Label, timeArg(t.ExpiresAt), nullIntArg(t.MaxRequests),
-		t.RequestCount, t.IsActive, nullTimeArg(t.DeactivatedAt), t.RPMLimit, t.TPMLimit,
+		t.RequestCount, t.IsActive, nullTimeArg(t.DeactivatedAt), t.RPMLimit, t.TPMLimit, models,
 		timeArg(t.CreatedAt), nullTimeArg(t.LastUsedAt))
 	if err != nil {
 		return fmt.Errorf("create token: %w", err)
@@ -96,12 +100,17 @@ func (db *DB) ListTokens(ctx context.Context, f store.TokenFilter) ([]*store.Tok
 	return out, total, nil
 }
 
-// UpdateToken writes label, is_active, deactivated_at, max_requests and the
-// limits of t; store.ErrNotFound if the token does not exist.
+// UpdateToken writes label, is_active, deactivated_at, max_requests, the
+// limits and the allowed models of t; store.ErrNotFound if the token does
+// not exist.
 func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
+	models, err := listArg(t.AllowedModels)
+	if err != nil {
+		return fmt.Errorf("update token: %w", err)
+	}
 	res, err := db.exec(ctx, db.writer, `UPDATE tokens SET label = ?, is_active = is_active AND ?, deactivated_at = COALESCE(deactivated_at, ?),
-		max_requests = ?, rpm_limit = ?, tpm_limit = ? WHERE id = ?`,
-		t.Label, t.IsActive, nullTimeArg(t.DeactivatedAt), nullIntArg(t.MaxRequests), t.RPMLimit, t.TPMLimit, t.ID)
+		max_requests = ?, rpm_limit = ?, tpm_limit = ?, allowed_models = ? WHERE id = ?`,
+		t.Label, t.IsActive, nullTimeArg(t.DeactivatedAt), nullIntArg(t.MaxRequests), t.RPMLimit, t.TPMLimit, models, t.ID)
 	if err != nil {
 		return fmt.Errorf("update token: %w", err)
 	}

@@ -68,12 +68,12 @@ func (db *DB) insertBatches(ctx context.Context, table string, cols []string, n 
 func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 	cols := []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id", "user_id",
 		"model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttfb_ms",
-		"streamed"}
+		"streamed", "cached"}
 	err := db.insertBatches(ctx, "usage", cols, len(rows), func(dst []any, i int) []any {
 		u := &rows[i]
 		return append(dst, u.ID, timeArg(u.CreatedAt), u.RequestID, nullIDArg(u.ProjectID), nullIDArg(u.TokenID),
 			nullIDArg(u.AgentTokenID), u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens,
-			u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed)
+			u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached)
 	})
 	if err != nil {
 		return fmt.Errorf("insert usage: %w", err)
@@ -92,6 +92,8 @@ func usageKey(groupBy string) (string, bool) {
 		return "model", true
 	case store.GroupByToken:
 		return "COALESCE(token_id, '')", true
+	case store.GroupByCache:
+		return "CASE WHEN cached THEN 'hit' ELSE 'miss' END", true
 	}
 	return "", false
 }

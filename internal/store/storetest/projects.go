@@ -21,6 +21,9 @@ func testProjectRoundTrip(t *testing.T, s store.Store) {
 	inactive.IsActive = false
 	inactive.DeactivatedAt = ptr(base().Add(time.Hour))
 	inactive.RPMLimit, inactive.TPMLimit = 0, 0
+	inactive.AllowedOrigins = []string{"https://app.example.com", "http://localhost:5173"}
+	inactive.AllowedModels = []string{"gpt-4.1-*", "o3"}
+	inactive.CacheTTLSeconds = 300
 	inactive.UpdatedAt = base().Add(time.Hour)
 	mustCreateProject(t, s, inactive)
 
@@ -101,6 +104,9 @@ func testUpdateProject(t *testing.T, s store.Store) {
 	upd.DeactivatedAt = ptr(base().Add(2 * time.Hour))
 	upd.RPMLimit = 5
 	upd.TPMLimit = 7
+	upd.AllowedOrigins = []string{"*"}
+	upd.AllowedModels = []string{"claude-*", "gpt-4o"}
+	upd.CacheTTLSeconds = 60
 	upd.UpdatedAt = base().Add(2 * time.Hour)
 	if err := s.UpdateProject(ctx, &upd); err != nil {
 		t.Fatalf("UpdateProject: %v", err)

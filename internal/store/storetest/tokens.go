@@ -22,6 +22,7 @@ func testTokenRoundTrip(t *testing.T, s store.Store) {
 	limited.MaxRequests = ptr(int64(5))
 	limited.Label = ""
 	limited.RPMLimit, limited.TPMLimit = 0, 0
+	limited.AllowedModels = []string{"gpt-4o-mini"}
 	mustCreateToken(t, s, limited)
 
 	for _, want := range []*store.Token{unlimited, limited} {
@@ -119,6 +120,7 @@ func testUpdateToken(t *testing.T, s store.Store) {
 	upd.MaxRequests = ptr(int64(10))
 	upd.RPMLimit = 1
 	upd.TPMLimit = 2
+	upd.AllowedModels = []string{"gpt-4o-mini", "gpt-4.1-*"}
 	if err := s.UpdateToken(ctx, &upd); err != nil {
 		t.Fatalf("UpdateToken: %v", err)
 	}
@@ -130,12 +132,14 @@ func testUpdateToken(t *testing.T, s store.Store) {
 	// A stale copy that still says active (read before a revoke) must not
 	// undo the revoke; max_requests may still be cleared.
 	upd.MaxRequests = nil
+	upd.AllowedModels = nil
 	upd.IsActive = true
 	upd.DeactivatedAt = nil
 	if err := s.UpdateToken(ctx, &upd); err != nil {
 		t.Fatalf("UpdateToken clear: %v", err)
 	}
 	want.MaxRequests = nil
+	want.AllowedModels = nil
 	diff(t, "token after clearing max_requests and trying to reactivate", &want, mustGetToken(t, s, orig.ID))
 }
 

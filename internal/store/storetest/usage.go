@@ -33,6 +33,7 @@ func usageRows(n int, projects, tokens []string) []store.Usage {
 			Latency:          time.Duration(i) * time.Millisecond,
 			TTFB:             time.Duration(i/2) * time.Millisecond,
 			Streamed:         i%2 == 0,
+			Cached:           i%5 == 0,
 		}
 		if i%11 != 0 {
 			u.ProjectID = projects[i%len(projects)]
@@ -70,6 +71,11 @@ func expectUsage(rows []store.Usage, f store.UsageFilter) []store.UsageTotal {
 			key = u.Model
 		case store.GroupByToken:
 			key = u.TokenID
+		case store.GroupByCache:
+			key = "miss"
+			if u.Cached {
+				key = "hit"
+			}
 		}
 		g := groups[key]
 		if g == nil {
@@ -130,6 +136,8 @@ func testSumUsage(t *testing.T, s store.Store) {
 		{"by token (rows without a token under \"\")", store.UsageFilter{GroupBy: store.GroupByToken}},
 		{"project by day in range", store.UsageFilter{ProjectID: projects[0], From: from, To: to, GroupBy: store.GroupByDay}},
 		{"token by model", store.UsageFilter{TokenID: tokens[0], GroupBy: store.GroupByModel}},
+		{"by cache", store.UsageFilter{GroupBy: store.GroupByCache}},
+		{"project by cache", store.UsageFilter{ProjectID: projects[1], GroupBy: store.GroupByCache}},
 		{"nothing matches, one zero total", store.UsageFilter{ProjectID: uuid.NewString()}},
 		{"nothing matches, no groups", store.UsageFilter{ProjectID: uuid.NewString(), GroupBy: store.GroupByModel}},
 		{"empty range", store.UsageFilter{From: from, To: from}},
