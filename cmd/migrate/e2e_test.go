@@ -193,7 +193,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		{name: "mysql url", dbURL: "mysql://u:" + password + "@x/db", args: []string{"up"}, code: 2, wantErr: "DATABASE_URL"},
 		{
 			name: "help", args: []string{"help"}, code: 0,
-			wantOut: "copy --from URL --to URL", forbidOut: []string{"backup", "Usage: migrate [flags]"},
+			wantOut: "copy --from URL --to URL", forbidOut: []string{"Usage: migrate [flags]"},
 		},
 		{name: "dash h", args: []string{"-h"}, code: 0, wantOut: "down [N]"},
 		{name: "unreachable postgres fails", dbURL: "postgres://u:" + password + "@127.0.0.1:1/db?sslmode=disable", args: []string{"current"}, code: 1, wantErr: "connect"},

@@ -44,6 +44,12 @@ Verbs:
                          key (ENCRYPTION_KEY, or for SQLite the key file
                          beside it), verifies row counts and checksums, and
                          commits all or nothing
+  backup --to FILE       SQLite: consistent copy of the database while the
+                         proxy serves (VACUUM INTO); PostgreSQL: prints the
+                         pg_dump command
+  restore --from FILE    SQLite: check the backup (integrity, schema version)
+                         and replace the database with it; the proxy must be
+                         stopped
   help                   print this help
 
 The database comes from the same settings as the proxy (DATABASE_URL etc.;
@@ -89,8 +95,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fs = f
 			f.DurationVar(&inv.wait, "wait", defaultConnectWait, "up: how long to wait for the database to accept connections")
 			f.DurationVar(&inv.timeout, "timeout", defaultWaitTimeout, "wait: how long to wait for the schema to reach this build's version")
-			f.StringVar(&inv.from, "from", "", "copy: the source database URL")
-			f.StringVar(&inv.to, "to", "", "copy: the target database URL")
+			f.StringVar(&inv.from, "from", "", "copy: the source database URL; restore: the backup file")
+			f.StringVar(&inv.to, "to", "", "copy: the target database URL; backup: the file to write")
 			f.BoolVar(&inv.truncate, "truncate", false, "copy: empty the target's tables first (in the copy's transaction)")
 		},
 	})
@@ -109,8 +115,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	if inv.verb == "copy" {
+	switch inv.verb {
+	case "copy":
 		return copyDatabase(ctx, inv, cfg, getenv, stdout, logger)
+	case "backup":
+		return backup(ctx, cfg.Database, inv.to, stdout)
+	case "restore":
+		return restore(ctx, cfg.Database, inv.from, stdout)
 	}
 	fmt.Fprintf(stderr, "migrate: %s\n", cfg.Database.Masked())
 
@@ -164,7 +175,7 @@ func parseVerb(inv *invocation, positional []string, fs *flag.FlagSet) error {
 	rest := positional[1:]
 	var problem error
 	verbFlags := map[string][]string{ // flag → the verbs it applies to
-		"wait": {"up"}, "timeout": {"wait"}, "from": {"copy"}, "to": {"copy"}, "truncate": {"copy"},
+		"wait": {"up"}, "timeout": {"wait"}, "from": {"copy", "restore"}, "to": {"copy", "backup"}, "truncate": {"copy"},
 	}
 	fs.Visit(func(f *flag.Flag) {
 		if verbs, ok := verbFlags[f.Name]; ok && !slices.Contains(verbs, inv.verb) {
@@ -176,7 +187,7 @@ func parseVerb(inv *invocation, positional []string, fs *flag.FlagSet) error {
 	}
 	args := map[string][2]int{ // verb → min, max positional arguments
 		"up": {0, 0}, "current": {0, 0}, "history": {0, 0}, "wait": {0, 0},
-		"down": {0, 1}, "goto": {1, 1}, "force": {1, 1}, "copy": {0, 0},
+		"down": {0, 1}, "goto": {1, 1}, "force": {1, 1}, "copy": {0, 0}, "backup": {0, 0}, "restore": {0, 0},
 	}
 	bounds, ok := args[inv.verb]
 	if !ok {
@@ -216,6 +227,14 @@ func parseVerb(inv *invocation, positional []string, fs *flag.FlagSet) error {
 	case "copy":
 		if inv.from == "" || inv.to == "" {
 			return usageError{Msg: "copy needs --from URL and --to URL"}
+		}
+	case "backup":
+		if inv.to == "" {
+			return usageError{Msg: "backup needs --to FILE"}
+		}
+	case "restore":
+		if inv.from == "" {
+			return usageError{Msg: "restore needs --from FILE"}
 		}
 	}
 	return nil
