@@ -42,17 +42,27 @@ type result struct {
 // from several goroutines.
 func migrate(t *testing.T, dbURL string, args ...string) result {
 	t.Helper()
+	var env []string
+	if dbURL != "" {
+		env = append(env, "DATABASE_URL="+dbURL)
+	}
+	return migrateEnv(t, env, args...)
+}
+
+// migrateEnv runs the binary with the variables env added to the test's
+// environment, from which every database and key setting is removed.
+func migrateEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binaries.ForTest(t, true).Migrate, args...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DATABASE_") && !strings.HasPrefix(kv, "DB_DRIVER=") && !strings.HasPrefix(kv, "CONFIG_FILE=") {
+		if !strings.HasPrefix(kv, "DATABASE_") && !strings.HasPrefix(kv, "DB_DRIVER=") && !strings.HasPrefix(kv, "CONFIG_FILE=") &&
+			!strings.HasPrefix(kv, "ENCRYPTION_KEY=") && !strings.HasPrefix(kv, sourceKeyEnv+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	if dbURL != "" {
-		cmd.Env = append(cmd.Env, "DATABASE_URL="+dbURL)
-	}
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Env = append(cmd.Env, "LOG_FORMAT=text")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -183,7 +193,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		{name: "mysql url", dbURL: "mysql://u:" + password + "@x/db", args: []string{"up"}, code: 2, wantErr: "DATABASE_URL"},
 		{
 			name: "help", args: []string{"help"}, code: 0,
-			wantOut: "wait [--timeout D]", forbidOut: []string{"copy", "backup", "Usage: migrate [flags]"},
+			wantOut: "copy --from URL --to URL", forbidOut: []string{"Usage: migrate [flags]"},
 		},
 		{name: "dash h", args: []string{"-h"}, code: 0, wantOut: "down [N]"},
 		{name: "unreachable postgres fails", dbURL: "postgres://u:" + password + "@127.0.0.1:1/db?sslmode=disable", args: []string{"current"}, code: 1, wantErr: "connect"},

@@ -18,13 +18,14 @@ func TestHelpListsOnlyTheSettingsMigrateUses(t *testing.T) {
 			}
 			out := stdout.String()
 			for _, want := range []string{"Usage:\n  migrate <verb> [flags]", "--database-url", "DB_DRIVER", "DATABASE_PATH",
-				"--config", "--log-level", "--log-format", "--wait", "--timeout"} {
+				"--config", "--log-level", "--log-format", "--wait", "--timeout",
+				"--from", "--to", "--truncate", "ENCRYPTION_KEY", "SOURCE_ENCRYPTION_KEY"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("help lacks %q:\n%s", want, out)
 				}
 			}
 			for _, unwanted := range []string{"Usage: migrate [flags]", "--listen-addr", "MANAGEMENT_TOKEN", "DRAIN_DELAY",
-				"SHUTDOWN_GRACE", "ENCRYPTION_KEY", "REDIS_URL", "DATABASE_POOL_SIZE", "--database-auto-migrate", "USAGE_BATCH_SIZE"} {
+				"SHUTDOWN_GRACE", "REDIS_URL", "DATABASE_POOL_SIZE", "--database-auto-migrate", "USAGE_BATCH_SIZE"} {
 				if strings.Contains(out, unwanted) {
 					t.Errorf("help lists %q, which migrate does not use:\n%s", unwanted, out)
 				}

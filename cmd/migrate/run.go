@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -34,16 +35,32 @@ Verbs:
                          hand); V = 0 records that nothing is applied
   wait [--timeout D]     block until the schema is at this build's version
                          (default timeout 5m), e.g. as an initContainer
+  copy --from URL --to URL [--truncate]
+                         copy every row between databases (SQLite ↔
+                         PostgreSQL): migrates the target first, refuses a
+                         target holding data unless --truncate, re-encrypts
+                         upstream keys from the source key (SOURCE_ENCRYPTION_KEY,
+                         or for SQLite the key file beside it) to the target
+                         key (ENCRYPTION_KEY, or for SQLite the key file
+                         beside it), verifies row counts and checksums, and
+                         commits all or nothing
+  backup --to FILE       SQLite: consistent copy of the database while the
+                         proxy serves (VACUUM INTO); PostgreSQL: prints the
+                         pg_dump command
+  restore --from FILE    SQLite: check the backup (integrity, schema version)
+                         and replace the database with it; the proxy must be
+                         stopped
   help                   print this help
 
-The database comes from the same settings as the proxy (DATABASE_URL etc.);
-only the settings below apply to migrate.
+The database comes from the same settings as the proxy (DATABASE_URL etc.;
+copy takes both databases from --from and --to instead); only the settings
+below apply to migrate.
 
 `
 
 // settings are the configuration settings migrate uses: where the database
 // is and how to log.
-var settings = []string{"CONFIG_FILE", "DATABASE_URL", "DB_DRIVER", "DATABASE_PATH", "LOG_LEVEL", "LOG_FORMAT"}
+var settings = []string{"CONFIG_FILE", "DATABASE_URL", "DB_DRIVER", "DATABASE_PATH", "ENCRYPTION_KEY", "LOG_LEVEL", "LOG_FORMAT"}
 
 const (
 	defaultConnectWait = 60 * time.Second
@@ -52,10 +69,13 @@ const (
 
 // invocation is a parsed command line.
 type invocation struct {
-	verb    string
-	n       int           // down: steps; goto: version; force: version
-	wait    time.Duration // up: how long to wait for the database
-	timeout time.Duration // wait: how long to wait for the schema
+	verb     string
+	n        int           // down: steps; goto: version; force: version
+	wait     time.Duration // up: how long to wait for the database
+	timeout  time.Duration // wait: how long to wait for the schema
+	from     string        // copy: source database URL
+	to       string        // copy: target database URL
+	truncate bool          // copy: empty the target first
 }
 
 // run executes one migrate command with the environment getenv. Help and
@@ -75,6 +95,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fs = f
 			f.DurationVar(&inv.wait, "wait", defaultConnectWait, "up: how long to wait for the database to accept connections")
 			f.DurationVar(&inv.timeout, "timeout", defaultWaitTimeout, "wait: how long to wait for the schema to reach this build's version")
+			f.StringVar(&inv.from, "from", "", "copy: the source database URL; restore: the backup file")
+			f.StringVar(&inv.to, "to", "", "copy: the target database URL; backup: the file to write")
+			f.BoolVar(&inv.truncate, "truncate", false, "copy: empty the target's tables first (in the copy's transaction)")
 		},
 	})
 	if errors.Is(err, flag.ErrHelp) {
@@ -91,6 +114,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return err
+	}
+	switch inv.verb {
+	case "copy":
+		return copyDatabase(ctx, inv, cfg, getenv, stdout, logger)
+	case "backup":
+		return backup(ctx, cfg.Database, inv.to, stdout)
+	case "restore":
+		return restore(ctx, cfg.Database, inv.from, stdout)
 	}
 	fmt.Fprintf(stderr, "migrate: %s\n", cfg.Database.Masked())
 
@@ -143,8 +174,11 @@ func parseVerb(inv *invocation, positional []string, fs *flag.FlagSet) error {
 	inv.verb = positional[0]
 	rest := positional[1:]
 	var problem error
+	verbFlags := map[string][]string{ // flag → the verbs it applies to
+		"wait": {"up"}, "timeout": {"wait"}, "from": {"copy", "restore"}, "to": {"copy", "backup"}, "truncate": {"copy"},
+	}
 	fs.Visit(func(f *flag.Flag) {
-		if (f.Name == "wait" && inv.verb != "up") || (f.Name == "timeout" && inv.verb != "wait") {
+		if verbs, ok := verbFlags[f.Name]; ok && !slices.Contains(verbs, inv.verb) {
 			problem = usageError{Msg: fmt.Sprintf("--%s does not apply to %s", f.Name, inv.verb)}
 		}
 	})
@@ -153,7 +187,7 @@ func parseVerb(inv *invocation, positional []string, fs *flag.FlagSet) error {
 	}
 	args := map[string][2]int{ // verb → min, max positional arguments
 		"up": {0, 0}, "current": {0, 0}, "history": {0, 0}, "wait": {0, 0},
-		"down": {0, 1}, "goto": {1, 1}, "force": {1, 1},
+		"down": {0, 1}, "goto": {1, 1}, "force": {1, 1}, "copy": {0, 0}, "backup": {0, 0}, "restore": {0, 0},
 	}
 	bounds, ok := args[inv.verb]
 	if !ok {
@@ -189,6 +223,18 @@ func parseVerb(inv *invocation, positional []string, fs *flag.FlagSet) error {
 	case "wait":
 		if inv.timeout <= 0 {
 			return usageError{Msg: "--timeout must be positive"}
+		}
+	case "copy":
+		if inv.from == "" || inv.to == "" {
+			return usageError{Msg: "copy needs --from URL and --to URL"}
+		}
+	case "backup":
+		if inv.to == "" {
+			return usageError{Msg: "backup needs --to FILE"}
+		}
+	case "restore":
+		if inv.from == "" {
+			return usageError{Msg: "restore needs --from FILE"}
 		}
 	}
 	return nil

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -397,7 +396,7 @@ func loadCipher(cfg *config.Config, logger *slog.Logger) (*secret.Cipher, error)
 				return nil, fmt.Errorf("generate encryption key: %w", err)
 			}
 		} else {
-			path := filepath.Join(filepath.Dir(cfg.Database.Path), "encryption.key")
+			path := secret.KeyFileBeside(cfg.Database.Path)
 			var created bool
 			var err error
 			if key, created, err = secret.LoadOrCreateKeyFile(path); err != nil {

@@ -104,7 +104,7 @@ func ParseKey(s string) ([]byte, error) {
 // concurrent creator's key wins and is returned). created reports whether
 // this call wrote the file.
 func LoadOrCreateKeyFile(path string) (key []byte, created bool, err error) {
-	key, err = readKeyFile(path)
+	key, err = LoadKeyFile(path)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, false, err
 	}
@@ -140,7 +140,7 @@ func LoadOrCreateKeyFile(path string) (key []byte, created bool, err error) {
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			key, err = readKeyFile(path)
+			key, err = LoadKeyFile(path)
 			return key, false, err
 		}
 		return nil, false, fmt.Errorf("create key file: %w", err)
@@ -148,7 +148,19 @@ func LoadOrCreateKeyFile(path string) (key []byte, created bool, err error) {
 	return key, true, nil
 }
 
-func readKeyFile(path string) ([]byte, error) {
+// KeyFileName is the key file a SQLite deployment without ENCRYPTION_KEY
+// keeps beside its database.
+const KeyFileName = "encryption.key"
+
+// KeyFileBeside returns the path of the key file of the SQLite database at
+// dbPath.
+func KeyFileBeside(dbPath string) string {
+	return filepath.Join(filepath.Dir(dbPath), KeyFileName)
+}
+
+// LoadKeyFile reads a base64 key from path; unlike LoadOrCreateKeyFile it
+// never creates one. The error never contains the key.
+func LoadKeyFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
