@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/breaker"
+	"github.com/llmproxy/llm-proxy/internal/cache"
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/httpapi"
 	"github.com/llmproxy/llm-proxy/internal/invalidate"
@@ -237,4 +238,25 @@ func (sh *shared) close() error {
 		err = errors.Join(err, sh.redis.Close())
 	}
 	return err
+}
+
+// responseCache picks the response cache: Redis when the deployment has one
+// (entries shared by the replicas), else the in-process LRU of
+// CACHE_MAX_BYTES; nil (no cache) when that is 0.
+func responseCache(cfg *config.Config, sh *shared, metrics *telemetry.Metrics, logger *slog.Logger) cache.Cache {
+	if sh.redis != nil {
+		c := cache.NewRedis(sh.redis, cache.RedisOptions{Prefix: cfg.RedisKeyPrefix + "cache:", Timeout: cfg.RedisTimeout,
+			Breaker: sh.breaker, Logger: logger})
+		metrics.RegisterCache(false, func() telemetry.CacheStats { return telemetry.CacheStats{Errors: c.Errors()} })
+		return c
+	}
+	if cfg.CacheMaxBytes == 0 {
+		return nil
+	}
+	c := cache.NewMemory(cache.MemoryOptions{MaxBytes: cfg.CacheMaxBytes})
+	metrics.RegisterCache(true, func() telemetry.CacheStats {
+		s := c.Stats()
+		return telemetry.CacheStats{Entries: s.Entries, Bytes: s.Bytes}
+	})
+	return c
 }

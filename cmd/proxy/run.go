@@ -179,6 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Limit: cfg.AuthFailureLimit, Redis: sh.redis, KeyPrefix: cfg.RedisKeyPrefix + "authfail:",
 		RedisTimeout: cfg.RedisTimeout, Breaker: sh.breaker, Logger: logger,
 	})
+	respCache := responseCache(cfg, sh, metrics, logger)
 	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(getenv)})
 	defer forwarder.Close()
 	if cfg.ManagementToken == "" {
@@ -192,6 +193,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Admission: sh.admission,
 		Forwarder: forwarder,
 		Recorder:  recorder,
+		Cache:     respCache,
 		Manager: manage.New(manage.Options{
 			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
 		}),
@@ -200,6 +202,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		ManagementToken:    cfg.ManagementToken,
 		MetricsToken:       cfg.MetricsToken,
 		MaxRequestBytes:    cfg.MaxRequestBytes,
+		CacheMaxEntryBytes: cfg.CacheMaxEntryBytes,
 		RequestBodyTimeout: cfg.RequestBodyTimeout,
 		TrustedProxies:     cfg.TrustedProxies,
 		Checks:             sh.checks,

@@ -56,6 +56,8 @@ type Config struct {
 	AuthFailureLimit    int            // AUTH_FAILURE_LIMIT, default 20 per client IP per minute
 	TrustedProxies      []netip.Prefix // TRUSTED_PROXIES; nil: the peer address is the client
 	MetricsToken        string         // METRICS_TOKEN; "" leaves /metrics open without project names
+	CacheMaxBytes       int64          // CACHE_MAX_BYTES, default 64 MiB; 0 = no in-process response cache
+	CacheMaxEntryBytes  int64          // CACHE_MAX_ENTRY_BYTES, default 1 MiB
 	UsageBatchSize      int            // USAGE_BATCH_SIZE, 1..10000, default 500
 	UsageFlushInterval  time.Duration  // USAGE_FLUSH_INTERVAL, default 1s
 	UsageBufferSize     int            // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
@@ -212,6 +214,8 @@ func build(s *settings, p *parser, opts Options) *Config {
 		AuthFailureLimit:    p.integer(s.AuthFailureLimit, 1, 100000),
 		TrustedProxies:      p.prefixes(s.TrustedProxies),
 		MetricsToken:        s.MetricsToken.text,
+		CacheMaxBytes:       int64(p.integer(s.CacheMaxBytes, 0, 1<<40)),
+		CacheMaxEntryBytes:  int64(p.integer(s.CacheMaxEntryBytes, 1, 1<<30)),
 		UsageBatchSize:      p.integer(s.UsageBatchSize, 1, 10000),
 		UsageFlushInterval:  p.duration(s.UsageFlushInterval),
 		UsageBufferSize:     p.integer(s.UsageBufferSize, 1, 100_000_000),

@@ -80,6 +80,8 @@ func TestDefaults(t *testing.T) {
 		RequestBodyTimeout:  time.Minute,
 		UpstreamIdleTimeout: 5 * time.Minute,
 		AuthFailureLimit:    20,
+		CacheMaxBytes:       64 << 20,
+		CacheMaxEntryBytes:  1 << 20,
 		UsageBatchSize:      500,
 		UsageFlushInterval:  time.Second,
 		UsageBufferSize:     100000,
@@ -133,6 +135,8 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"AUTH_FAILURE_LIMIT":         "5",
 		"TRUSTED_PROXIES":            "fd00::/8",
 		"METRICS_TOKEN":              "metrics-secret",
+		"CACHE_MAX_BYTES":            "0",
+		"CACHE_MAX_ENTRY_BYTES":      "4096",
 		"USAGE_BATCH_SIZE":           "100",
 		"USAGE_FLUSH_INTERVAL":       "250ms",
 		"USAGE_BUFFER_SIZE":          "1000",
@@ -168,6 +172,7 @@ func TestEverySettingFromEnv(t *testing.T) {
 		AuthFailureLimit:    5,
 		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("fd00::/8")},
 		MetricsToken:        "metrics-secret",
+		CacheMaxEntryBytes:  4096,
 		UsageBatchSize:      100,
 		UsageFlushInterval:  250 * time.Millisecond,
 		UsageBufferSize:     1000,
@@ -286,6 +291,9 @@ upstream_idle_timeout: 2m
 auth_failure_limit: 7
 trusted_proxies: "10.0.0.0/8, 192.168.1.10"
 metrics_token: mtok
+cache:
+  max_bytes: 1000000
+  max_entry_bytes: 2000
 usage:
   batch_size: 50
   flush_interval: 3s
@@ -323,6 +331,8 @@ log:
 		AuthFailureLimit:    7,
 		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.10/32")},
 		MetricsToken:        "mtok",
+		CacheMaxBytes:       1000000,
+		CacheMaxEntryBytes:  2000,
 		UsageBatchSize:      50,
 		UsageFlushInterval:  3 * time.Second,
 		UsageBufferSize:     500,
@@ -477,6 +487,10 @@ func TestRangeChecks(t *testing.T) {
 		{"SHUTDOWN_GRACE", "-1s", "SHUTDOWN_GRACE: "},
 		{"DRAIN_DELAY", "-1s", "DRAIN_DELAY: "},
 		{"AUTH_CACHE_TTL", "0", "AUTH_CACHE_TTL: "},
+		{"CACHE_MAX_BYTES", "-1", "CACHE_MAX_BYTES: "},
+		{"CACHE_MAX_BYTES", "64MiB", "CACHE_MAX_BYTES: "},
+		{"CACHE_MAX_ENTRY_BYTES", "0", "CACHE_MAX_ENTRY_BYTES: "},
+		{"CACHE_MAX_ENTRY_BYTES", "1073741825", "CACHE_MAX_ENTRY_BYTES: "},
 		{"USAGE_BATCH_SIZE", "0", "USAGE_BATCH_SIZE: "},
 		{"USAGE_BATCH_SIZE", "10001", "USAGE_BATCH_SIZE: "},
 		{"TRUSTED_PROXIES", "10.0.0.0/8, not-a-cidr", "TRUSTED_PROXIES: must be a comma list of CIDRs"},
@@ -510,6 +524,8 @@ func TestRangeBoundsAccepted(t *testing.T) {
 		"USAGE_BATCH_SIZE":        "10000",
 		"USAGE_BUFFER_SIZE":       "10000",
 		"DRAIN_DELAY":             "0s",
+		"CACHE_MAX_BYTES":         "0",
+		"CACHE_MAX_ENTRY_BYTES":   "1073741824",
 	}
 	for env, v := range tests {
 		clearEnv(t)

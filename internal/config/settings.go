@@ -60,6 +60,9 @@ type settings struct {
 	TrustedProxies      value `env:"TRUSTED_PROXIES" key:"trusted_proxies" doc:"comma list of CIDRs whose X-Forwarded-For names the client; empty: the peer address is the client"`
 	MetricsToken        value `env:"METRICS_TOKEN" key:"metrics_token" secret:"true" doc:"bearer token required by /metrics; when set, /metrics also serves llm_project_info (project names)"`
 
+	CacheMaxBytes      value `env:"CACHE_MAX_BYTES" key:"cache.max_bytes" def:"67108864" doc:"byte budget of the in-process response cache, least recently used entries evicted (0-1099511627776; 0 turns the cache off); unused with REDIS_URL, where entries live in Redis"`
+	CacheMaxEntryBytes value `env:"CACHE_MAX_ENTRY_BYTES" key:"cache.max_entry_bytes" def:"1048576" doc:"largest answer body the response cache stores (1-1073741824)"`
+
 	UsageBatchSize     value `env:"USAGE_BATCH_SIZE" key:"usage.batch_size" def:"500" doc:"usage rows written per batch (1-10000)"`
 	UsageFlushInterval value `env:"USAGE_FLUSH_INTERVAL" key:"usage.flush_interval" def:"1s" doc:"longest wait before a partial usage batch is written (Go duration)"`
 	UsageBufferSize    value `env:"USAGE_BUFFER_SIZE" key:"usage.buffer_size" def:"100000" doc:"usage rows held in memory while the database is unreachable (at least the batch size)"`

@@ -13,6 +13,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/cache"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/quota"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
@@ -67,6 +68,9 @@ func BenchmarkProxyPath(b *testing.B) {
 		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
 		Admission: admission.NewSplit(ratelimit.NewMemory(), quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), nil),
 		Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
+		// As cmd/proxy wires it without Redis; these requests do not ask
+		// for it, so it must cost nothing.
+		Cache: cache.NewMemory(cache.MemoryOptions{MaxBytes: 64 << 20}), CacheMaxEntryBytes: 1 << 20,
 	})
 	body := []byte(`{"model":"gpt-4o-mini","max_tokens":256,"messages":[{"role":"system","content":"You are a helpful assistant."},` +
 		`{"role":"user","content":"` + strings.Repeat("benchmark ", 40) + `"}]}`)

@@ -36,15 +36,37 @@ type policyEnv struct {
 	mgr *manage.Service
 	up  *httptest.Server
 
+	// deps are the server's collaborators, for a second server on them.
+	deps Deps
+	// usage receives every usage row the recorder writes.
+	usage chan store.Usage
+
 	mu      sync.Mutex
 	upPaths []string // method and path of every upstream request
 	// answer writes the upstream's answer; nil means a chat completion.
 	answer func(w http.ResponseWriter, r *http.Request)
 }
 
-func newPolicyEnv(t *testing.T) *policyEnv {
+// usageSink passes the recorder's usage rows to the test as well.
+type usageSink struct {
+	usage.Sink
+	rows chan<- store.Usage
+}
+
+func (s usageSink) InsertUsage(ctx context.Context, rows []store.Usage) error {
+	for _, r := range rows {
+		select {
+		case s.rows <- r:
+		default: // the test does not read them
+		}
+	}
+	return s.Sink.InsertUsage(ctx, rows)
+}
+
+// newPolicyEnv starts the gateway; opts adjust its Deps.
+func newPolicyEnv(t *testing.T, opts ...func(*Deps)) *policyEnv {
 	t.Helper()
-	e := &policyEnv{t: t, st: teststore.SQLite(t)}
+	e := &policyEnv{t: t, st: teststore.SQLite(t), usage: make(chan store.Usage, 100)}
 	e.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		e.mu.Lock()
@@ -64,7 +86,7 @@ func newPolicyEnv(t *testing.T) *policyEnv {
 		t.Fatal(err)
 	}
 	authn := auth.New(e.st, cipher, auth.Options{TTL: time.Hour})
-	rec := usage.New(e.st, usage.Options{FlushInterval: 10 * time.Millisecond})
+	rec := usage.New(usageSink{Sink: e.st, rows: e.usage}, usage.Options{FlushInterval: 10 * time.Millisecond})
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rec.Run(runCtx) })
@@ -72,11 +94,15 @@ func newPolicyEnv(t *testing.T) *policyEnv {
 	// Long TTLs: only invalidation can make a change take effect at once.
 	origins := policy.NewOrigins(e.st, policy.OriginsOptions{TTL: time.Hour})
 	e.mgr = manage.New(manage.Options{Store: e.st, Cipher: cipher, Invalidator: invalidate.Targets{authn, origins}})
-	e.srv = New(Deps{
+	e.deps = Deps{
 		Database: e.st, Auth: authn, Failures: auth.NewFailureLimiter(e.st, rec, auth.FailureOptions{}), Origins: origins,
 		Admission: admission.NewSplit(ratelimit.NewMemory(), quota.NewMemory(quota.MemoryOptions{Store: e.st, Toucher: rec}), nil),
 		Forwarder: fwd, Recorder: rec, Manager: e.mgr, MaxRequestBytes: 1 << 20,
-	})
+	}
+	for _, o := range opts {
+		o(&e.deps)
+	}
+	e.srv = New(e.deps)
 	t.Cleanup(func() {
 		fwd.Close()
 		stop()

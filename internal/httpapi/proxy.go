@@ -19,8 +19,9 @@ import (
 )
 
 // proxy is the request pipeline of SPEC §6.1: authenticate → check the
-// browser origin and the model allow-lists → admit (rate limits and quota) → forward → observe →
-// record.
+// browser origin and the model allow-lists → admit (rate limits and quota)
+// → answer from the response cache, or forward → observe → store in the
+// cache → record.
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -56,9 +57,14 @@ func (s *Server) proxy(c echo.Context) error {
 		return err
 	}
 
+	cl, cached := s.cacheRequest(r, p, info, body)
+
 	limits := admission.Limits(&p.Token, &p.Project, int64(info.PromptEstimate+info.MaxTokens))
 	if err := s.admit(ctx, &p.Token, limits); err != nil {
 		return err
+	}
+	if cached && s.serveCached(c, cl, p, limits, start, reqID) {
+		return nil
 	}
 
 	up := proxy.Upstream{Provider: p.Project.Provider, BaseURL: p.Project.BaseURL, APIKey: p.APIKey, APIVersion: p.Project.APIVersion}
@@ -66,13 +72,22 @@ func (s *Server) proxy(c echo.Context) error {
 		RequestID: reqID, Received: start}
 	var w http.ResponseWriter = c.Response()
 	var models *bufferedResponse
-	if restricted(p) && isModelList(r.Method, r.URL.Path) {
+	var tee *cacheWriter
+	switch {
+	case restricted(p) && isModelList(r.Method, r.URL.Path):
 		models = newBufferedResponse()
 		w = models
+	case cached:
+		s.cacheResult(cacheMiss)
+		tee = &cacheWriter{ResponseWriter: w, max: s.d.CacheMaxEntryBytes}
+		w = tee
 	}
 	res, wrote := s.d.Forwarder.Forward(ctx, w, preq, info, up)
 	if models != nil {
 		wrote = relayModels(c.Response(), models, p, &res)
+	}
+	if tee != nil {
+		s.storeCached(ctx, cl, tee, &res, start)
 	}
 
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))

@@ -28,6 +28,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/cache"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
@@ -48,9 +49,11 @@ type Deps struct {
 	Admission Admission
 	Forwarder *proxy.Forwarder
 	Recorder  *usage.Recorder
-	Manager   *manage.Service
-	Metrics   *telemetry.Metrics
-	Logger    *slog.Logger
+	// Cache is the response cache; nil turns it off.
+	Cache   cache.Cache
+	Manager *manage.Service
+	Metrics *telemetry.Metrics
+	Logger  *slog.Logger
 
 	// ManagementToken enables /manage when non-empty.
 	ManagementToken string
@@ -58,6 +61,8 @@ type Deps struct {
 	MetricsToken string
 	// MaxRequestBytes bounds client request bodies (413 beyond it).
 	MaxRequestBytes int64
+	// CacheMaxEntryBytes bounds the answers stored in Cache.
+	CacheMaxEntryBytes int64
 	// RequestBodyTimeout bounds the arrival of a whole request body, on
 	// every route, authenticated or not (408 beyond it); zero means no
 	// limit.

@@ -32,6 +32,7 @@ type Metrics struct {
 	tokens       *prometheus.CounterVec
 	rateDecision *prometheus.CounterVec
 	dependencyUp *prometheus.GaugeVec
+	cacheResults *prometheus.CounterVec
 
 	// requestObs caches the request counter and histogram of each label
 	// set (bounded: route patterns × known methods × statuses), sparing
@@ -94,8 +95,14 @@ func NewMetrics() *Metrics {
 		dependencyUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "llm_dependency_up", Help: "1 when the readiness check of the dependency (database, redis, schema) last passed, 0 while it is degraded or failing.",
 		}, []string{"dependency"}),
+		cacheResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llm_cache_requests_total", Help: "Requests that asked for the response cache, by result: hit, miss (looked up, forwarded), skip (not cacheable: no-store, streaming, not JSON).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.InFlight, m.upstream, m.ttfb, m.overhead, m.tokens, m.rateDecision, m.dependencyUp,
+	for _, r := range []string{"hit", "miss", "skip"} {
+		m.cacheResults.WithLabelValues(r)
+	}
+	reg.MustRegister(m.requests, m.duration, m.InFlight, m.upstream, m.ttfb, m.overhead, m.tokens, m.rateDecision, m.dependencyUp, m.cacheResults,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -237,6 +244,37 @@ type RedisStats struct {
 	Hits, Misses, Timeouts int64 // connection acquisitions
 	WaitDuration           time.Duration
 	Errors, FailOpen       int64 // limiter calls that failed; decisions admitted because of REDIS_FAIL_OPEN
+}
+
+// CacheRequest counts one request that asked for the response cache;
+// result is hit, miss or skip.
+func (m *Metrics) CacheRequest(result string) {
+	m.cacheResults.WithLabelValues(result).Inc()
+}
+
+// CacheStats are the response cache's figures; Entries and Bytes are known
+// only for the in-process cache.
+type CacheStats struct {
+	Entries int
+	Bytes   int64
+	Errors  int64
+}
+
+// RegisterCache exports the response cache's figures, read from stats at
+// scrape time: llm_cache_entries and llm_cache_bytes when inProcess, else
+// llm_cache_errors_total (failed Redis calls, served as misses).
+func (m *Metrics) RegisterCache(inProcess bool, stats func() CacheStats) {
+	if inProcess {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm_cache_entries", Help: "Entries in the in-process response cache."},
+				func() float64 { return float64(stats().Entries) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm_cache_bytes", Help: "Bytes charged to the in-process response cache (CACHE_MAX_BYTES bounds it)."},
+				func() float64 { return float64(stats().Bytes) }),
+		)
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "llm_cache_errors_total", Help: "Response cache calls to Redis that failed (served as misses, writes dropped)."},
+		func() float64 { return float64(stats().Errors) }))
 }
 
 // RegisterRedis exports Redis pool and failure figures as redis_* metrics,
