@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -627,5 +628,51 @@ func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
 	}
 	if ok.Load() == 0 || int64(got) != ok.Load() {
 		t.Errorf("clients got %d complete 200s, usage table holds %d rows with status 200", ok.Load(), got)
+	}
+}
+
+// The official SDKs work unchanged with an origin list, a model allow-list
+// and the response cache all on (the SDKs send no Origin): a repeated chat
+// is answered from the cache, a model outside the list is a 403 the SDK
+// reports with its code.
+func TestOpenAISDKWithPoliciesOn(t *testing.T) {
+	g := newGateway(t)
+	var prj struct {
+		ID string `json:"id"`
+	}
+	body := map[string]any{"name": "policies", "provider": "openai", "base_url": g.up.URL + "/v1", "api_key": upstreamKey,
+		"allowed_origins": []string{"https://app.example.com"}, "allowed_models": []string{"gpt-4o-*"}, "cache_ttl_seconds": 60}
+	if code := g.manage(t, "POST", "/projects", body, &prj); code != http.StatusCreated {
+		t.Fatalf("create project: %d", code)
+	}
+	_, secret := g.token(t, prj.ID, nil)
+	client := openai.NewClient(option.WithBaseURL(g.p.addr+"/v1"), option.WithAPIKey(secret), option.WithMaxRetries(0))
+	ctx := context.Background()
+	params := openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-mini",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("say hello please")},
+	}
+	for i := range 2 {
+		resp, err := client.Chat.Completions.New(ctx, params)
+		if err != nil || resp.Choices[0].Message.Content != "Hello from the fake upstream" {
+			t.Fatalf("chat %d: %v %+v", i, err, resp)
+		}
+	}
+	stream := client.Chat.Completions.NewStreaming(ctx, params)
+	for stream.Next() {
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	if n := len(g.up.seenPaths()); n != 2 {
+		t.Errorf("upstream got %d requests, want 2 (the repeated chat answered from the cache)", n)
+	}
+	_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    "o3",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusForbidden || apiErr.Code != "model_not_allowed" {
+		t.Errorf("disallowed model: %v, want a 403 model_not_allowed", err)
 	}
 }
