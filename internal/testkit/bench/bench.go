@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -56,6 +57,9 @@ func DefaultScenarios(gap time.Duration) []Scenario {
 		{Name: StreamGaps, Stream: true, Concurrency: 32, EventGap: gap},
 	}
 }
+
+// benchOrigin is the browser origin the policies target sends and allows.
+const benchOrigin = "https://app.example.com"
 
 // Startup names the row of the start-up measurement.
 const Startup = "ready after start, existing SQLite"
@@ -225,6 +229,21 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	r.targets = append(r.targets, a)
+	// The policies of browser apps and the response cache, on (a)'s
+	// process: the same request with an allowed Origin against an origin
+	// list and a model allow-list, and answered from the cache.
+	pol, err := a.variant(ctx, KeyAPolicies, "proxy (a) + origins, models", upURL, map[string]any{
+		"allowed_origins": []string{benchOrigin}, "allowed_models": []string{"gpt-4o-*", "gpt-4.1-*"},
+	}, http.Header{"Origin": {benchOrigin}})
+	if err != nil {
+		return err
+	}
+	hits, err := a.variant(ctx, KeyACache, "proxy (a) cache hits", upURL, map[string]any{"cache_ttl_seconds": 3600}, nil)
+	if err != nil {
+		return err
+	}
+	hits.chatOnly = true
+	r.targets = append(r.targets, pol, hits)
 
 	if err := r.startCluster(ctx, b, maxConc, upURL, common); err != nil {
 		return err
@@ -354,6 +373,9 @@ func (r *run) measureAll(ctx context.Context) error {
 		samples := map[string][]Sample{}
 		for round := range r.cfg.Rounds {
 			for _, t := range order(r.targets, round) {
+				if sc.Stream && t.chatOnly {
+					continue
+				}
 				s, err := t.measure(ctx, sc, r.cfg.Duration)
 				if err != nil {
 					return err
@@ -363,6 +385,9 @@ func (r *run) measureAll(ctx context.Context) error {
 			}
 		}
 		for _, t := range r.targets {
+			if sc.Stream && t.chatOnly {
+				continue
+			}
 			var base []Sample
 			if t.key != KeyBaseline {
 				base = samples[KeyBaseline]

@@ -26,6 +26,12 @@ const (
 	KeyBaseline = "baseline"
 	KeyA        = "a"
 	KeyB        = "b"
+	// KeyAPolicies is set-up (a) serving a project with an origin list and
+	// a model allow-list, the requests carrying an allowed Origin.
+	KeyAPolicies = "a+policies"
+	// KeyACache is set-up (a) answering from its response cache (chat
+	// scenarios only: streams are never cached).
+	KeyACache = "a+cache"
 )
 
 // Row summarises one target in one scenario over all rounds.

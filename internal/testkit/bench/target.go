@@ -25,6 +25,8 @@ type target struct {
 	redis     *redisProbe
 	client    *http.Client
 	bodies    *bodies
+	header    http.Header // sent with every measured request, besides the auth
+	chatOnly  bool        // measured in the chat scenarios only
 }
 
 // bodies are the fixed request bodies and the shortest valid answers.
@@ -37,6 +39,9 @@ type bodies struct {
 // load returns the closed-loop run of sc against t.
 func (t *target) load(sc Scenario, d time.Duration) Load {
 	h := http.Header{"Authorization": {t.auth}, "Content-Type": {"application/json"}}
+	for k, vv := range t.header {
+		h[k] = vv
+	}
 	l := Load{URL: t.base + "/v1/chat/completions", Header: h, Body: t.bodies.chat, MinBytes: t.bodies.minChat,
 		Concurrency: sc.Concurrency, Duration: d}
 	if sc.Stream {
@@ -162,12 +167,31 @@ func ParseMetric(text, name string) (float64, bool) {
 // setupProxy creates the benchmark's project and withering token through
 // the management API and keeps the token as the client's credential.
 func (t *target) setupProxy(ctx context.Context, upstream string) error {
+	return t.setupProject(ctx, upstream, "bench", nil)
+}
+
+// variant returns a target on t's process with a project of its own,
+// created with the extra project fields, and extra request headers.
+func (t *target) variant(ctx context.Context, key, name, upstream string, fields map[string]any, header http.Header) (*target, error) {
+	v := *t
+	v.key, v.name, v.header = key, name, header
+	if err := v.setupProject(ctx, upstream, "bench-"+key, fields); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// setupProject creates the project name (with the extra fields) and a
+// token of it, whose secret the target then sends.
+func (t *target) setupProject(ctx context.Context, upstream, name string, fields map[string]any) error {
 	var project struct {
 		ID string `json:"id"`
 	}
-	if err := t.manage(ctx, "/manage/projects", map[string]any{
-		"name": "bench", "provider": "openai", "base_url": upstream + "/v1", "api_key": t.bodies.upstreamKey,
-	}, &project); err != nil {
+	body := map[string]any{"name": name, "provider": "openai", "base_url": upstream + "/v1", "api_key": t.bodies.upstreamKey}
+	for k, v := range fields {
+		body[k] = v
+	}
+	if err := t.manage(ctx, "/manage/projects", body, &project); err != nil {
 		return err
 	}
 	// Limits high enough never to trigger, but on: each request still runs
