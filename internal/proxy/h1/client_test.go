@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -641,5 +642,29 @@ func TestIdleConnectionsAreSwept(t *testing.T) {
 			t.Fatal("the idle connection was still open 5s after its 50ms idle timeout")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A burst of small chunks that arrived together (SSE events written in one
+// go) comes back from one Read, so the relay above flushes once per burst
+// rather than once per chunk.
+func TestBufferedChunksComeBackTogether(t *testing.T) {
+	events := []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n", "data: 4\n\n"}
+	reply := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, ev := range events {
+		reply += fmt.Sprintf("%x\r\n%s\r\n", len(ev), ev)
+	}
+	reply += "0\r\n\r\n"
+	base := rawServer(t, reply)
+	c := newClient(t, h1.Options{})
+	resp, err := c.Do(t.Context(), &h1.Request{Method: "GET", URL: mustURL(t, base+"/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := make([]byte, 4096)
+	n, err := resp.Body.Read(p)
+	if want := strings.Join(events, ""); string(p[:n]) != want {
+		t.Errorf("first Read = %q (err %v), want the whole burst %q", p[:n], err, want)
 	}
 }

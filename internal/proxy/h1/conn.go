@@ -38,15 +38,20 @@ func newConn(c *Client, key string, nc, raw net.Conn) *conn {
 	return cn
 }
 
-// socket reads from a connection, moving its read deadline before each
-// read while a response body is read under BodyIdleTimeout. The deadline is
-// set only when the buffered reader above it has run dry and reads from the
-// connection, so bytes already buffered cost nothing.
+// socket reads from a connection, moving its read deadline forward while a
+// response body is read under BodyIdleTimeout. The deadline is looked at
+// only when the buffered reader above it has run dry and reads from the
+// connection, and moved only when it has fallen more than idleSlack behind
+// now + idle: moving a deadline re-arms a runtime timer, which on a stream
+// of small events cost more than relaying them. Silence is therefore cut
+// after between idle − idleSlack(idle) and idle.
 type socket struct {
 	nc net.Conn
-	// idle is BodyIdleTimeout while a body is read, zero otherwise. Only
-	// the exchange's goroutine touches it.
+	// idle is BodyIdleTimeout while a body is read, zero otherwise; at is
+	// the idle deadline last set (zero: none). Only the exchange's
+	// goroutine touches them.
 	idle time.Duration
+	at   time.Time
 	// cancelled is set by the exchange's context before it moves the
 	// deadline into the past, so a deadline set here cannot undo that.
 	cancelled atomic.Bool
@@ -58,18 +63,27 @@ func (s *socket) Read(p []byte) (int, error) {
 	if s.idle <= 0 {
 		return s.nc.Read(p)
 	}
-	if err := s.nc.SetReadDeadline(time.Now().Add(s.idle)); err != nil {
-		return 0, err
-	}
-	if s.cancelled.Load() {
-		// The context fired and may have set its deadline before ours.
-		_ = s.nc.SetReadDeadline(aLongTimeAgo)
+	if want := time.Now().Add(s.idle); want.Sub(s.at) > idleSlack(s.idle) {
+		if err := s.nc.SetReadDeadline(want); err != nil {
+			return 0, err
+		}
+		s.at = want
+		if s.cancelled.Load() {
+			// The context fired and may have set its deadline before ours.
+			_ = s.nc.SetReadDeadline(aLongTimeAgo)
+		}
 	}
 	n, err := s.nc.Read(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && !s.cancelled.Load() {
 		err = fmt.Errorf("h1: upstream sent no body bytes for %v: %w", s.idle, err)
 	}
 	return n, err
+}
+
+// idleSlack is how far the idle deadline may lag behind now + idle before
+// it is moved: an eighth of idle, at most a second.
+func idleSlack(idle time.Duration) time.Duration {
+	return min(idle/8, time.Second)
 }
 
 // writeError marks a failed request write: the upstream read nothing it
@@ -530,9 +544,10 @@ func (b *body) Read(p []byte) (int, error) {
 }
 
 // readChunked reads chunk data into p and the framing around it (RFC 9112
-// §7.1). It reads data from the connection at most once per call, and past
-// the end of a chunk it goes only as far as buffered bytes allow, so data
-// already read is not held back waiting for the next chunk.
+// §7.1). It reads data from the connection at most once per call, before it
+// has any, and then goes on through as many chunks as the buffered bytes
+// hold, so data already read is neither held back waiting for the next
+// chunk nor handed out one chunk per call.
 func (b *body) readChunked(p []byte) (n int, err error) {
 	br := b.cn.br
 	for {
@@ -551,14 +566,19 @@ func (b *body) readChunked(p []byte) (n int, err error) {
 			}
 			b.remaining, b.state = size, chunkData
 		case chunkData:
-			if n > 0 || len(p) == 0 {
+			// Past the first chunk, only what is already buffered: a
+			// burst of small chunks (SSE events) comes back in one call,
+			// so the caller flushes once per burst, not once per chunk.
+			if n == len(p) || (n > 0 && br.Buffered() == 0) {
 				return n, nil
 			}
-			if int64(len(p)) > b.remaining {
-				p = p[:b.remaining]
+			q := p[n:]
+			if int64(len(q)) > b.remaining {
+				q = q[:b.remaining]
 			}
-			n, err = br.Read(p)
-			b.remaining -= int64(n)
+			m, err := br.Read(q)
+			n += m
+			b.remaining -= int64(m)
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					err = io.ErrUnexpectedEOF
@@ -705,7 +725,7 @@ func (b *body) finish(complete bool) {
 	if complete && b.keepAlive && detached {
 		if cn.sock.idle > 0 {
 			// The body's last deadline must not cut the next exchange.
-			cn.sock.idle = 0
+			cn.sock.idle, cn.sock.at = 0, time.Time{}
 			if err := cn.nc.SetReadDeadline(time.Time{}); err != nil {
 				_ = cn.nc.Close()
 				return
