@@ -128,9 +128,9 @@ func (s *sseRelay) inspect(ev []byte) bool {
 		s.ended = true
 	}
 	if s.model == "" {
-		s.model = jsonscan.String(ev, jsonscan.FirstKey(ev, "model"))
+		s.model = jsonscan.String(ev, jsonscan.FirstKey(ev, `"model"`))
 	}
-	if jsonscan.FirstKey(ev, "delta") >= 0 {
+	if jsonscan.FirstKey(ev, `"delta"`) >= 0 {
 		s.deltas++
 	}
 	u, ok := jsonscan.LastUsage(ev)
@@ -144,7 +144,7 @@ func (s *sseRelay) inspect(ev []byte) bool {
 // emptyChoices reports whether ev has "choices": [] (OpenAI's usage-only
 // final chunk).
 func emptyChoices(ev []byte) bool {
-	v := jsonscan.FirstKey(ev, "choices")
+	v := jsonscan.FirstKey(ev, `"choices"`)
 	if v < 0 || ev[v] != '[' {
 		return false
 	}

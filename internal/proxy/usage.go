@@ -68,9 +68,9 @@ func (c *capture) result() (Usage, string) {
 	if u, ok := jsonscan.LastUsage(c.tail); ok {
 		acc.merge(u)
 	}
-	model := jsonscan.String(c.head, jsonscan.FirstKey(c.head, "model"))
+	model := jsonscan.String(c.head, jsonscan.FirstKey(c.head, `"model"`))
 	if model == "" {
-		model = jsonscan.String(c.tail, jsonscan.LastKey(c.tail, "model"))
+		model = jsonscan.String(c.tail, jsonscan.LastKey(c.tail, `"model"`))
 	}
 	return acc.usage(), model
 }

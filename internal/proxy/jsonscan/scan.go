@@ -163,11 +163,12 @@ func keyValue(b []byte, q int, quoted string) int {
 }
 
 // FirstKey returns where the value of the first `"key":` in b starts, or
-// -1. It searches for key spelled as upstream encoders write it, without
+// -1; quoted is the key with its quotes (`"model"`), so callers pass a
+// constant and a search allocates nothing (it runs on every SSE event). It
+// searches for the key spelled as upstream encoders write it, without
 // escapes. A `"key":` inside a string does not count; one inside a nested
 // object does.
-func FirstKey(b []byte, key string) int {
-	quoted := `"` + key + `"`
+func FirstKey(b []byte, quoted string) int {
 	for from := 0; from < len(b); {
 		q := bytes.Index(b[from:], []byte(quoted))
 		if q < 0 {
@@ -228,8 +229,7 @@ func lastMatch(b []byte, pat string, try func(q int) bool) bool {
 }
 
 // LastKey is like FirstKey for the last `"key":` in b.
-func LastKey(b []byte, key string) int {
-	quoted := `"` + key + `"`
+func LastKey(b []byte, quoted string) int {
 	v := -1
 	lastMatch(b, quoted, func(q int) bool {
 		v = keyValue(b, q, quoted)

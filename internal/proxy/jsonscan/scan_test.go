@@ -7,22 +7,22 @@ import (
 
 func TestScanners(t *testing.T) {
 	b := []byte(`{"a":"x\"model\":1","model" : "m\u00e9","n":[1,{"usage":2}],"s":"\\"}`)
-	if got := String(b, FirstKey(b, "model")); got != "mé" {
+	if got := String(b, FirstKey(b, `"model"`)); got != "mé" {
 		t.Errorf("FirstKey model = %q, want mé", got)
 	}
-	if v := FirstKey(b, "usage"); v < 0 || !bytes.HasPrefix(b[v:], []byte("2}")) {
+	if v := FirstKey(b, `"usage"`); v < 0 || !bytes.HasPrefix(b[v:], []byte("2}")) {
 		t.Errorf("FirstKey usage = %d", v)
 	}
 	tail := []byte(`{"model":"real","data":[{"embedding":[0.1]}],"note":"\"model\":\"fake\""}`)
-	if got := String(tail, LastKey(tail, "model")); got != "real" {
+	if got := String(tail, LastKey(tail, `"model"`)); got != "real" {
 		t.Errorf("LastKey model = %q, want real (the later match is inside a string)", got)
 	}
 	for _, bad := range []string{"", `"`, `{`, `{"a":`, `"usage":`, `\"usage\":{"prompt_tokens":1}`} {
 		if _, ok := LastUsage([]byte(bad)); ok {
 			t.Errorf("LastUsage(%q) found usage", bad)
 		}
-		_ = String([]byte(bad), FirstKey([]byte(bad), "usage"))
-		_ = String([]byte(bad), LastKey([]byte(bad), "usage"))
+		_ = String([]byte(bad), FirstKey([]byte(bad), `"usage"`))
+		_ = String([]byte(bad), LastKey([]byte(bad), `"usage"`))
 		_, _, _, _ = uniqueMember([]byte(bad), streamOptionKeys, 0)
 	}
 }
