@@ -10,7 +10,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -288,37 +287,4 @@ func (q *query) page(p store.Page) (string, []any) {
 	n := len(args)
 	args = append(args, p.PageSize, (max(p.Page, 1)-1)*p.PageSize)
 	return fmt.Sprintf(" LIMIT $%d OFFSET $%d", n+1, n+2), args
-}
-
-// listArg encodes a list column's value: a JSON array, [] for nil.
-func listArg(v []string) (string, error) {
-	if len(v) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(v)
-	return string(b), err
-}
-
-// listCol scans a JSON array column; an empty array becomes nil.
-type listCol struct{ dst *[]string }
-
-func (c listCol) Scan(src any) error {
-	var b []byte
-	switch src := src.(type) {
-	case string:
-		b = []byte(src)
-	case []byte:
-		b = src
-	default:
-		return fmt.Errorf("decode list: unexpected %T", src)
-	}
-	var v []string
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("decode list: %w", err)
-	}
-	if len(v) == 0 {
-		v = nil
-	}
-	*c.dst = v
-	return nil
 }

@@ -16,7 +16,7 @@ const projectColumns = `id, name, provider, base_url, api_version, api_key_encry
 func scanProject(row pgx.Row) (*store.Project, error) {
 	var p store.Project
 	err := row.Scan(&p.ID, &p.Name, &p.Provider, &p.BaseURL, &p.APIVersion, &p.APIKeyEncrypted, &p.APIKeyHint,
-		&p.IsActive, &p.DeactivatedAt, &p.RPMLimit, &p.TPMLimit, listCol{&p.AllowedOrigins}, listCol{&p.AllowedModels},
+		&p.IsActive, &p.DeactivatedAt, &p.RPMLimit, &p.TPMLimit, store.ListScanner(&p.AllowedOrigins), store.ListScanner(&p.AllowedModels),
 		&p.CacheTTLSeconds, &p.CreatedAt, &p.UpdatedAt)
 	if err != nil {
 		return nil, err
@@ -137,9 +137,9 @@ func (db *DB) UpdateProject(ctx context.Context, p *store.Project) error {
 
 // projectLists encodes the list columns of p.
 func projectLists(p *store.Project) (origins, models string, err error) {
-	if origins, err = listArg(p.AllowedOrigins); err != nil {
+	if origins, err = store.ListValue(p.AllowedOrigins); err != nil {
 		return "", "", err
 	}
-	models, err = listArg(p.AllowedModels)
+	models, err = store.ListValue(p.AllowedModels)
 	return origins, models, err
 }

@@ -20,7 +20,7 @@ const tokenColumns = `id, project_id, token_hash, prefix, label, expires_at, max
 func scanToken(row pgx.Row) (*store.Token, error) {
 	var t store.Token
 	err := row.Scan(&t.ID, &t.ProjectID, &t.Hash, &t.Prefix, &t.Label, &t.ExpiresAt, &t.MaxRequests, &t.RequestCount,
-		&t.IsActive, &t.DeactivatedAt, &t.RPMLimit, &t.TPMLimit, listCol{&t.AllowedModels}, &t.CreatedAt, &t.LastUsedAt)
+		&t.IsActive, &t.DeactivatedAt, &t.RPMLimit, &t.TPMLimit, store.ListScanner(&t.AllowedModels), &t.CreatedAt, &t.LastUsedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +37,7 @@ func (db *DB) CreateToken(ctx context.Context, t *store.Token) error {
 	if !isUUID(t.ProjectID) {
 		return fmt.Errorf("create token: unknown project: %w", store.ErrConflict)
 	}
-	models, err := listArg(t.AllowedModels)
+	models, err := store.ListValue(t.AllowedModels)
 	if err != nil {
 		return fmt.Errorf("create token: %w", err)
 	}
@@ -124,7 +124,7 @@ func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
 	if !isUUID(t.ID) {
 		return fmt.Errorf("update token: %w", store.ErrNotFound)
 	}
-	models, err := listArg(t.AllowedModels)
+	models, err := store.ListValue(t.AllowedModels)
 	if err != nil {
 		return fmt.Errorf("update token: %w", err)
 	}

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -157,37 +156,4 @@ func (w *where) String() string {
 		return ""
 	}
 	return " WHERE " + strings.Join(w.conds, " AND ")
-}
-
-// listArg encodes a list column's value: a JSON array, [] for nil.
-func listArg(v []string) (string, error) {
-	if len(v) == 0 {
-		return "[]", nil
-	}
-	b, err := json.Marshal(v)
-	return string(b), err
-}
-
-// listCol scans a JSON array column; an empty array becomes nil.
-type listCol struct{ dst *[]string }
-
-func (c listCol) Scan(src any) error {
-	var b []byte
-	switch src := src.(type) {
-	case string:
-		b = []byte(src)
-	case []byte:
-		b = src
-	default:
-		return fmt.Errorf("decode list: unexpected %T", src)
-	}
-	var v []string
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("decode list: %w", err)
-	}
-	if len(v) == 0 {
-		v = nil
-	}
-	*c.dst = v
-	return nil
 }

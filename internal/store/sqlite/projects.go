@@ -14,8 +14,8 @@ const projectCols = `id, name, provider, base_url, api_version, api_key_encrypte
 
 func projectDest(p *store.Project) []any {
 	return []any{&p.ID, &p.Name, &p.Provider, &p.BaseURL, &p.APIVersion, &p.APIKeyEncrypted, &p.APIKeyHint,
-		&p.IsActive, nullTimeCol{&p.DeactivatedAt}, &p.RPMLimit, &p.TPMLimit, listCol{&p.AllowedOrigins},
-		listCol{&p.AllowedModels}, &p.CacheTTLSeconds, timeCol{&p.CreatedAt}, timeCol{&p.UpdatedAt}}
+		&p.IsActive, nullTimeCol{&p.DeactivatedAt}, &p.RPMLimit, &p.TPMLimit, store.ListScanner(&p.AllowedOrigins),
+		store.ListScanner(&p.AllowedModels), &p.CacheTTLSeconds, timeCol{&p.CreatedAt}, timeCol{&p.UpdatedAt}}
 }
 
 // CreateProject inserts p; a duplicate ID or name is store.ErrConflict.
@@ -125,9 +125,9 @@ func oneRow(res sql.Result, what string) error {
 
 // projectLists encodes the list columns of p.
 func projectLists(p *store.Project) (origins, models string, err error) {
-	if origins, err = listArg(p.AllowedOrigins); err != nil {
+	if origins, err = store.ListValue(p.AllowedOrigins); err != nil {
 		return "", "", err
 	}
-	models, err = listArg(p.AllowedModels)
+	models, err = store.ListValue(p.AllowedModels)
 	return origins, models, err
 }

@@ -18,13 +18,13 @@ const tokenCols = `id, project_id, token_hash, prefix, label, expires_at, max_re
 func tokenDest(t *store.Token) []any {
 	return []any{&t.ID, &t.ProjectID, &t.Hash, &t.Prefix, &t.Label, timeCol{&t.ExpiresAt}, nullIntCol{&t.MaxRequests},
 		&t.RequestCount, &t.IsActive, nullTimeCol{&t.DeactivatedAt}, &t.RPMLimit, &t.TPMLimit,
-		listCol{&t.AllowedModels}, timeCol{&t.CreatedAt}, nullTimeCol{&t.LastUsedAt}}
+		store.ListScanner(&t.AllowedModels), timeCol{&t.CreatedAt}, nullTimeCol{&t.LastUsedAt}}
 }
 
 // CreateToken inserts t; an unknown project or a duplicate ID or hash is
 // store.ErrConflict.
 func (db *DB) CreateToken(ctx context.Context, t *store.Token) error {
-	models, err := listArg(t.AllowedModels)
+	models, err := store.ListValue(t.AllowedModels)
 	if err != nil {
 		return fmt.Errorf("create token: %w", err)
 	}
@@ -104,7 +104,7 @@ func (db *DB) ListTokens(ctx context.Context, f store.TokenFilter) ([]*store.Tok
 // limits and the allowed models of t; store.ErrNotFound if the token does
 // not exist.
 func (db *DB) UpdateToken(ctx context.Context, t *store.Token) error {
-	models, err := listArg(t.AllowedModels)
+	models, err := store.ListValue(t.AllowedModels)
 	if err != nil {
 		return fmt.Errorf("update token: %w", err)
 	}
