@@ -668,3 +668,21 @@ func TestBufferedChunksComeBackTogether(t *testing.T) {
 		t.Errorf("first Read = %q (err %v), want the whole burst %q", p[:n], err, want)
 	}
 }
+
+// A malformed header line is refused without quoting it: upstream answers
+// may echo the credentials they were sent, and errors reach the logs.
+func TestProtocolErrorsDoNotQuoteFieldLines(t *testing.T) {
+	const secret = "sk-upstream-secret-value"
+	for _, head := range []string{
+		"HTTP/1.1 200 OK\r\nX-Echo: a\r\n Authorization: Bearer " + secret + "\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nAuthorization: Bearer " + secret + "\x01\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nBad Name: Bearer " + secret + "\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nAuthorization: Bearer " + secret + "\n\r\n",
+	} {
+		c := newClient(t, h1.Options{})
+		_, err := c.Do(t.Context(), &h1.Request{Method: "GET", URL: mustURL(t, rawServer(t, head)+"/")})
+		if !errors.Is(err, h1.ErrProtocol) || strings.Contains(err.Error(), secret) {
+			t.Errorf("head %q: error %v, want ErrProtocol without the header's value", head, err)
+		}
+	}
+}

@@ -416,18 +416,20 @@ func (cn *conn) readHeader(budget *int) (http.Header, error) {
 // leaves no doubt about what the upstream meant), names that are not
 // tokens (whitespace before the colon among them) and values with control
 // characters.
+// Errors never quote a field line: upstream answers echo credentials.
 func splitField(line []byte) (name, value []byte, err error) {
 	if line[0] == ' ' || line[0] == '\t' {
-		return nil, nil, protocolError("folded field line %q", truncate(line))
+		return nil, nil, protocolError("folded field line")
 	}
 	colon := bytes.IndexByte(line, ':')
 	if colon <= 0 || !validToken(line[:colon]) {
-		return nil, nil, protocolError("malformed field line %q", truncate(line))
+		return nil, nil, protocolError("malformed field name")
 	}
 	value = line[colon+1:]
 	for _, c := range value {
 		if !fieldValueByte(c) {
-			return nil, nil, protocolError("malformed field line %q", truncate(line))
+			// The name only: the value may be a credential.
+			return nil, nil, protocolError("control character in field %q", truncate(line[:colon]))
 		}
 	}
 	return line[:colon], bytes.Trim(value, " \t"), nil
@@ -459,7 +461,7 @@ func (cn *conn) readLine(budget *int) ([]byte, error) {
 	}
 	n := len(line)
 	if n < 2 || line[n-2] != '\r' {
-		return nil, protocolError("line not ended by CRLF: %q", truncate(line))
+		return nil, protocolError("line not ended by CRLF")
 	}
 	return line[:n-2], nil
 }
