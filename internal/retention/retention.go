@@ -1,9 +1,16 @@
 // Package retention deletes rows that have outlived their retention period
 // (SPEC §4): old usage and audit rows, long-expired tokens and ended
-// failed-authentication blocks. Sweeps run on
-// one replica at a time, under the store's "retention" lock, and delete in
-// bounded batches with a pause between them, so the tables are never locked
-// for long and the request path keeps its share of the database.
+// failed-authentication blocks. Sweeps run on one replica at a time, under
+// the store's "retention" lock (the leader job).
+//
+// Usage and audit events are kept in whole UTC days: a sweep removes the
+// days that ended before now minus the retention period. On PostgreSQL,
+// where those tables are partitioned by day, the sweep first creates the
+// partitions of the coming days, then drops whole partitions; everywhere
+// else (SQLite, rows that landed in a default partition, the usage
+// roll-up) it deletes in bounded batches with a pause between them, so the
+// tables are never locked for long and the request path keeps its share of
+// the database.
 package retention
 
 import (
@@ -24,6 +31,9 @@ const (
 	DefaultInterval  = time.Hour
 	DefaultBatchSize = 1000
 	DefaultPause     = 50 * time.Millisecond
+	// DefaultPartitionsAhead is how many days after today get their
+	// partitions created in advance.
+	DefaultPartitionsAhead = 7
 )
 
 // maxStartJitter caps the random delay before the first sweep.
@@ -42,15 +52,20 @@ type Options struct {
 	BatchSize int
 	// Pause is the wait between batches (DefaultPause when zero).
 	Pause time.Duration
+	// PartitionsAhead is how many days after today get their partitions
+	// created in advance (DefaultPartitionsAhead when zero).
+	PartitionsAhead int
 	// Logger nil discards.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-// Result counts the rows one sweep deleted.
+// Result counts the rows one sweep deleted (dropped partitions count their
+// rows) and the partitions it created.
 type Result struct {
 	Usage, Audit, Tokens, AuthBlocks int64
+	PartitionsCreated                int
 }
 
 // authBlockKeep is how long a failed-authentication block is kept after it
@@ -62,6 +77,9 @@ const authBlockKeep = 24 * time.Hour
 // it.
 type Store interface {
 	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
+	EnsurePartitions(ctx context.Context, from, to time.Time) (int, error)
+	DropUsagePartitionsBefore(ctx context.Context, t time.Time) (int64, error)
+	DropAuditPartitionsBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
@@ -86,6 +104,9 @@ func New(st Store, opts Options) *Sweeper {
 	}
 	if opts.Pause <= 0 {
 		opts.Pause = DefaultPause
+	}
+	if opts.PartitionsAhead <= 0 {
+		opts.PartitionsAhead = DefaultPartitionsAhead
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -119,23 +140,27 @@ func (s *Sweeper) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks)
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"partitions_created", res.PartitionsCreated)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "duration_ms", time.Since(start).Milliseconds())
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"partitions_created", res.PartitionsCreated, "duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
 	}
 }
 
-// SweepOnce takes the lock and, in batches until none are left, deletes
-// usage rows older than Usage, audit events older than Audit, tokens that
-// expired more than Tokens ago (a zero period skips that kind) and
-// failed-authentication blocks that ended more than a day ago. It
-// returns ran=false, doing nothing, when another holder has the lock. On
-// an error it stops and returns what it deleted so far.
+// SweepOnce takes the lock, creates the partitions of today and the next
+// PartitionsAhead days, and then removes, in batches until none are left:
+// usage rows (with their roll-up) and audit events of the UTC days that
+// ended before now minus Usage and Audit, tokens that expired more than
+// Tokens ago (a zero period skips that kind) and failed-authentication
+// blocks that ended more than a day ago. It returns ran=false, doing
+// nothing, when another holder has the lock. On an error it stops and
+// returns what it did so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 	release, ok, err := s.store.TryLock(ctx, LockName)
 	if err != nil {
@@ -148,27 +173,49 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 
 	now := s.opts.Now()
 	var res Result
+	today := now.UTC().Truncate(day)
+	res.PartitionsCreated, err = s.store.EnsurePartitions(ctx, today, today.Add(time.Duration(s.opts.PartitionsAhead+1)*day))
+	if err != nil {
+		return res, true, fmt.Errorf("create partitions: %w", err)
+	}
 	kinds := []struct {
 		what   string
 		keep   time.Duration
+		days   bool // the cutoff is rounded down to a UTC day
+		drop   func(context.Context, time.Time) (int64, error)
 		delete func(context.Context, time.Time, int) (int64, error)
 		count  *int64
 	}{
-		{"usage", s.opts.Usage, s.store.DeleteUsageBefore, &res.Usage},
-		{"audit events", s.opts.Audit, s.store.DeleteAuditBefore, &res.Audit},
-		{"expired tokens", s.opts.Tokens, s.store.DeleteTokensExpiredBefore, &res.Tokens},
-		{"ended auth blocks", authBlockKeep, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
+		{"usage", s.opts.Usage, true, s.store.DropUsagePartitionsBefore, s.store.DeleteUsageBefore, &res.Usage},
+		{"audit events", s.opts.Audit, true, s.store.DropAuditPartitionsBefore, s.store.DeleteAuditBefore, &res.Audit},
+		{"expired tokens", s.opts.Tokens, false, nil, s.store.DeleteTokensExpiredBefore, &res.Tokens},
+		{"ended auth blocks", authBlockKeep, false, nil, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {
 			continue
 		}
-		if err := s.sweep(ctx, now.Add(-k.keep), k.delete, k.count); err != nil {
+		cutoff := now.Add(-k.keep)
+		if k.days {
+			cutoff = cutoff.UTC().Truncate(day)
+		}
+		if k.drop != nil {
+			n, err := k.drop(ctx, cutoff)
+			*k.count += n
+			if err != nil {
+				return res, true, fmt.Errorf("sweep %s: %w", k.what, err)
+			}
+		}
+		if err := s.sweep(ctx, cutoff, k.delete, k.count); err != nil {
 			return res, true, fmt.Errorf("sweep %s: %w", k.what, err)
 		}
 	}
 	return res, true, nil
 }
+
+// day is a UTC day; retention of usage and audit events works in whole
+// days, the unit of their partitions.
+const day = 24 * time.Hour
 
 // sweep deletes batches older than cutoff until a batch comes back short,
 // adding the deleted rows to count.

@@ -19,8 +19,6 @@ import (
 // now is the fixed clock of every test.
 var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
-const day = 24 * time.Hour
-
 func openSQLite(t *testing.T) store.Store {
 	t.Helper()
 	db, err := sqlite.Open(t.Context(), sqlite.Options{Path: ":memory:"})
@@ -117,6 +115,13 @@ func seed(t *testing.T, s store.Store) {
 	}
 }
 
+// rowsOf returns the deleted-row counts of res, without the partitions
+// created (which only PostgreSQL has).
+func rowsOf(res Result) Result {
+	res.PartitionsCreated = 0
+	return res
+}
+
 func count(t *testing.T, s store.Store) counts {
 	t.Helper()
 	ctx := t.Context()
@@ -199,7 +204,7 @@ func TestSweepOnce(t *testing.T) {
 					}
 					want := tc.want
 					want.AuthBlocks = 1 // the block that ended two days ago, whatever the settings
-					if res != want {
+					if rowsOf(res) != want {
 						t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
 					}
 					if got := count(t, s); got != tc.remain {
@@ -238,7 +243,7 @@ func TestLockHeldElsewhere(t *testing.T) {
 	if err != nil || !ran {
 		t.Fatalf("SweepOnce after release = (%+v, %t, %v), want a sweep", res, ran, err)
 	}
-	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens, AuthBlocks: 1}); res != want {
+	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens, AuthBlocks: 1}); rowsOf(res) != want {
 		t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
 	}
 }
@@ -289,7 +294,7 @@ func TestConcurrentSweeps(t *testing.T) {
 		t.Errorf("second SweepOnce during the first = (%+v, %t, %v), want (zero, false, nil)", res, ran, err)
 	}
 	first := <-done
-	if first.err != nil || !first.ran || first.res != (Result{Usage: 6}) {
+	if first.err != nil || !first.ran || rowsOf(first.res) != (Result{Usage: 6}) {
 		t.Errorf("first SweepOnce = (%+v, %t, %v), want 6 usage rows deleted", first.res, first.ran, first.err)
 	}
 	if got := count(t, b).usage; got != 1 {

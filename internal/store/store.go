@@ -262,11 +262,18 @@ type Store interface {
 	// in sorted ID order so concurrent batches cannot deadlock.
 	TouchTokens(ctx context.Context, touches []TokenTouch) error
 
-	// InsertUsage writes a batch of usage rows in one statement (or COPY).
+	// InsertUsage writes a batch of usage rows in one statement (or COPY)
+	// and adds them to the usage roll-up, in one transaction: all or none.
+	// A row whose ID is already stored with the same CreatedAt (a retried
+	// batch) is ErrConflict. On PostgreSQL, whose usage table is
+	// partitioned by time, an ID is unique only together with CreatedAt.
 	InsertUsage(ctx context.Context, rows []Usage) error
+	// SumUsage aggregates usage rows; its answers are the raw rows'
+	// exactly, whether they come from the roll-up or not.
 	SumUsage(ctx context.Context, f UsageFilter) ([]UsageTotal, error)
 
-	// InsertAuditEvents writes a batch of audit events.
+	// InsertAuditEvents writes a batch of audit events. Like usage rows,
+	// an event is unique by ID and CreatedAt together on PostgreSQL.
 	InsertAuditEvents(ctx context.Context, events []AuditEvent) error
 	GetAuditEvent(ctx context.Context, id string) (*AuditEvent, error)
 	ListAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, int, error)
@@ -281,9 +288,23 @@ type Store interface {
 	// it.
 	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
 	// DeleteUsageBefore deletes at most limit (> 0) usage rows created
-	// before t, oldest first, in one short statement, and returns how many
-	// it deleted.
+	// before t, oldest first, in one short transaction that also takes
+	// them out of the usage roll-up, and returns how many it deleted.
 	DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	// EnsurePartitions gives usage and audit events of every UTC day
+	// overlapping [from, to) a partition of their own, and every day with
+	// rows in a default partition too, moving those rows into it. It
+	// returns how many partitions it created. Without partitions (SQLite)
+	// it does nothing.
+	EnsurePartitions(ctx context.Context, from, to time.Time) (int, error)
+	// DropUsagePartitionsBefore drops the usage partitions whose whole day
+	// is before t, and their roll-up rows with them, and returns how many
+	// rows they held; rows before t outside them are left to
+	// DeleteUsageBefore. Without partitions (SQLite) it does nothing.
+	DropUsagePartitionsBefore(ctx context.Context, t time.Time) (int64, error)
+	// DropAuditPartitionsBefore is DropUsagePartitionsBefore for audit
+	// events.
+	DropAuditPartitionsBefore(ctx context.Context, t time.Time) (int64, error)
 	// DeleteAuditBefore deletes at most limit (> 0) audit events created
 	// before t, oldest first, and returns how many it deleted.
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
