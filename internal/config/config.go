@@ -69,8 +69,8 @@ type Config struct {
 
 // Retention says how long rows are kept; 0 keeps them forever.
 type Retention struct {
-	Usage    time.Duration // RETENTION_USAGE, default 90 days
-	Audit    time.Duration // RETENTION_AUDIT, default 365 days
+	Usage    time.Duration // USAGE_RETENTION_DAYS, default 90 days
+	Audit    time.Duration // AUDIT_RETENTION_DAYS, default 365 days
 	Tokens   time.Duration // RETENTION_TOKENS: after expiry, default 30 days
 	Interval time.Duration // RETENTION_INTERVAL, default 1h
 }
@@ -199,8 +199,8 @@ func build(s *settings, p *parser, opts Options) *Config {
 		RedisTimeout:     p.duration(s.RedisTimeout),
 		RedisDialTimeout: p.duration(s.RedisDialTimeout),
 		Retention: Retention{
-			Usage:    p.durationOrZero(s.RetentionUsage),
-			Audit:    p.durationOrZero(s.RetentionAudit),
+			Usage:    time.Duration(p.integer(s.UsageRetentionDays, 0, 36500)) * 24 * time.Hour,
+			Audit:    time.Duration(p.integer(s.AuditRetentionDays, 0, 36500)) * 24 * time.Hour,
 			Tokens:   p.durationOrZero(s.RetentionTokens),
 			Interval: p.duration(s.RetentionInterval),
 		},

@@ -121,8 +121,8 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"REDIS_POOL_SIZE":            "32",
 		"REDIS_TIMEOUT":              "80ms",
 		"REDIS_DIAL_TIMEOUT":         "2s",
-		"RETENTION_USAGE":            "0s",
-		"RETENTION_AUDIT":            "48h",
+		"USAGE_RETENTION_DAYS":       "0",
+		"AUDIT_RETENTION_DAYS":       "2",
 		"RETENTION_TOKENS":           "24h",
 		"RETENTION_INTERVAL":         "10m",
 		"UPSTREAM_TIMEOUT":           "2m",
@@ -277,8 +277,8 @@ redis:
   timeout: 30ms
   dial_timeout: 3s
 retention:
-  usage: 720h
-  audit: 0s
+  usage_days: 30
+  audit_days: 0
   tokens: 1h
   interval: 5m
 upstream_timeout: 90s

@@ -67,10 +67,10 @@ type settings struct {
 	UsageFlushInterval value `env:"USAGE_FLUSH_INTERVAL" key:"usage.flush_interval" def:"1s" doc:"longest wait before a partial usage batch is written (Go duration)"`
 	UsageBufferSize    value `env:"USAGE_BUFFER_SIZE" key:"usage.buffer_size" def:"100000" doc:"usage rows held in memory while the database is unreachable (at least the batch size)"`
 
-	RetentionUsage    value `env:"RETENTION_USAGE" key:"retention.usage" def:"2160h" doc:"delete usage rows older than this (Go duration; 0 keeps them)"`
-	RetentionAudit    value `env:"RETENTION_AUDIT" key:"retention.audit" def:"8760h" doc:"delete audit events older than this (Go duration; 0 keeps them)"`
-	RetentionTokens   value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
-	RetentionInterval value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
+	UsageRetentionDays value `env:"USAGE_RETENTION_DAYS" key:"retention.usage_days" def:"90" doc:"keep usage rows (and their roll-up) this many whole UTC days (0-36500; 0 keeps them); PostgreSQL drops whole daily partitions, SQLite deletes in batches"`
+	AuditRetentionDays value `env:"AUDIT_RETENTION_DAYS" key:"retention.audit_days" def:"365" doc:"keep audit events this many whole UTC days (0-36500; 0 keeps them); PostgreSQL drops whole daily partitions, SQLite deletes in batches"`
+	RetentionTokens    value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
+	RetentionInterval  value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
 
 	LogLevel  value `env:"LOG_LEVEL" flag:"log-level" key:"log.level" def:"info" doc:"debug, info, warn or error"`
 	LogFormat value `env:"LOG_FORMAT" flag:"log-format" key:"log.format" def:"json" doc:"json or text"`
