@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TimePrecision", testTimePrecision},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"SumUsage", testSumUsage},
+		{"RollupExact", testRollupExact},
 		{"AuditEventRoundTrip", testAuditEventRoundTrip},
 		{"ListAuditEvents", testListAuditEvents},
 		{"PingStats", testPingStats},
