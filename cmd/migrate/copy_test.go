@@ -63,12 +63,15 @@ func cipherFor(t *testing.T, key []byte) *secret.Cipher {
 	return c
 }
 
+// fixtureBase is the time of the fixture's first rows.
+var fixtureBase = time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+
 // fill writes projects, tokens (with request counts), usage and audit
 // events through the store, as the proxy would.
 func fill(t *testing.T, s store.Store, c *secret.Cipher) fixture {
 	t.Helper()
 	ctx := context.Background()
-	base := time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+	base := fixtureBase
 	f := fixture{apiKeys: map[string]string{}}
 	var projectIDs, tokenIDs []string
 	for i := range nProjects {
@@ -169,8 +172,13 @@ func read(t *testing.T, s store.Store, c *secret.Cipher) contents {
 	if got.Audit, _, err = s.ListAuditEvents(ctx, store.AuditFilter{Page: all}); err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range []string{store.GroupByDay, store.GroupByModel, ""} {
-		totals, err := s.SumUsage(ctx, store.UsageFilter{GroupBy: g})
+	// Whole days come from the copied roll-up; the ragged window (the
+	// fixture's rows are a second apart from base) reads its hourly rows
+	// and the raw rows at the edges.
+	ragged := store.UsageFilter{From: fixtureBase.Add(1234*time.Second + time.Millisecond), To: fixtureBase.Add(4321 * time.Second),
+		GroupBy: store.GroupByToken}
+	for _, f := range []store.UsageFilter{{GroupBy: store.GroupByDay}, {GroupBy: store.GroupByModel}, {}, ragged} {
+		totals, err := s.SumUsage(ctx, f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +244,7 @@ func checkProgress(t *testing.T, out string, wantRows map[string]int) {
 		t.Logf("%s: %s rows, %s rows/s", m[1], m[2], m[3])
 	}
 	for _, table := range []string{"projects", "tokens", "usage", "audit_events", "agent_tokens", "pending_authorizations",
-		"auth_rate_limits", "user_project_dirs", "session_summaries", "memory_sessions"} {
+		"auth_rate_limits", "user_project_dirs", "session_summaries", "memory_sessions", "usage_rollup"} {
 		if !seen[table] {
 			t.Errorf("no progress line for %s in:\n%s", table, out)
 		}
@@ -258,6 +266,10 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	checkProgress(t, r.stdout, wantRows)
 	if !strings.Contains(r.stdout, ":***@") {
 		t.Errorf("stdout does not name the masked target: %s", r.stdout)
+	}
+	// The copied days, in the default partition at first, got their own.
+	if !strings.Contains(r.stdout, "daily partitions") {
+		t.Errorf("stdout does not report the partitions created for the copied rows: %s", r.stdout)
 	}
 
 	pg := openPostgres(t, pgURL)

@@ -153,7 +153,7 @@ func seedVersion3(t *testing.T, driver string, db *sql.DB) []store.Usage {
 	for i := range 1200 {
 		at := start.Add(time.Duration(i) * 47 * time.Minute)
 		if i%100 == 0 {
-			at = at.Truncate(24*time.Hour).Add(24*time.Hour - time.Microsecond)
+			at = at.Truncate(24 * time.Hour).Add(24*time.Hour - time.Microsecond)
 		}
 		u := store.Usage{ID: uuid.NewString(), CreatedAt: at, RequestID: "req-" + strconv.Itoa(i),
 			Model: []string{"gpt-4o", "claude"}[i%2], Endpoint: "/v1/chat/completions", Status: 200,
