@@ -7,10 +7,10 @@
 // days that ended before now minus the retention period. On PostgreSQL,
 // where those tables are partitioned by day, the sweep first creates the
 // partitions of the coming days, then drops whole partitions; everywhere
-// else (SQLite, rows that landed in a default partition, the usage
-// roll-up) it deletes in bounded batches with a pause between them, so the
-// tables are never locked for long and the request path keeps its share of
-// the database.
+// else (SQLite, and rows that landed in a default partition) it deletes in
+// bounded batches with a pause between them, so the tables are never
+// locked for long and the request path keeps its share of the database.
+// Either way the usage roll-up loses the same rows in the same transaction.
 package retention
 
 import (

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -122,18 +121,18 @@ func createPartition(ctx context.Context, tx pgx.Tx, table string, day time.Time
 	name, def, parent := ident(dayPartition(table, day)), ident(table+"_default"), ident(table)
 	lo, hi := day, day.Add(24*time.Hour)
 	bound := func(t time.Time) string { return "'" + t.Format("2006-01-02") + " 00:00:00+00'" }
-	for _, stmt := range []string{
-		`LOCK TABLE ` + def + ` IN SHARE ROW EXCLUSIVE MODE`,
-		`CREATE TABLE ` + name + ` (LIKE ` + parent + ` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`,
-		`INSERT INTO ` + name + ` SELECT * FROM ` + def + ` WHERE created_at >= $1 AND created_at < $2`,
-		`DELETE FROM ` + def + ` WHERE created_at >= $1 AND created_at < $2`,
-		`ALTER TABLE ` + parent + ` ATTACH PARTITION ` + name + ` FOR VALUES FROM (` + bound(lo) + `) TO (` + bound(hi) + `)`,
+	days := []any{lo, hi}
+	for _, st := range []struct {
+		sql  string
+		args []any
+	}{
+		{`LOCK TABLE ` + def + ` IN SHARE ROW EXCLUSIVE MODE`, nil},
+		{`CREATE TABLE ` + name + ` (LIKE ` + parent + ` INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`, nil},
+		{`INSERT INTO ` + name + ` SELECT * FROM ` + def + ` WHERE created_at >= $1 AND created_at < $2`, days},
+		{`DELETE FROM ` + def + ` WHERE created_at >= $1 AND created_at < $2`, days},
+		{`ALTER TABLE ` + parent + ` ATTACH PARTITION ` + name + ` FOR VALUES FROM (` + bound(lo) + `) TO (` + bound(hi) + `)`, nil},
 	} {
-		var args []any
-		if strings.Contains(stmt, "$1") {
-			args = []any{lo, hi}
-		}
-		if _, err := tx.Exec(ctx, stmt, args...); err != nil {
+		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
 			return err
 		}
 	}
@@ -163,11 +162,11 @@ func (db *DB) DropAuditPartitionsBefore(ctx context.Context, t time.Time) (int64
 }
 
 // dropPartitionsBefore counts, then drops, one at a time and oldest first,
-// each of table's daily partitions that ends at or before t, running also
-// (when not empty) the statement also, given the day's bounds, in the
-// dropping transaction before the DROP. The drop takes a short exclusive
-// lock on the parent table, bounded like all partition DDL by
-// ddlLockTimeout.
+// each of table's daily partitions that ends at or before t. A non-empty
+// also runs first in the same transaction, with the day's bounds as $1 and
+// $2 (to delete what is derived from the day's rows). The drop takes a
+// short exclusive lock on the parent table, bounded like all partition DDL
+// by ddlLockTimeout.
 func (db *DB) dropPartitionsBefore(ctx context.Context, table string, t time.Time, also string) (int64, error) {
 	c, err := db.acquire(ctx)
 	if err != nil {
