@@ -296,7 +296,7 @@ type sweepResult struct {
 	maxInsert, p99Insert time.Duration
 }
 
-// timeRetention runs the sweep that keeps the newest days-30 days while a
+// timeRetention runs the sweep that removes the oldest 30 days while a
 // writer inserts batches of 100 rows, and returns the sweep's figures and
 // the writer's latencies.
 func timeRetention(ctx context.Context, st *postgres.DB, now time.Time) (sweepResult, error) {
@@ -327,7 +327,9 @@ func timeRetention(ctx context.Context, st *postgres.DB, now time.Time) (sweepRe
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
-	sw := retention.New(st, retention.Options{Usage: time.Duration(*usageDays-30) * day,
+	// The rows span days-1 whole days and today's part: keeping days-31
+	// whole days (plus today's part) leaves the oldest 30 to go.
+	sw := retention.New(st, retention.Options{Usage: time.Duration(*usageDays-31) * day,
 		Now: func() time.Time { return now }})
 	start := time.Now()
 	res, _, err := sw.SweepOnce(ctx)
