@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +167,46 @@ func TestPartitionsAheadAndDropped(t *testing.T) {
 	insertDays(t, db, d(1, 0))
 	if got := only2025(partitions(t, db, "usage"))["usage_default"]; got != 1 {
 		t.Errorf("usage_default holds %d rows after an insert for a day without a partition, want 1", got)
+	}
+}
+
+// TestRollupKeysCanonicalUUIDs: IDs given in upper case are stored as
+// uuids, so the roll-up keys them in the lower case the raw rows read back
+// in: filters in either case, group_by=token and a retention delete agree
+// with the raw rows.
+func TestRollupKeysCanonicalUUIDs(t *testing.T) {
+	db := open(t, Options{URL: migratedURL(t)})
+	ctx := t.Context()
+	token := uuid.NewString()
+	at := time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
+	rows := []store.Usage{
+		{ID: uuid.NewString(), CreatedAt: at, RequestID: "r", TokenID: strings.ToUpper(token), Endpoint: "/v1/x", Status: 200, TotalTokens: 4},
+		{ID: uuid.NewString(), CreatedAt: at.Add(time.Hour), RequestID: "r", TokenID: token, Endpoint: "/v1/x", Status: 200, TotalTokens: 6},
+	}
+	if err := db.InsertUsage(ctx, rows); err != nil {
+		t.Fatalf("InsertUsage: %v", err)
+	}
+	want := []store.UsageTotal{{Key: token, Requests: 2, TotalTokens: 10}}
+	for _, id := range []string{token, strings.ToUpper(token)} {
+		for _, f := range []store.UsageFilter{{TokenID: id, GroupBy: store.GroupByToken}, {TokenID: id, GroupBy: store.GroupByToken,
+			From: at.Add(-30 * time.Minute), To: at.Add(26 * time.Hour)}} {
+			got, err := db.SumUsage(ctx, f)
+			if err != nil {
+				t.Fatalf("SumUsage: %v", err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("SumUsage(%+v) (-want +got):\n%s", f, diff)
+			}
+		}
+	}
+	if n, err := db.DeleteUsageBefore(ctx, at.Add(24*time.Hour), 10); err != nil || n != 2 {
+		t.Fatalf("DeleteUsageBefore = (%d, %v), want (2, nil)", n, err)
+	}
+	var left int
+	if err := db.pool.QueryRow(ctx, `SELECT count(*) FROM usage_rollup`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d roll-up rows left after deleting every usage row, want 0", left)
 	}
 }

@@ -3,12 +3,14 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
@@ -26,12 +28,15 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		return nil
 	}
 	values := make([][]any, len(rows))
+	// The roll-up keys IDs as text, in the form the uuid columns give back
+	// (lower case), so that it groups and filters like the raw rows.
+	canonical := slices.Clone(rows)
 	for i, u := range rows {
 		id := u.ID
 		if id == "" {
 			id = uuid.NewString()
 		}
-		var ids [4]any
+		var ids [4]pgtype.UUID
 		for j, s := range []string{id, u.ProjectID, u.TokenID, u.AgentTokenID} {
 			v, err := optionalUUID(s)
 			if err != nil {
@@ -39,11 +44,13 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 			}
 			ids[j] = v
 		}
+		c := &canonical[i]
+		c.ProjectID, c.TokenID, c.AgentTokenID = uuidText(ids[1]), uuidText(ids[2]), uuidText(ids[3])
 		values[i] = []any{ids[0], u.CreatedAt, u.RequestID, ids[1], ids[2], ids[3],
 			u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens, u.TotalTokens,
 			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached}
 	}
-	rollup := rollupArrays(store.RollUp(rows))
+	rollup := rollupArrays(store.RollUp(canonical))
 	c, err := db.acquire(ctx)
 	if err != nil {
 		return err
@@ -60,6 +67,23 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		return fmt.Errorf("insert usage: %w", translate(err))
 	}
 	return nil
+}
+
+// uuidText is the text form of an optional UUID, "" for NULL.
+func uuidText(u pgtype.UUID) string {
+	if !u.Valid {
+		return ""
+	}
+	return uuid.UUID(u.Bytes).String()
+}
+
+// canonicalUUID returns s in the lower-case form PostgreSQL prints UUIDs
+// in, or s itself when it is not a UUID.
+func canonicalUUID(s string) string {
+	if u, err := uuid.Parse(s); err == nil {
+		return u.String()
+	}
+	return s
 }
 
 // addRollup adds roll-up rows given as parallel arrays, in their order
@@ -129,6 +153,8 @@ func (db *DB) SumUsage(ctx context.Context, f store.UsageFilter) ([]store.UsageT
 			return none, nil
 		}
 	}
+	// Compare IDs in canonical form: the roll-up holds them as text.
+	f.ProjectID, f.TokenID = canonicalUUID(f.ProjectID), canonicalUUID(f.TokenID)
 	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
