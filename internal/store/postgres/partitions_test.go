@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
@@ -208,5 +212,42 @@ func TestRollupKeysCanonicalUUIDs(t *testing.T) {
 	}
 	if left != 0 {
 		t.Errorf("%d roll-up rows left after deleting every usage row, want 0", left)
+	}
+}
+
+// TestDropGivesWayToALongQuery: while a transaction keeps reading usage,
+// dropping a partition waits for its lock only briefly (a few bounded
+// attempts) and reports the lock instead of queueing every insert behind
+// it; once the reader is done the drop goes through.
+func TestDropGivesWayToALongQuery(t *testing.T) {
+	db := open(t, Options{URL: migratedURL(t)})
+	ctx := t.Context()
+	day := time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC)
+	if _, err := db.EnsurePartitions(ctx, day, day.Add(time.Hour)); err != nil {
+		t.Fatalf("EnsurePartitions: %v", err)
+	}
+	reader, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback(context.WithoutCancel(ctx))
+	if _, err := reader.Exec(ctx, `SELECT count(*) FROM usage`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.DropUsagePartitionsBefore(ctx, day.Add(24*time.Hour))
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.LockNotAvailable {
+		t.Fatalf("DropUsagePartitionsBefore while a transaction reads usage: %v, want a lock timeout", err)
+	}
+	if _, ok := partitions(t, db, "usage")["usage_p20250310"]; !ok {
+		t.Fatal("the partition went although its drop failed")
+	}
+	if err := reader.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.DropUsagePartitionsBefore(ctx, day.Add(24*time.Hour)); err != nil {
+		t.Fatalf("DropUsagePartitionsBefore after the reader: %v", err)
+	}
+	if _, ok := partitions(t, db, "usage")["usage_p20250310"]; ok {
+		t.Error("the partition is still there after the reader finished")
 	}
 }
