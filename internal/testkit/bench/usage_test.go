@@ -131,7 +131,9 @@ func TestBenchUsage(t *testing.T) {
 	fmt.Fprintf(&b, "| retention of the oldest 30 days (%d rows: whole daily partitions and their roll-up) | seconds | %s |\n",
 		sweep.res.Usage, sweep.elapsed.Round(10*time.Millisecond))
 	fmt.Fprintf(&b, "| concurrent writer during retention: slowest / p99 of %d inserts of 100 rows | ≤ %s | %s / %s |\n",
-		sweep.inserts, targetInsertLatency, millis(sweep.maxInsert), millis(sweep.p99Insert))
+		sweep.during.inserts, targetInsertLatency, millis(sweep.during.max), millis(sweep.during.p99))
+	fmt.Fprintf(&b, "| the same writer right after, as long, without retention: slowest / p99 of %d inserts | (machine noise) | %s / %s |\n",
+		sweep.after.inserts, millis(sweep.after.max), millis(sweep.after.p99))
 	fmt.Fprint(os.Stdout, b.String())
 }
 
@@ -290,47 +292,63 @@ func checkAnswer(ctx context.Context, dbURL string, body []byte, from, to time.T
 }
 
 type sweepResult struct {
-	res                  retention.Result
-	elapsed              time.Duration
-	inserts              int
-	maxInsert, p99Insert time.Duration
+	res     retention.Result
+	elapsed time.Duration
+	// The writer's latencies during the sweep, and right after it for as
+	// long without one (what the busy machine alone costs).
+	during, after latencies
+}
+
+// latencies summarises a writer's inserts.
+type latencies struct {
+	inserts  int
+	max, p99 time.Duration
+}
+
+// writer inserts batches of 100 rows through st every 5 ms until stop is
+// closed, and returns its latencies.
+func writer(ctx context.Context, st *postgres.DB, stop <-chan struct{}) (latencies, error) {
+	var took []time.Duration
+	for {
+		select {
+		case <-stop:
+			if len(took) == 0 {
+				return latencies{}, fmt.Errorf("the writer inserted nothing")
+			}
+			slices.Sort(took)
+			return latencies{inserts: len(took), max: took[len(took)-1], p99: took[len(took)*99/100]}, nil
+		default:
+		}
+		rows := make([]store.Usage, 100)
+		for i := range rows {
+			rows[i] = store.Usage{ID: uuid.NewString(), CreatedAt: time.Now().UTC(), RequestID: "writer",
+				Model: "gpt-4o", Endpoint: "/v1/chat/completions", Status: 200, PromptTokens: 5, TotalTokens: 5}
+		}
+		start := time.Now()
+		if err := st.InsertUsage(ctx, rows); err != nil {
+			return latencies{}, err
+		}
+		took = append(took, time.Since(start))
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // timeRetention runs the sweep that removes the oldest 30 days while a
 // writer inserts batches of 100 rows, and returns the sweep's figures and
-// the writer's latencies.
+// the writer's latencies during the sweep and, for comparison on a busy
+// machine, for as long right after it.
 func timeRetention(ctx context.Context, st *postgres.DB, now time.Time) (sweepResult, error) {
-	stop := make(chan struct{})
-	var (
-		wg        sync.WaitGroup
-		latencies []time.Duration
-		werr      error
-	)
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			rows := make([]store.Usage, 100)
-			for i := range rows {
-				rows[i] = store.Usage{ID: uuid.NewString(), CreatedAt: time.Now().UTC(), RequestID: "writer",
-					Model: "gpt-4o", Endpoint: "/v1/chat/completions", Status: 200, PromptTokens: 5, TotalTokens: 5}
-			}
-			start := time.Now()
-			if err := st.InsertUsage(ctx, rows); err != nil {
-				werr = err
-				return
-			}
-			latencies = append(latencies, time.Since(start))
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
 	// The rows span days-1 whole days and today's part: keeping days-31
 	// whole days (plus today's part) leaves the oldest 30 to go.
 	sw := retention.New(st, retention.Options{Usage: time.Duration(*usageDays-31) * day,
 		Now: func() time.Time { return now }})
+	var (
+		wg   sync.WaitGroup
+		lat  latencies
+		werr error
+	)
+	stop := make(chan struct{})
+	wg.Go(func() { lat, werr = writer(ctx, st, stop) })
 	start := time.Now()
 	res, _, err := sw.SweepOnce(ctx)
 	elapsed := time.Since(start)
@@ -340,12 +358,18 @@ func timeRetention(ctx context.Context, st *postgres.DB, now time.Time) (sweepRe
 		return sweepResult{}, fmt.Errorf("retention sweep: %w", err)
 	}
 	if werr != nil {
-		return sweepResult{}, fmt.Errorf("concurrent writer: %w", werr)
+		return sweepResult{}, fmt.Errorf("writer during the sweep: %w", werr)
 	}
-	if len(latencies) == 0 {
-		return sweepResult{}, fmt.Errorf("the concurrent writer inserted nothing")
+	out := sweepResult{res: res, elapsed: elapsed, during: lat}
+
+	stop = make(chan struct{})
+	wg.Go(func() { lat, werr = writer(ctx, st, stop) })
+	time.Sleep(elapsed)
+	close(stop)
+	wg.Wait()
+	if werr != nil {
+		return sweepResult{}, fmt.Errorf("writer without a sweep: %w", werr)
 	}
-	slices.Sort(latencies)
-	return sweepResult{res: res, elapsed: elapsed, inserts: len(latencies),
-		maxInsert: latencies[len(latencies)-1], p99Insert: latencies[len(latencies)*99/100]}, nil
+	out.after = lat
+	return out, nil
 }
