@@ -136,6 +136,7 @@ func count(t *testing.T, s store.Store) counts {
 }
 
 func TestSweepOnce(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		opts   Options
@@ -218,6 +219,7 @@ func TestSweepOnce(t *testing.T) {
 // TestLockHeldElsewhere holds the lock on one store (replica) while the
 // other sweeps.
 func TestLockHeldElsewhere(t *testing.T) {
+	t.Parallel()
 	url := teststore.PostgresURL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	seed(t, a)
@@ -263,6 +265,7 @@ func (h *heldStore) DeleteUsageBefore(ctx context.Context, t time.Time, limit in
 // TestConcurrentSweeps runs a slow sweep on one replica and a second sweep
 // on another while the first is between batches.
 func TestConcurrentSweeps(t *testing.T) {
+	t.Parallel()
 	url := teststore.PostgresURL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	seedUsage(t, a, 6, 1)
@@ -344,6 +347,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	t.Parallel()
 	sw := New(nil, Options{})
 	if sw.opts.Interval != DefaultInterval || sw.opts.BatchSize != DefaultBatchSize || sw.opts.Pause != DefaultPause ||
 		sw.opts.Logger == nil || sw.opts.Now == nil {

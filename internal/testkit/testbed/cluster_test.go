@@ -199,6 +199,7 @@ func waitLimitsApply(t *testing.T, c *testbed.Cluster, projectID string, timeout
 
 // (1) max_requests is exact across replicas under concurrency.
 func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	c := testbed.StartCluster(t, testbed.Options{})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), MaxRequests: 500})
 
@@ -322,6 +323,7 @@ func requireRedisDegraded(t *testing.T, c *testbed.Cluster, policy string) {
 // replica stays in service (/readyz 200, "degraded"); limits apply again
 // once Redis returns.
 func TestRedisOutage(t *testing.T) {
+	t.Parallel()
 	t.Run("FailOpen", func(t *testing.T) {
 		c := testbed.StartCluster(t, testbed.Options{Env: []string{"REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
