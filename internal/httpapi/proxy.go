@@ -13,15 +13,17 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 // proxy is the request pipeline of SPEC §6.1: authenticate → check the
-// browser origin and the model allow-lists → admit (rate limits and quota)
-// → answer from the response cache, or forward → observe → store in the
-// cache → record.
+// browser origin and the model allow-lists → memory (inject context on a
+// session's first request) → admit (rate limits and quota) → answer from
+// the response cache, or forward → observe → store in the cache → record
+// (and hand the transcript to memory).
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -56,6 +58,13 @@ func (s *Server) proxy(c echo.Context) error {
 	if err := checkModels(p, r.URL.Path, info.Model); err != nil {
 		return err
 	}
+	turn, err := s.remember(ctx, c, p, info, body, reqID)
+	if err != nil {
+		return err
+	}
+	if turn != nil {
+		body = turn.Body
+	}
 
 	cl, cached := s.cacheRequest(r, p, info, body)
 
@@ -70,6 +79,9 @@ func (s *Server) proxy(c echo.Context) error {
 	up := proxy.Upstream{Provider: p.Project.Provider, BaseURL: p.Project.BaseURL, APIKey: p.APIKey, APIVersion: p.Project.APIVersion}
 	preq := &proxy.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header, Body: body,
 		RequestID: reqID, Received: start}
+	if turn != nil {
+		preq.Answer = turn.Answer
+	}
 	var w http.ResponseWriter = c.Response()
 	var models *bufferedResponse
 	var tee *cacheWriter
@@ -90,6 +102,7 @@ func (s *Server) proxy(c echo.Context) error {
 		s.storeCached(ctx, cl, tee, &res, start)
 	}
 
+	turn.Finish(res.Status)
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
 	s.d.Recorder.Usage(store.Usage{
 		CreatedAt:        start.UTC(),
@@ -119,6 +132,31 @@ func (s *Server) proxy(c echo.Context) error {
 		return res.Err
 	}
 	return nil
+}
+
+// remember is the memory step (SPEC §6.6): nothing without memory or
+// X-Session-ID; otherwise a Turn whose Body goes upstream (with the context
+// message on a session's first request, announced by X-Memory-Injected)
+// and which collects the answer for the transcript.
+func (s *Server) remember(ctx context.Context, c echo.Context, p *auth.Principal, info proxy.Info, body []byte, reqID string) (*memory.Turn, error) {
+	if s.d.Memory == nil {
+		return nil, nil
+	}
+	r := c.Request()
+	t, err := s.d.Memory.Begin(ctx, memory.Request{Header: r.Header, Method: r.Method, Path: r.URL.Path, Body: body,
+		User: memory.UserOf(p.Identity, p.Project.ID), UpstreamProjectID: p.Project.ID, Model: info.Model, RequestID: reqID})
+	var bad *memory.BadHeaderError
+	if errors.As(err, &bad) {
+		return nil, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_memory_header",
+			Param: bad.Header, Message: bad.Header + ": " + err.Error(), Err: err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t != nil && t.Injected > 0 {
+		c.Response().Header().Set(memory.HeaderInjected, memory.InjectedHeader(t.Injected))
+	}
+	return t, nil
 }
 
 // authenticate resolves the client's token. Failures count against the

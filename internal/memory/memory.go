@@ -33,7 +33,7 @@ const (
 
 // Options configure Memory. Zero values take the defaults.
 type Options struct {
-	MaxInject int     // summaries injected at most (MEMORY_MAX_INJECT, default 3)
+	MaxInject int     // summaries injected at most (MEMORY_MAX_INJECT); 0 injects none
 	MinScore  float64 // relevance threshold (MEMORY_MIN_SCORE)
 	MaxBytes  int     // transcript cap (MEMORY_MAX_BYTES, default 64 KiB)
 	// Redactor cleans transcripts; nil uses DefaultRedact.
@@ -98,9 +98,6 @@ const maxCached = 100_000
 
 // New returns a Memory over st.
 func New(st Store, opts Options) *Memory {
-	if opts.MaxInject <= 0 {
-		opts.MaxInject = 3
-	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 64 << 10
 	}
