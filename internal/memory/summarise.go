@@ -155,6 +155,11 @@ func (s *Summariser) RunOnce(ctx context.Context) (int, error) {
 // records why it could not.
 func (s *Summariser) summarise(ctx context.Context, sess *store.MemorySession) error {
 	sum, reason := s.ask(ctx, sess)
+	if ctx.Err() != nil {
+		// Shutting down: not the session's fault. Its lease runs out and
+		// another replica (or this one, restarted) tries again.
+		return ctx.Err()
+	}
 	if reason == "" {
 		return s.st.CompleteMemorySession(ctx, s.opts.Worker, sess.LastActivity, sum)
 	}
