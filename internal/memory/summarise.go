@@ -138,9 +138,11 @@ func (s *Summariser) RunOnce(ctx context.Context) (int, error) {
 	done := 0
 	var errs []error
 	for _, sess := range sessions {
-		err := s.summarise(ctx, sess)
-		if err == nil {
+		stored, err := s.summarise(ctx, sess)
+		if stored {
 			done++
+		}
+		if err == nil {
 			continue
 		}
 		if errors.Is(err, store.ErrLeaseLost) {
@@ -151,17 +153,20 @@ func (s *Summariser) RunOnce(ctx context.Context) (int, error) {
 	return done, errors.Join(errs...)
 }
 
-// summarise asks the session's upstream for its summary and stores it, or
-// records why it could not.
-func (s *Summariser) summarise(ctx context.Context, sess *store.MemorySession) error {
+// summarise asks the session's upstream for its summary and stores it
+// (stored), or records why it could not.
+func (s *Summariser) summarise(ctx context.Context, sess *store.MemorySession) (stored bool, err error) {
 	sum, reason := s.ask(ctx, sess)
 	if ctx.Err() != nil {
 		// Shutting down: not the session's fault. Its lease runs out and
 		// another replica (or this one, restarted) tries again.
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 	if reason == "" {
-		return s.st.CompleteMemorySession(ctx, s.opts.Worker, sess.LastActivity, sum)
+		if err := s.st.CompleteMemorySession(ctx, s.opts.Worker, sess.LastActivity, sum); err != nil {
+			return false, err
+		}
+		return true, nil
 	}
 	f := store.MemoryFailure{Worker: s.opts.Worker, UserID: sess.UserID, SessionID: sess.SessionID, Reason: reason}
 	if sess.Attempts >= s.opts.MaxAttempts {
@@ -170,10 +175,10 @@ func (s *Summariser) summarise(ctx context.Context, sess *store.MemorySession) e
 		f.RetryAt = s.opts.Now().Add(s.opts.Backoff << min(sess.Attempts-1, 16))
 	}
 	if err := s.st.FailMemorySession(ctx, f); err != nil {
-		return err
+		return false, err
 	}
 	s.log.InfoContext(ctx, "memory summary failed", "attempt", sess.Attempts, "gave_up", f.GiveUp, "reason", reason)
-	return nil
+	return false, nil
 }
 
 // maxSummaryAnswer bounds the summariser's answer read.
