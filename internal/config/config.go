@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -313,7 +314,7 @@ func (p *parser) integer(v value, lo, hi int) int {
 
 func (p *parser) float(v value, lo, hi float64) float64 {
 	f, err := strconv.ParseFloat(strings.TrimSpace(v.text), 64)
-	if err != nil || f < lo || f > hi || f != f {
+	if err != nil || math.IsNaN(f) || f < lo || f > hi {
 		p.add(v, fmt.Sprintf("must be a number from %g to %g", lo, hi))
 		return 0
 	}

@@ -525,6 +525,14 @@ func TestRangeChecks(t *testing.T) {
 		{"USAGE_BUFFER_SIZE", "0", "USAGE_BUFFER_SIZE: "},
 		{"LOG_LEVEL", "verbose", "LOG_LEVEL: "},
 		{"LOG_FORMAT", "xml", "LOG_FORMAT: "},
+		{"MEMORY_ENABLED", "yes please", "MEMORY_ENABLED: "},
+		{"MEMORY_IDLE_TIMEOUT", "0s", "MEMORY_IDLE_TIMEOUT: "},
+		{"MEMORY_MAX_INJECT", "21", "MEMORY_MAX_INJECT: "},
+		{"MEMORY_MIN_SCORE", "NaN", "MEMORY_MIN_SCORE: "},
+		{"MEMORY_MIN_SCORE", "-0.1", "MEMORY_MIN_SCORE: "},
+		{"MEMORY_MAX_BYTES", "1023", "MEMORY_MAX_BYTES: "},
+		{"MEMORY_REDACT", "default\nsk-(", "MEMORY_REDACT: pattern \"sk-(\" is not a valid regular expression"},
+		{"MEMORY_RETENTION_DAYS", "-1", "MEMORY_RETENTION_DAYS: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env+"="+tt.value, func(t *testing.T) {

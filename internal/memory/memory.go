@@ -14,6 +14,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,26 +50,20 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Store is what Memory and Summariser need of the database.
-type Store interface {
-	store.MemoryStore
-}
-
 // Stats are Memory's counters, for /metrics.
 type Stats struct {
-	Queued        int   // captures waiting to be written
-	Dropped       int64 // captures dropped because the queue was full
-	Written       int64 // transcripts written
-	WriteErrors   int64 // transcripts that could not be written
-	Injected      int64 // requests that received summaries
-	LookupErrors  int64 // first requests served without memory after a database error
-	SessionsNoted int64 // sessions started
+	Queued       int   // captures waiting to be written
+	Dropped      int64 // captures dropped because the queue was full
+	Written      int64 // transcripts written
+	WriteErrors  int64 // transcripts that could not be written
+	Injected     int64 // requests that received summaries
+	LookupErrors int64 // first requests served without memory after a database error
 }
 
 // Memory captures transcripts and injects summaries. It is safe for
 // concurrent use; Run owns its writer goroutine.
 type Memory struct {
-	st   Store
+	st   store.MemoryStore
 	opts Options
 	red  *Redactor
 	log  *slog.Logger
@@ -76,10 +71,10 @@ type Memory struct {
 	mu       sync.Mutex
 	pending  map[sessionKey]*capture
 	wake     chan struct{}
-	seen     boundedSet[sessionKey]      // sessions whose first request was handled here
+	seen     boundedSet[sessionKey]     // sessions whose first request was handled here
 	projects boundedMap[string, string] // user + "\x00" + root → project ID
 
-	dropped, written, writeErrs, injected, lookupErrs, started atomic.Int64
+	dropped, written, writeErrs, injected, lookupErrs atomic.Int64
 }
 
 type sessionKey struct{ user, session string }
@@ -97,7 +92,7 @@ type capture struct {
 const maxCached = 100_000
 
 // New returns a Memory over st.
-func New(st Store, opts Options) *Memory {
+func New(st store.MemoryStore, opts Options) *Memory {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 64 << 10
 	}
@@ -222,14 +217,13 @@ func (m *Memory) inject(ctx context.Context, r Request, root string, anthropic b
 	if err != nil || !created {
 		return nil, 0, err
 	}
-	m.started.Add(1)
 	cands, _, err := m.st.ListSessionSummaries(ctx, store.SummaryFilter{UserID: r.User, ProjectID: projectID,
 		Page: store.Page{Page: 1, PageSize: candidates}})
 	if err != nil {
 		return nil, 0, err
 	}
 	// Summaries without a project root match only sessions without one.
-	cands = slicesFilter(cands, func(s *store.SessionSummary) bool { return s.ProjectRoot == root })
+	cands = slices.DeleteFunc(cands, func(s *store.SessionSummary) bool { return s.ProjectRoot != root })
 	sums := rank(cands, lastUserText(r.Body), now, m.opts.MaxInject, m.opts.MinScore)
 	if len(sums) == 0 {
 		return nil, 0, nil
@@ -251,16 +245,6 @@ func (m *Memory) inject(ctx context.Context, r Request, root string, anthropic b
 
 // candidates is how many recent summaries are scored for injection.
 const candidates = 50
-
-func slicesFilter[T any](s []T, keep func(T) bool) []T {
-	out := s[:0]
-	for _, v := range s {
-		if keep(v) {
-			out = append(out, v)
-		}
-	}
-	return out
-}
 
 // projectID maps (user, root) to its stable ID, cached in process.
 func (m *Memory) projectID(ctx context.Context, user, root string, now time.Time) (string, error) {
@@ -370,8 +354,7 @@ func (m *Memory) Stats() Stats {
 	queued := len(m.pending)
 	m.mu.Unlock()
 	return Stats{Queued: queued, Dropped: m.dropped.Load(), Written: m.written.Load(),
-		WriteErrors: m.writeErrs.Load(), Injected: m.injected.Load(), LookupErrors: m.lookupErrs.Load(),
-		SessionsNoted: m.started.Load()}
+		WriteErrors: m.writeErrs.Load(), Injected: m.injected.Load(), LookupErrors: m.lookupErrs.Load()}
 }
 
 // chatPath reports whether a request is a chat POST memory applies to,

@@ -67,7 +67,7 @@ type SummariserOptions struct {
 // session at once, and a session's state lives in the database, so the
 // queue survives restarts.
 type Summariser struct {
-	st   Store
+	st   store.MemoryStore
 	ups  Upstreams
 	fwd  Forwarder
 	rec  Recorder
@@ -76,7 +76,7 @@ type Summariser struct {
 }
 
 // NewSummariser returns a Summariser.
-func NewSummariser(st Store, ups Upstreams, fwd Forwarder, rec Recorder, opts SummariserOptions) *Summariser {
+func NewSummariser(st store.MemoryStore, ups Upstreams, fwd Forwarder, rec Recorder, opts SummariserOptions) *Summariser {
 	if opts.Worker == "" {
 		opts.Worker = uuid.NewString()
 	}
