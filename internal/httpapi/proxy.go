@@ -20,10 +20,10 @@ import (
 )
 
 // proxy is the request pipeline of SPEC §6.1: authenticate → check the
-// browser origin and the model allow-lists → memory (inject context on a
-// session's first request) → admit (rate limits and quota) → answer from
-// the response cache, or forward → observe → store in the cache → record
-// (and hand the transcript to memory).
+// browser origin, the model allow-lists and the memory headers → admit
+// (rate limits and quota) → answer from the response cache, or add memory
+// context (a session's first request) and forward → observe → store in the
+// cache → record (and hand the transcript to memory).
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -58,12 +58,9 @@ func (s *Server) proxy(c echo.Context) error {
 	if err := checkModels(p, r.URL.Path, info.Model); err != nil {
 		return err
 	}
-	turn, err := s.remember(ctx, c, p, info, body, reqID)
+	turn, err := s.remember(c, p, info, body, reqID)
 	if err != nil {
 		return err
-	}
-	if turn != nil {
-		body = turn.Body
 	}
 
 	cl, cached := s.cacheRequest(r, p, info, body)
@@ -76,12 +73,17 @@ func (s *Server) proxy(c echo.Context) error {
 		return nil
 	}
 
+	var answer *proxy.Answer
+	if turn != nil {
+		turn.Inject(ctx)
+		if turn.Injected > 0 {
+			c.Response().Header().Set(memory.HeaderInjected, memory.InjectedHeader(turn.Injected))
+		}
+		body, answer = turn.Body, turn.Answer
+	}
 	up := proxy.Upstream{Provider: p.Project.Provider, BaseURL: p.Project.BaseURL, APIKey: p.APIKey, APIVersion: p.Project.APIVersion}
 	preq := &proxy.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header, Body: body,
-		RequestID: reqID, Received: start}
-	if turn != nil {
-		preq.Answer = turn.Answer
-	}
+		RequestID: reqID, Received: start, Answer: answer}
 	var w http.ResponseWriter = c.Response()
 	var models *bufferedResponse
 	var tee *cacheWriter
@@ -134,29 +136,24 @@ func (s *Server) proxy(c echo.Context) error {
 	return nil
 }
 
-// remember is the memory step (SPEC §6.6): nothing without memory or
-// X-Session-ID; otherwise a Turn whose Body goes upstream (with the context
-// message on a session's first request, announced by X-Memory-Injected)
-// and which collects the answer for the transcript.
-func (s *Server) remember(ctx context.Context, c echo.Context, p *auth.Principal, info proxy.Info, body []byte, reqID string) (*memory.Turn, error) {
+// remember reads the memory headers (SPEC §6.6): nothing without memory
+// or X-Session-ID; otherwise a Turn that adds context to a session's first
+// request once it is admitted (announced by X-Memory-Injected) and
+// collects the answer for the transcript. A bad header is a 400 before any
+// limit is spent.
+func (s *Server) remember(c echo.Context, p *auth.Principal, info proxy.Info, body []byte, reqID string) (*memory.Turn, error) {
 	if s.d.Memory == nil {
 		return nil, nil
 	}
 	r := c.Request()
-	t, err := s.d.Memory.Begin(ctx, memory.Request{Header: r.Header, Method: r.Method, Path: r.URL.Path, Body: body,
+	t, err := s.d.Memory.Begin(memory.Request{Header: r.Header, Method: r.Method, Path: r.URL.Path, Body: body,
 		User: memory.UserOf(p.Identity, p.Project.ID), UpstreamProjectID: p.Project.ID, Model: info.Model, RequestID: reqID})
 	var bad *memory.BadHeaderError
 	if errors.As(err, &bad) {
 		return nil, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_memory_header",
 			Param: bad.Header, Message: bad.Header + ": " + err.Error(), Err: err}
 	}
-	if err != nil {
-		return nil, err
-	}
-	if t != nil && t.Injected > 0 {
-		c.Response().Header().Set(memory.HeaderInjected, memory.InjectedHeader(t.Injected))
-	}
-	return t, nil
+	return t, err
 }
 
 // authenticate resolves the client's token. Failures count against the

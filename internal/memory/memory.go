@@ -42,6 +42,10 @@ type Options struct {
 	// QueueSize bounds the sessions waiting for their transcript to be
 	// written (default 4096); past it captures are dropped and counted.
 	QueueSize int
+	// FlushInterval is how often the writer writes the queued transcripts
+	// (default 1s). Only each session's latest capture is written, so an
+	// agent's burst of requests costs one parse and one write.
+	FlushInterval time.Duration
 	// LookupTimeout bounds the database work on a session's first request
 	// (default 2s); past it the request goes on without memory.
 	LookupTimeout time.Duration
@@ -70,7 +74,6 @@ type Memory struct {
 
 	mu       sync.Mutex
 	pending  map[sessionKey]*capture
-	wake     chan struct{}
 	seen     boundedSet[sessionKey]     // sessions whose first request was handled here
 	projects boundedMap[string, string] // user + "\x00" + root → project ID
 
@@ -99,6 +102,9 @@ func New(st store.MemoryStore, opts Options) *Memory {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 4096
 	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = time.Second
+	}
 	if opts.LookupTimeout <= 0 {
 		opts.LookupTimeout = 2 * time.Second
 	}
@@ -114,7 +120,7 @@ func New(st store.MemoryStore, opts Options) *Memory {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Memory{st: st, opts: opts, red: red, log: log, pending: map[sessionKey]*capture{},
-		wake: make(chan struct{}, 1), seen: newBoundedSet[sessionKey](maxCached),
+		seen:     newBoundedSet[sessionKey](maxCached),
 		projects: newBoundedMap[string, string](maxCached)}
 }
 
@@ -143,25 +149,26 @@ func UserOf(identity, projectID string) string {
 }
 
 // Turn is the memory step of one request. Body is what to forward (the
-// client's body, or a copy with the context message); Injected is the
-// number of summaries in it; Answer must be passed to the forwarder.
+// client's body, or after Inject a copy with the context message);
+// Injected is the number of summaries in it; Answer must be passed to the
+// forwarder. A Turn is used by one request's goroutine.
 type Turn struct {
 	Body     []byte
 	Injected int
 	Answer   *proxy.Answer
 
-	m    *Memory
-	c    capture
-	done bool
+	m         *Memory
+	req       Request
+	anthropic bool
+	c         capture
+	done      bool
 }
 
-// Begin runs the memory step for a request. It returns nil (no memory)
-// without X-Session-ID or for requests other than a chat POST (OpenAI chat
-// completions, Anthropic messages), and a *BadHeaderError for an
-// X-Session-ID or X-Project-Root the client must fix. On the first request
-// of a session it looks up and injects summaries; database trouble then
-// costs the request its memory, never the request.
-func (m *Memory) Begin(ctx context.Context, r Request) (*Turn, error) {
+// Begin reads a request's memory headers, without I/O. It returns nil (no
+// memory) without X-Session-ID or for requests other than a chat POST
+// (OpenAI chat completions, Anthropic messages), and a *BadHeaderError for
+// an X-Session-ID or X-Project-Root the client must fix.
+func (m *Memory) Begin(r Request) (*Turn, error) {
 	sid := r.Header.Get(HeaderSessionID)
 	if sid == "" {
 		return nil, nil
@@ -177,42 +184,49 @@ func (m *Memory) Begin(ctx context.Context, r Request) (*Turn, error) {
 	if !ok || len(r.Body) == 0 {
 		return nil, nil
 	}
-	now := m.opts.Now()
-	t := &Turn{Body: r.Body, m: m, c: capture{user: r.User, session: sid, root: root, upstream: r.UpstreamProjectID,
-		model: r.Model, body: r.Body, at: now}}
-	// A JSON answer is kept whole to be parsed (a cut one cannot be), so
-	// it gets room beyond the transcript cap.
-	t.Answer = &proxy.Answer{Max: 4 * m.opts.MaxBytes}
+	return &Turn{Body: r.Body, m: m, req: r, anthropic: anthropic,
+		// A JSON answer is kept whole to be parsed (a cut one cannot be),
+		// so it gets room beyond the transcript cap.
+		Answer: &proxy.Answer{Max: 4 * m.opts.MaxBytes},
+		c: capture{user: r.User, session: sid, root: root, upstream: r.UpstreamProjectID, model: r.Model,
+			body: r.Body, at: m.opts.Now()}}, nil
+}
 
-	key := sessionKey{r.User, sid}
+// Inject runs once the request is admitted: on the first request of a
+// session (anywhere in the cluster) it sets Body to the request with the
+// context of the most relevant summaries and Injected to their number.
+// Database trouble costs the request its memory, never the request.
+func (t *Turn) Inject(ctx context.Context) {
+	m := t.m
+	key := sessionKey{t.c.user, t.c.session}
 	if m.seen.has(key) {
-		return t, nil
+		return
 	}
 	m.seen.add(key)
-	body, n, err := m.inject(ctx, r, root, anthropic, now)
+	body, n, err := m.inject(ctx, t)
 	if err != nil {
 		m.lookupErrs.Add(1)
-		m.log.WarnContext(ctx, "memory lookup failed; request served without memory", "request_id", r.RequestID, "err", err)
-		return t, nil
+		m.log.WarnContext(ctx, "memory lookup failed; request served without memory", "request_id", t.req.RequestID, "err", err)
+		return
 	}
 	if n > 0 {
 		t.Body, t.Injected = body, n
 		m.injected.Add(1)
 	}
-	return t, nil
 }
 
 // inject notes the session and, when this is its first request anywhere,
 // returns the body with the context of up to MaxInject summaries.
-func (m *Memory) inject(ctx context.Context, r Request, root string, anthropic bool, now time.Time) ([]byte, int, error) {
+func (m *Memory) inject(ctx context.Context, t *Turn) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.LookupTimeout)
 	defer cancel()
+	r, root, now := t.req, t.c.root, t.c.at
 	projectID, err := m.projectID(ctx, r.User, root, now)
 	if err != nil {
 		return nil, 0, err
 	}
 	created, err := m.st.StartMemorySession(ctx, &store.MemorySession{UserID: r.User,
-		SessionID: r.Header.Get(HeaderSessionID), ProjectID: projectID, ProjectRoot: root,
+		SessionID: t.c.session, ProjectID: projectID, ProjectRoot: root,
 		UpstreamProjectID: r.UpstreamProjectID, Model: r.Model, LastActivity: now, CreatedAt: now})
 	if err != nil || !created {
 		return nil, 0, err
@@ -230,7 +244,7 @@ func (m *Memory) inject(ctx context.Context, r Request, root string, anthropic b
 	}
 	text := renderContext(sums)
 	var body []byte
-	if anthropic {
+	if t.anthropic {
 		body, err = injectAnthropic(r.Body, text)
 	} else {
 		body, err = injectOpenAI(r.Body, text)
@@ -290,21 +304,20 @@ func (t *Turn) Finish(status int) {
 		m.pending[key] = &t.c
 	}
 	m.mu.Unlock()
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
 }
 
 // writeTimeout bounds one transcript write.
 const writeTimeout = 5 * time.Second
 
-// Run writes captured transcripts until ctx is done, then writes what is
-// still queued (bounded by writeTimeout each) and returns nil.
+// Run writes captured transcripts every FlushInterval until ctx is done,
+// then writes what is still queued (bounded by writeTimeout each) and
+// returns nil.
 func (m *Memory) Run(ctx context.Context) error {
+	t := time.NewTicker(m.opts.FlushInterval)
+	defer t.Stop()
 	for {
 		select {
-		case <-m.wake:
+		case <-t.C:
 			m.flush(ctx)
 		case <-ctx.Done():
 			m.flush(context.WithoutCancel(ctx))
