@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
@@ -390,5 +392,42 @@ func TestMemoryHostileInput(t *testing.T) {
 	e.mem.Flush(t.Context())
 	if s := e.mem.Stats(); s.WriteErrors != 0 {
 		t.Errorf("stats %+v", s)
+	}
+}
+
+// refuseFirst is an admission that refuses its first request.
+type refuseFirst struct {
+	Admission
+	refused bool
+}
+
+func (a *refuseFirst) Admit(ctx context.Context, t *store.Token, l []ratelimit.Request) error {
+	if !a.refused {
+		a.refused = true
+		return &admission.LimitedError{RetryAfter: time.Second}
+	}
+	return a.Admission.Admit(ctx, t, l)
+}
+
+// TestMemoryContextSurvivesARefusal: a session's first request refused by
+// the limits does not use up its context; the retry gets it.
+func TestMemoryContextSurvivesARefusal(t *testing.T) {
+	st := teststore.SQLite(t)
+	mem := memory.New(st, memory.Options{MaxInject: 3, MaxBytes: 64 << 10})
+	e := newPolicyEnvOn(t, st, func(d *Deps) {
+		d.Memory = mem
+		d.Admission = &refuseFirst{Admission: d.Admission}
+	})
+	me := &memoryEnv{policyEnv: e, mem: mem}
+	p := e.project(manage.CreateProjectInput{Name: "p"})
+	tok := e.token(p)
+	me.seedSummary(memory.UserOf("", p.ID), "/repo")
+	w := e.do(http.MethodPost, "/v1/chat/completions", tok, chatTurns("ship it"), memory.HeaderSessionID, "s", memory.HeaderProjectRoot, "/repo")
+	if w.Code != http.StatusTooManyRequests || w.Header().Get(memory.HeaderInjected) != "" {
+		t.Fatalf("first try: %d, X-Memory-Injected %q", w.Code, w.Header().Get(memory.HeaderInjected))
+	}
+	w = e.do(http.MethodPost, "/v1/chat/completions", tok, chatTurns("ship it"), memory.HeaderSessionID, "s", memory.HeaderProjectRoot, "/repo")
+	if w.Code != http.StatusOK || w.Header().Get(memory.HeaderInjected) != "1" {
+		t.Fatalf("retry: %d, X-Memory-Injected %q", w.Code, w.Header().Get(memory.HeaderInjected))
 	}
 }

@@ -3,6 +3,7 @@ package memory
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -309,4 +310,43 @@ func TestParseSummary(t *testing.T) {
 			t.Errorf("parseSummary(%s) accepted", bad)
 		}
 	}
+}
+
+func TestCaptureQueueBoundedAndCoalesced(t *testing.T) {
+	m := New(nil, Options{QueueSize: 2, MaxBytes: 4096})
+	begin := func(session string) *Turn {
+		t.Helper()
+		turn, err := m.Begin(Request{Header: sessionHeader(session), Method: http.MethodPost,
+			Path: "/v1/chat/completions", Body: []byte(`{"messages":[]}`), User: "u"})
+		if err != nil || turn == nil {
+			t.Fatalf("Begin(%s) = (%v, %v)", session, turn, err)
+		}
+		return turn
+	}
+	begin("a").Finish(http.StatusOK)
+	begin("a").Finish(http.StatusOK) // replaces the queued capture of a
+	begin("b").Finish(http.StatusOK)
+	begin("c").Finish(http.StatusOK) // queue full: dropped
+	begin("d").Finish(http.StatusBadGateway)
+	turn := begin("e")
+	turn.Finish(http.StatusOK)
+	turn.Finish(http.StatusOK)
+	if s := m.Stats(); s.Queued != 2 || s.Dropped != 2 {
+		t.Fatalf("stats %+v, want 2 queued (a, b) and 2 dropped (c, e)", s)
+	}
+	for _, r := range []Request{
+		{Header: http.Header{}, Method: http.MethodPost, Path: "/v1/chat/completions", Body: []byte(`{}`)},
+		{Header: sessionHeader("s"), Method: http.MethodGet, Path: "/v1/models"},
+		{Header: sessionHeader("s"), Method: http.MethodPost, Path: "/v1/embeddings", Body: []byte(`{}`)},
+	} {
+		if turn, err := m.Begin(r); turn != nil || err != nil {
+			t.Errorf("Begin(%s %s) = (%v, %v), want no memory", r.Method, r.Path, turn, err)
+		}
+	}
+}
+
+func sessionHeader(id string) http.Header {
+	h := http.Header{}
+	h.Set(HeaderSessionID, id)
+	return h
 }
