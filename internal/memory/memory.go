@@ -228,7 +228,7 @@ func (m *Memory) inject(ctx context.Context, t *Turn) ([]byte, int, error) {
 	created, err := m.st.StartMemorySession(ctx, &store.MemorySession{UserID: r.User,
 		SessionID: t.c.session, ProjectID: projectID, ProjectRoot: root,
 		UpstreamProjectID: r.UpstreamProjectID, Model: r.Model, LastActivity: now, CreatedAt: now})
-	if err != nil || !created {
+	if err != nil || !created || m.opts.MaxInject == 0 {
 		return nil, 0, err
 	}
 	cands, _, err := m.st.ListSessionSummaries(ctx, store.SummaryFilter{UserID: r.User, ProjectID: projectID,
