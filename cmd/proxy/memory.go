@@ -44,7 +44,7 @@ func newMemory(cfg *config.Config, st store.Store, cipher *secret.Cipher, fwd *p
 	host, _ := os.Hostname()
 	sum := memory.NewSummariser(st, projectUpstreams{st: st, cipher: cipher}, fwd, rec, memory.SummariserOptions{
 		Worker: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8]), IdleTimeout: mc.IdleTimeout,
-		Model: mc.SummaryModel, Logger: logger,
+		Model: mc.SummaryModel, Redactor: red, Logger: logger,
 	})
 	logger.Info("memory enabled", "idle_timeout", mc.IdleTimeout.String(), "max_inject", mc.MaxInject,
 		"max_bytes", mc.MaxBytes, "redact_patterns", len(patterns))

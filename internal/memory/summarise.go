@@ -58,8 +58,11 @@ type SummariserOptions struct {
 	// doubling after each (default 1m).
 	MaxAttempts int
 	Backoff     time.Duration
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Redactor cleans the summariser's answer too (a model may invent a
+	// key-like string); nil uses DefaultRedact.
+	Redactor *Redactor
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Summariser summarises idle sessions. Every replica runs one; leases
@@ -100,6 +103,9 @@ func NewSummariser(st store.MemoryStore, ups Upstreams, fwd Forwarder, rec Recor
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Redactor == nil {
+		opts.Redactor, _ = NewRedactor(DefaultRedact)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -243,7 +249,7 @@ func (s *Summariser) ask(ctx context.Context, sess *store.MemorySession) (*store
 	if err != nil {
 		return nil, "invalid summary: " + err.Error()
 	}
-	sum, err := parseSummary(content)
+	sum, err := parseSummary(s.opts.Redactor.Redact(content))
 	if err != nil {
 		return nil, "invalid summary: " + err.Error()
 	}

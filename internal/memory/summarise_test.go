@@ -308,3 +308,23 @@ func TestLeaseExpiryHandsOver(t *testing.T) {
 		})
 	}
 }
+
+// TestSummaryIsRedacted: a key-like string in the summariser's answer is
+// not stored.
+func TestSummaryIsRedacted(t *testing.T) {
+	st := teststore.SQLite(t)
+	answer := strings.Replace(summaryAnswer, `"use PKCE"`, `"use the key sk-madeup0123456789abcdefgh"`, 1)
+	llm := newFakeLLM(t, answer)
+	clk := &clock{now: t0.Add(time.Hour)}
+	saveSession(t, st, "u", "marker-200", t0)
+	if n, err := newSummariser(t, st, llm, clk, &usageRows{}, "w", 3).RunOnce(t.Context()); err != nil || n != 1 {
+		t.Fatalf("RunOnce = (%d, %v)", n, err)
+	}
+	sums, _, err := st.ListSessionSummaries(t.Context(), store.SummaryFilter{UserID: "u", Page: store.Page{Page: 1, PageSize: 1}})
+	if err != nil || len(sums) != 1 {
+		t.Fatal(err)
+	}
+	if s := sums[0]; s.KeyDecisions != "use the key [REDACTED]" || strings.Contains(s.FullAnalysis, "madeup") {
+		t.Errorf("stored %q / %q", s.KeyDecisions, s.FullAnalysis)
+	}
+}
