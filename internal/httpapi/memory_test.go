@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
+	"github.com/llmproxy/llm-proxy/internal/cache"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
@@ -429,5 +430,27 @@ func TestMemoryContextSurvivesARefusal(t *testing.T) {
 	w = e.do(http.MethodPost, "/v1/chat/completions", tok, chatTurns("ship it"), memory.HeaderSessionID, "s", memory.HeaderProjectRoot, "/repo")
 	if w.Code != http.StatusOK || w.Header().Get(memory.HeaderInjected) != "1" {
 		t.Fatalf("retry: %d, X-Memory-Injected %q", w.Code, w.Header().Get(memory.HeaderInjected))
+	}
+}
+
+// TestMemoryAnswerNeverCached: an answer made with one user's memory is not
+// stored in the response cache under the client's body.
+func TestMemoryAnswerNeverCached(t *testing.T) {
+	st := teststore.SQLite(t)
+	mem := memory.New(st, memory.Options{MaxInject: 3, MaxBytes: 64 << 10})
+	e := newPolicyEnvOn(t, st, withCache(cache.NewMemory(cache.MemoryOptions{MaxBytes: 1 << 20}), 1<<20), func(d *Deps) { d.Memory = mem })
+	me := &memoryEnv{policyEnv: e, mem: mem}
+	p := e.project(manage.CreateProjectInput{Name: "p"})
+	tok := e.token(p)
+	me.seedSummary(memory.UserOf("", p.ID), "/repo")
+	body := chatTurns("ship it")
+	w := e.do(http.MethodPost, "/v1/chat/completions", tok, body, "Cache-Control", "max-age=600",
+		memory.HeaderSessionID, "s", memory.HeaderProjectRoot, "/repo")
+	if w.Code != http.StatusOK || w.Header().Get(memory.HeaderInjected) != "1" {
+		t.Fatalf("first: %d, X-Memory-Injected %q", w.Code, w.Header().Get(memory.HeaderInjected))
+	}
+	w = e.do(http.MethodPost, "/v1/chat/completions", tok, body, "Cache-Control", "max-age=600")
+	if w.Code != http.StatusOK || w.Header().Get("X-Cache") == "HIT" {
+		t.Fatalf("the same body without memory was answered from the cache (X-Cache %q)", w.Header().Get("X-Cache"))
 	}
 }

@@ -78,6 +78,9 @@ func (s *Server) proxy(c echo.Context) error {
 		turn.Inject(ctx)
 		if turn.Injected > 0 {
 			c.Response().Header().Set(memory.HeaderInjected, memory.InjectedHeader(turn.Injected))
+			// The answer depends on one user's memory, which the cache
+			// key (the client's body) does not show: never store it.
+			cached = false
 		}
 		body, answer = turn.Body, turn.Answer
 	}
