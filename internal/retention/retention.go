@@ -1,6 +1,7 @@
 // Package retention deletes rows that have outlived their retention period
-// (SPEC §4): old usage and audit rows, long-expired tokens and ended
-// failed-authentication blocks. Sweeps run on
+// (SPEC §4): old usage and audit rows, long-expired tokens, ended
+// failed-authentication blocks, and old session summaries and transcripts
+// of memory (SPEC §6.6). Sweeps run on
 // one replica at a time, under the store's "retention" lock, and delete in
 // bounded batches with a pause between them, so the tables are never locked
 // for long and the request path keeps its share of the database.
@@ -35,6 +36,10 @@ type Options struct {
 	Usage  time.Duration // keep usage rows this long after they were created
 	Audit  time.Duration // keep audit events this long after they were created
 	Tokens time.Duration // keep tokens this long after they expired
+	// Memory keeps session summaries this long after they were written,
+	// and transcripts this long after their session's last activity
+	// (MEMORY_RETENTION_DAYS).
+	Memory time.Duration
 	// Interval is the time between sweeps (DefaultInterval when zero).
 	Interval time.Duration
 	// BatchSize bounds the rows one DELETE removes (DefaultBatchSize when
@@ -51,6 +56,7 @@ type Options struct {
 // Result counts the rows one sweep deleted.
 type Result struct {
 	Usage, Audit, Tokens, AuthBlocks int64
+	Summaries, MemorySessions        int64
 }
 
 // authBlockKeep is how long a failed-authentication block is kept after it
@@ -66,6 +72,8 @@ type Store interface {
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteSummariesBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteMemorySessionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
 
 var _ Store = store.Store(nil)
@@ -119,12 +127,14 @@ func (s *Sweeper) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks)
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "duration_ms", time.Since(start).Milliseconds())
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions, "duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
 	}
@@ -132,8 +142,9 @@ func (s *Sweeper) Run(ctx context.Context) error {
 
 // SweepOnce takes the lock and, in batches until none are left, deletes
 // usage rows older than Usage, audit events older than Audit, tokens that
-// expired more than Tokens ago (a zero period skips that kind) and
-// failed-authentication blocks that ended more than a day ago. It
+// expired more than Tokens ago, session summaries and transcripts older
+// than Memory (a zero period skips that kind) and failed-authentication
+// blocks that ended more than a day ago. It
 // returns ran=false, doing nothing, when another holder has the lock. On
 // an error it stops and returns what it deleted so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
@@ -158,6 +169,8 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"audit events", s.opts.Audit, s.store.DeleteAuditBefore, &res.Audit},
 		{"expired tokens", s.opts.Tokens, s.store.DeleteTokensExpiredBefore, &res.Tokens},
 		{"ended auth blocks", authBlockKeep, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
+		{"session summaries", s.opts.Memory, s.store.DeleteSummariesBefore, &res.Summaries},
+		{"memory transcripts", s.opts.Memory, s.store.DeleteMemorySessionsBefore, &res.MemorySessions},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {
