@@ -112,6 +112,10 @@ type Principal struct {
 	Token   store.Token
 	Project store.Project
 	APIKey  string // decrypted upstream key; never log it
+	// Identity names the person behind an agent token (SSO, issue #11),
+	// stable across their devices; empty for withering tokens. Memory
+	// keeps a person's sessions under it.
+	Identity string
 }
 
 // Options tune an Authenticator. Zero values take the defaults.

@@ -72,6 +72,15 @@ type settings struct {
 	RetentionTokens    value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
 	RetentionInterval  value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
 
+	MemoryEnabled       value `env:"MEMORY_ENABLED" key:"memory.enabled" def:"false" doc:"cross-session memory for requests with X-Session-ID: capture, summarise, inject (SPEC §6.6)"`
+	MemoryIdleTimeout   value `env:"MEMORY_IDLE_TIMEOUT" key:"memory.idle_timeout" def:"30m" doc:"a session quiet this long is summarised (Go duration)"`
+	MemorySummaryModel  value `env:"MEMORY_SUMMARY_MODEL" key:"memory.summary_model" show:"the session's model" doc:"model the summariser asks, through the session's own project upstream"`
+	MemoryMaxInject     value `env:"MEMORY_MAX_INJECT" key:"memory.max_inject" def:"3" doc:"summaries injected at most into a session's first request (0-20; 0 captures and summarises without injecting)"`
+	MemoryMinScore      value `env:"MEMORY_MIN_SCORE" key:"memory.min_score" def:"0.3" doc:"relevance a summary needs to be injected: recency (1 now, halving weekly) + 2 × keyword overlap with the prompt + 0.25 with open tasks (0-10)"`
+	MemoryMaxBytes      value `env:"MEMORY_MAX_BYTES" key:"memory.max_bytes" def:"65536" doc:"largest stored transcript in bytes, oldest turns dropped first (1024-16777216)"`
+	MemoryRedact        value `env:"MEMORY_REDACT" key:"memory.redact" show:"API keys, bearer tokens, private keys" doc:"regular expressions (Go syntax), one per line, whose matches are removed from transcripts before they are stored or summarised; the line default adds the built-in ones"`
+	MemoryRetentionDays value `env:"MEMORY_RETENTION_DAYS" key:"memory.retention_days" def:"90" doc:"delete session summaries and transcripts older than this many days (0 keeps them)"`
+
 	LogLevel  value `env:"LOG_LEVEL" flag:"log-level" key:"log.level" def:"info" doc:"debug, info, warn or error"`
 	LogFormat value `env:"LOG_FORMAT" flag:"log-format" key:"log.format" def:"json" doc:"json or text"`
 }

@@ -39,6 +39,11 @@ func (s *Server) routes() {
 	m.GET("/usage", s.getUsage)
 	m.GET("/audit", s.listAudit)
 	m.GET("/audit/:id", s.getAudit)
+	m.GET("/memory/projects", s.listMemoryProjects)
+	m.GET("/memory/summaries", s.listMemorySummaries)
+	m.GET("/memory/summaries/:id", s.getMemorySummary)
+	m.DELETE("/memory/summaries/:id", s.deleteMemorySummary)
+	m.DELETE("/memory/sessions/:id", s.deleteMemorySession)
 }
 
 func methodNotAllowed(msg string) echo.HandlerFunc {

@@ -1,16 +1,18 @@
 // Package retention deletes rows that have outlived their retention period
-// (SPEC §4): old usage and audit rows, long-expired tokens and ended
-// failed-authentication blocks. Sweeps run on one replica at a time, under
-// the store's "retention" lock (the leader job).
+// (SPEC §4): old usage and audit rows, long-expired tokens, ended
+// failed-authentication blocks, and old session summaries and transcripts
+// of memory (SPEC §6.6). Sweeps run on one replica at a time, under the
+// store's "retention" lock (the leader job).
 //
 // Usage and audit events are kept in whole UTC days: a sweep removes the
 // days that ended before now minus the retention period. On PostgreSQL,
 // where those tables are partitioned by day, the sweep first creates the
 // partitions of the coming days, then drops whole partitions; everywhere
-// else (SQLite, and rows that landed in a default partition) it deletes in
-// bounded batches with a pause between them, so the tables are never
-// locked for long and the request path keeps its share of the database.
-// Either way the usage roll-up loses the same rows in the same transaction.
+// else (SQLite, rows that landed in a default partition, and the other
+// kinds) it deletes in bounded batches with a pause between them, so the
+// tables are never locked for long and the request path keeps its share of
+// the database. Either way the usage roll-up loses the same rows in the
+// same transaction.
 package retention
 
 import (
@@ -45,6 +47,10 @@ type Options struct {
 	Usage  time.Duration // keep usage rows this long after they were created
 	Audit  time.Duration // keep audit events this long after they were created
 	Tokens time.Duration // keep tokens this long after they expired
+	// Memory keeps session summaries this long after they were written,
+	// and transcripts this long after their session's last activity
+	// (MEMORY_RETENTION_DAYS).
+	Memory time.Duration
 	// Interval is the time between sweeps (DefaultInterval when zero).
 	Interval time.Duration
 	// BatchSize bounds the rows one DELETE removes (DefaultBatchSize when
@@ -65,6 +71,7 @@ type Options struct {
 // rows) and the partitions it created.
 type Result struct {
 	Usage, Audit, Tokens, AuthBlocks int64
+	Summaries, MemorySessions        int64
 	PartitionsCreated                int
 }
 
@@ -84,6 +91,8 @@ type Store interface {
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteSummariesBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteMemorySessionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
 
 var _ Store = store.Store(nil)
@@ -141,12 +150,14 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		case err != nil:
 			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
 				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
 				"partitions_created", res.PartitionsCreated)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
 				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
 				"partitions_created", res.PartitionsCreated, "duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
@@ -157,10 +168,10 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // PartitionsAhead days, and then removes, in batches until none are left:
 // usage rows (with their roll-up) and audit events of the UTC days that
 // ended before now minus Usage and Audit, tokens that expired more than
-// Tokens ago (a zero period skips that kind) and failed-authentication
-// blocks that ended more than a day ago. It returns ran=false, doing
-// nothing, when another holder has the lock. On an error it stops and
-// returns what it did so far.
+// Tokens ago, session summaries and transcripts older than Memory (a zero
+// period skips that kind) and failed-authentication blocks that ended more
+// than a day ago. It returns ran=false, doing nothing, when another holder
+// has the lock. On an error it stops and returns what it did so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 	release, ok, err := s.store.TryLock(ctx, LockName)
 	if err != nil {
@@ -190,6 +201,8 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"audit events", s.opts.Audit, true, s.store.DropAuditPartitionsBefore, s.store.DeleteAuditBefore, &res.Audit},
 		{"expired tokens", s.opts.Tokens, false, nil, s.store.DeleteTokensExpiredBefore, &res.Tokens},
 		{"ended auth blocks", authBlockKeep, false, nil, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
+		{"session summaries", s.opts.Memory, false, nil, s.store.DeleteSummariesBefore, &res.Summaries},
+		{"memory transcripts", s.opts.Memory, false, nil, s.store.DeleteMemorySessionsBefore, &res.MemorySessions},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {

@@ -15,7 +15,8 @@ const (
 
 // UsageRollup is one row of the usage roll-up: the sums of the usage rows
 // whose CreatedAt falls in [Bucket, Bucket + one Granularity) in UTC and
-// that share the other fields. Missing IDs are "".
+// that share the other fields. Missing IDs are ""; Purpose is never ""
+// (PurposeClient unless set).
 type UsageRollup struct {
 	Granularity      string
 	Bucket           time.Time
@@ -24,6 +25,7 @@ type UsageRollup struct {
 	AgentTokenID     string
 	Model            string
 	Cached           bool
+	Purpose          string
 	Requests         int64
 	PromptTokens     int64
 	CompletionTokens int64
@@ -31,7 +33,8 @@ type UsageRollup struct {
 }
 
 // RollUp sums rows into their hour and day roll-up rows, sorted by key
-// (granularity, bucket, project, token, agent token, model, cached), the
+// (granularity, bucket, project, token, agent token, model, cached,
+// purpose), the
 // order in which implementations upsert them so that concurrent batches
 // lock roll-up rows in one order and cannot deadlock.
 func RollUp(rows []Usage) []UsageRollup {
@@ -40,6 +43,7 @@ func RollUp(rows []Usage) []UsageRollup {
 		bucket                       time.Time
 		project, token, agent, model string
 		cached                       bool
+		purpose                      string
 	}
 	sums := make(map[key]*UsageRollup)
 	for i := range rows {
@@ -51,11 +55,12 @@ func RollUp(rows []Usage) []UsageRollup {
 			name string
 			size time.Duration
 		}{{RollupHour, time.Hour}, {RollupDay, 24 * time.Hour}} {
-			k := key{g.name, at.Truncate(g.size), u.ProjectID, u.TokenID, u.AgentTokenID, u.Model, u.Cached}
+			k := key{g.name, at.Truncate(g.size), u.ProjectID, u.TokenID, u.AgentTokenID, u.Model, u.Cached,
+				cmp.Or(u.Purpose, PurposeClient)}
 			r := sums[k]
 			if r == nil {
 				r = &UsageRollup{Granularity: k.granularity, Bucket: k.bucket, ProjectID: k.project,
-					TokenID: k.token, AgentTokenID: k.agent, Model: k.model, Cached: k.cached}
+					TokenID: k.token, AgentTokenID: k.agent, Model: k.model, Cached: k.cached, Purpose: k.purpose}
 				sums[k] = r
 			}
 			r.Requests++
@@ -81,6 +86,7 @@ func compareRollup(a, b UsageRollup) int {
 		strings.Compare(a.AgentTokenID, b.AgentTokenID),
 		strings.Compare(a.Model, b.Model),
 		cmp.Compare(boolInt(a.Cached), boolInt(b.Cached)),
+		strings.Compare(a.Purpose, b.Purpose),
 	)
 }
 

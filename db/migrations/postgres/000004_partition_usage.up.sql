@@ -111,8 +111,9 @@ CREATE INDEX audit_events_project_id_idx ON audit_events (project_id);
 CREATE INDEX audit_events_action_idx ON audit_events (action);
 
 -- usage_rollup: one row per granularity ('hour' or 'day'), UTC bucket start,
--- project, token, agent token, model and cached flag. Missing ids are ''
--- (not NULL) so they take part in the key. InsertUsage adds to it in the
+-- project, token, agent token, model, cached flag and purpose (usage rows
+-- gain that column in 000006; every row before it is 'client'). Missing
+-- ids are '' (not NULL) so they take part in the key. InsertUsage adds to it in the
 -- transaction that inserts the raw rows, so the sums are exact.
 CREATE TABLE usage_rollup (
     granularity       text NOT NULL CHECK (granularity IN ('hour', 'day')),
@@ -122,14 +123,17 @@ CREATE TABLE usage_rollup (
     agent_token_id    text NOT NULL,
     model             text NOT NULL,
     cached            boolean NOT NULL,
+    purpose           text NOT NULL DEFAULT 'client',
     requests          bigint NOT NULL,
     prompt_tokens     bigint NOT NULL,
     completion_tokens bigint NOT NULL,
     total_tokens      bigint NOT NULL,
-    CONSTRAINT usage_rollup_pkey PRIMARY KEY (granularity, bucket, project_id, token_id, agent_token_id, model, cached)
+    CONSTRAINT usage_rollup_pkey PRIMARY KEY (granularity, bucket, project_id, token_id, agent_token_id, model, cached,
+        purpose)
 );
 
-INSERT INTO usage_rollup
+INSERT INTO usage_rollup (granularity, bucket, project_id, token_id, agent_token_id, model, cached, requests,
+        prompt_tokens, completion_tokens, total_tokens)
     SELECT g.granularity, date_trunc(g.granularity, u.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
         coalesce(u.project_id::text, ''), coalesce(u.token_id::text, ''), coalesce(u.agent_token_id::text, ''),
         u.model, u.cached, count(*), sum(u.prompt_tokens), sum(u.completion_tokens), sum(u.total_tokens)

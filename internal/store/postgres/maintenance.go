@@ -80,13 +80,14 @@ func (db *DB) DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (in
 		rows, err := tx.Query(ctx, `DELETE FROM usage WHERE (id, created_at) IN
 			(SELECT id, created_at FROM usage WHERE created_at < $1 ORDER BY created_at LIMIT $2)
 			RETURNING created_at, coalesce(project_id::text, ''), coalesce(token_id::text, ''),
-				coalesce(agent_token_id::text, ''), model, cached, prompt_tokens, completion_tokens, total_tokens`, t, limit)
+				coalesce(agent_token_id::text, ''), model, cached, purpose, prompt_tokens, completion_tokens, total_tokens`,
+			t, limit)
 		if err != nil {
 			return err
 		}
 		deleted, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Usage, error) {
 			var u store.Usage
-			err := r.Scan(&u.CreatedAt, &u.ProjectID, &u.TokenID, &u.AgentTokenID, &u.Model, &u.Cached,
+			err := r.Scan(&u.CreatedAt, &u.ProjectID, &u.TokenID, &u.AgentTokenID, &u.Model, &u.Cached, &u.Purpose,
 				&u.PromptTokens, &u.CompletionTokens, &u.TotalTokens)
 			return u, err
 		})

@@ -17,7 +17,7 @@ import (
 
 var usageColumns = []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id",
 	"user_id", "model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens",
-	"latency_ms", "ttfb_ms", "streamed", "cached"}
+	"latency_ms", "ttfb_ms", "streamed", "cached", "purpose"}
 
 // InsertUsage writes a batch of usage rows with one COPY and adds them to
 // usage_rollup, in one transaction: a batch that fails (a duplicate ID is
@@ -48,7 +48,7 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		c.ProjectID, c.TokenID, c.AgentTokenID = uuidText(ids[1]), uuidText(ids[2]), uuidText(ids[3])
 		values[i] = []any{ids[0], u.CreatedAt, u.RequestID, ids[1], ids[2], ids[3],
 			u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens, u.TotalTokens,
-			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached}
+			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached, purpose(u.Purpose)}
 	}
 	rollup := rollupArrays(store.RollUp(canonical))
 	c, err := db.acquire(ctx)
@@ -67,6 +67,14 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		return fmt.Errorf("insert usage: %w", translate(err))
 	}
 	return nil
+}
+
+// purpose is the stored purpose of a usage row: PurposeClient unless set.
+func purpose(p string) string {
+	if p == "" {
+		return store.PurposeClient
+	}
+	return p
 }
 
 // uuidText is the text form of an optional UUID, "" for NULL.
@@ -89,12 +97,12 @@ func canonicalUUID(s string) string {
 // addRollup adds roll-up rows given as parallel arrays, in their order
 // (sorted by key, so concurrent batches lock rows in one order).
 const addRollup = `INSERT INTO usage_rollup AS r (granularity, bucket, project_id, token_id, agent_token_id, model,
-		cached, requests, prompt_tokens, completion_tokens, total_tokens)
-	SELECT g, b, p, t, a, m, c, rq, pt, ct, tt FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[],
-		$5::text[], $6::text[], $7::boolean[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])
-		WITH ORDINALITY AS u (g, b, p, t, a, m, c, rq, pt, ct, tt, n)
+		cached, purpose, requests, prompt_tokens, completion_tokens, total_tokens)
+	SELECT g, b, p, t, a, m, c, pu, rq, pt, ct, tt FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[],
+		$5::text[], $6::text[], $7::boolean[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+		WITH ORDINALITY AS u (g, b, p, t, a, m, c, pu, rq, pt, ct, tt, n)
 	ORDER BY n
-	ON CONFLICT (granularity, bucket, project_id, token_id, agent_token_id, model, cached) DO UPDATE SET
+	ON CONFLICT (granularity, bucket, project_id, token_id, agent_token_id, model, cached, purpose) DO UPDATE SET
 		requests = r.requests + excluded.requests,
 		prompt_tokens = r.prompt_tokens + excluded.prompt_tokens,
 		completion_tokens = r.completion_tokens + excluded.completion_tokens,
@@ -103,10 +111,10 @@ const addRollup = `INSERT INTO usage_rollup AS r (granularity, bucket, project_i
 // rollupArrays turns roll-up rows into the arguments of addRollup.
 func rollupArrays(rows []store.UsageRollup) []any {
 	var (
-		granularity, project, token, agent, model []string
-		bucket                                    []time.Time
-		cached                                    []bool
-		requests, prompt, completion, total       []int64
+		granularity, project, token, agent, model, purpose []string
+		bucket                                             []time.Time
+		cached                                             []bool
+		requests, prompt, completion, total                []int64
 	)
 	for _, r := range rows {
 		granularity = append(granularity, r.Granularity)
@@ -116,22 +124,24 @@ func rollupArrays(rows []store.UsageRollup) []any {
 		agent = append(agent, r.AgentTokenID)
 		model = append(model, r.Model)
 		cached = append(cached, r.Cached)
+		purpose = append(purpose, r.Purpose)
 		requests = append(requests, r.Requests)
 		prompt = append(prompt, r.PromptTokens)
 		completion = append(completion, r.CompletionTokens)
 		total = append(total, r.TotalTokens)
 	}
-	return []any{granularity, bucket, project, token, agent, model, cached, requests, prompt, completion, total}
+	return []any{granularity, bucket, project, token, agent, model, cached, purpose, requests, prompt, completion, total}
 }
 
 // usageKeys are the grouping expressions of each GroupBy over raw usage
 // rows and over usage_rollup rows.
 var usageKeys = map[string]struct{ raw, rollup string }{
-	"":                 {`''`, `''`},
-	store.GroupByDay:   {`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`, `to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD')`},
-	store.GroupByModel: {`model`, `model`},
-	store.GroupByToken: {`coalesce(token_id::text, '')`, `token_id`},
-	store.GroupByCache: {`CASE WHEN cached THEN 'hit' ELSE 'miss' END`, `CASE WHEN cached THEN 'hit' ELSE 'miss' END`},
+	"":                   {`''`, `''`},
+	store.GroupByDay:     {`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`, `to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD')`},
+	store.GroupByModel:   {`model`, `model`},
+	store.GroupByToken:   {`coalesce(token_id::text, '')`, `token_id`},
+	store.GroupByCache:   {`CASE WHEN cached THEN 'hit' ELSE 'miss' END`, `CASE WHEN cached THEN 'hit' ELSE 'miss' END`},
+	store.GroupByPurpose: {`purpose`, `purpose`},
 }
 
 // SumUsage aggregates usage, ordered by key. Without GroupBy it returns one
@@ -228,14 +238,14 @@ func (db *DB) SumUsage(ctx context.Context, f store.UsageFilter) ([]store.UsageT
 // others updated. (The two touch disjoint rows, as one statement must.)
 const subtractRollup = `WITH u AS (
 		SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
-			$7::boolean[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[])
-			AS u (g, b, p, t, a, m, c, rq, pt, ct, tt)
+			$7::boolean[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+			AS u (g, b, p, t, a, m, c, pu, rq, pt, ct, tt)
 	), emptied AS (
 		DELETE FROM usage_rollup r USING u
-		WHERE (r.granularity, r.bucket, r.project_id, r.token_id, r.agent_token_id, r.model, r.cached)
-			= (u.g, u.b, u.p, u.t, u.a, u.m, u.c) AND r.requests <= u.rq
+		WHERE (r.granularity, r.bucket, r.project_id, r.token_id, r.agent_token_id, r.model, r.cached, r.purpose)
+			= (u.g, u.b, u.p, u.t, u.a, u.m, u.c, u.pu) AND r.requests <= u.rq
 	)
 	UPDATE usage_rollup r SET requests = r.requests - u.rq, prompt_tokens = r.prompt_tokens - u.pt,
 		completion_tokens = r.completion_tokens - u.ct, total_tokens = r.total_tokens - u.tt
-	FROM u WHERE (r.granularity, r.bucket, r.project_id, r.token_id, r.agent_token_id, r.model, r.cached)
-		= (u.g, u.b, u.p, u.t, u.a, u.m, u.c) AND r.requests > u.rq`
+	FROM u WHERE (r.granularity, r.bucket, r.project_id, r.token_id, r.agent_token_id, r.model, r.cached, r.purpose)
+		= (u.g, u.b, u.p, u.t, u.a, u.m, u.c, u.pu) AND r.requests > u.rq`

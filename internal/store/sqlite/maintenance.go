@@ -50,7 +50,7 @@ func (db *DB) DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (in
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := db.query(ctx, tx, `DELETE FROM usage WHERE rowid IN
 			(SELECT rowid FROM usage WHERE created_at < ? ORDER BY created_at LIMIT ?)
-			RETURNING created_at, project_id, token_id, agent_token_id, model, cached, prompt_tokens,
+			RETURNING created_at, project_id, token_id, agent_token_id, model, cached, purpose, prompt_tokens,
 				completion_tokens, total_tokens`, timeArg(t), limit)
 		if err != nil {
 			return err
@@ -59,7 +59,7 @@ func (db *DB) DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (in
 		for rows.Next() {
 			var u store.Usage
 			if err := rows.Scan(timeCol{&u.CreatedAt}, nullIDCol{&u.ProjectID}, nullIDCol{&u.TokenID},
-				nullIDCol{&u.AgentTokenID}, &u.Model, &u.Cached, &u.PromptTokens, &u.CompletionTokens,
+				nullIDCol{&u.AgentTokenID}, &u.Model, &u.Cached, &u.Purpose, &u.PromptTokens, &u.CompletionTokens,
 				&u.TotalTokens); err != nil {
 				rows.Close()
 				return err
@@ -83,7 +83,7 @@ func (db *DB) DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (in
 func (db *DB) subtractRollup(ctx context.Context, tx *sql.Tx, sums []store.UsageRollup) error {
 	const (
 		key = `granularity = ? AND bucket = ? AND project_id = ? AND token_id = ? AND agent_token_id = ?
-			AND model = ? AND cached = ?`
+			AND model = ? AND cached = ? AND purpose = ?`
 		update = `UPDATE usage_rollup SET requests = requests - ?, prompt_tokens = prompt_tokens - ?,
 			completion_tokens = completion_tokens - ?, total_tokens = total_tokens - ? WHERE ` + key
 		remove = `DELETE FROM usage_rollup WHERE requests <= 0 AND ` + key
@@ -100,7 +100,7 @@ func (db *DB) subtractRollup(ctx context.Context, tx *sql.Tx, sums []store.Usage
 	}
 	defer rm.Close()
 	for _, r := range sums {
-		k := []any{r.Granularity, timeArg(r.Bucket), r.ProjectID, r.TokenID, r.AgentTokenID, r.Model, r.Cached}
+		k := []any{r.Granularity, timeArg(r.Bucket), r.ProjectID, r.TokenID, r.AgentTokenID, r.Model, r.Cached, r.Purpose}
 		if _, err := up.ExecContext(ctx, append([]any{r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens}, k...)...); err != nil {
 			return translate(err)
 		}

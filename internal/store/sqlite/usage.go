@@ -67,12 +67,12 @@ func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, table string, cols []s
 
 var usageColumns = []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id", "user_id",
 	"model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttfb_ms",
-	"streamed", "cached"}
+	"streamed", "cached", "purpose"}
 
 // addRollup adds one roll-up row to usage_rollup.
 const addRollup = `INSERT INTO usage_rollup (granularity, bucket, project_id, token_id, agent_token_id, model, cached,
-		requests, prompt_tokens, completion_tokens, total_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (granularity, bucket, project_id, token_id, agent_token_id, model, cached) DO UPDATE SET
+		purpose, requests, prompt_tokens, completion_tokens, total_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (granularity, bucket, project_id, token_id, agent_token_id, model, cached, purpose) DO UPDATE SET
 		requests = requests + excluded.requests,
 		prompt_tokens = prompt_tokens + excluded.prompt_tokens,
 		completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -89,7 +89,7 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 			u := &rows[i]
 			return append(dst, u.ID, timeArg(u.CreatedAt), u.RequestID, nullIDArg(u.ProjectID), nullIDArg(u.TokenID),
 				nullIDArg(u.AgentTokenID), u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens,
-				u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached)
+				u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached, purpose(u.Purpose))
 		})
 		if err != nil {
 			return err
@@ -102,7 +102,7 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		defer stmt.Close()
 		for _, r := range store.RollUp(rows) {
 			if _, err := stmt.ExecContext(ctx, r.Granularity, timeArg(r.Bucket), r.ProjectID, r.TokenID, r.AgentTokenID,
-				r.Model, r.Cached, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens); err != nil {
+				r.Model, r.Cached, r.Purpose, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens); err != nil {
 				return translate(err)
 			}
 		}
@@ -117,11 +117,12 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 // usageKeys are the grouping expressions of each GroupBy over raw usage
 // rows and over usage_rollup rows.
 var usageKeys = map[string]struct{ raw, rollup string }{
-	"":                 {"''", "''"},
-	store.GroupByDay:   {"substr(created_at, 1, 10)", "substr(bucket, 1, 10)"},
-	store.GroupByModel: {"model", "model"},
-	store.GroupByToken: {"COALESCE(token_id, '')", "token_id"},
-	store.GroupByCache: {"CASE WHEN cached THEN 'hit' ELSE 'miss' END", "CASE WHEN cached THEN 'hit' ELSE 'miss' END"},
+	"":                   {"''", "''"},
+	store.GroupByDay:     {"substr(created_at, 1, 10)", "substr(bucket, 1, 10)"},
+	store.GroupByModel:   {"model", "model"},
+	store.GroupByToken:   {"COALESCE(token_id, '')", "token_id"},
+	store.GroupByCache:   {"CASE WHEN cached THEN 'hit' ELSE 'miss' END", "CASE WHEN cached THEN 'hit' ELSE 'miss' END"},
+	store.GroupByPurpose: {"purpose", "purpose"},
 }
 
 // SumUsage aggregates the usage rows matching f, ordered by key. Without a
@@ -195,4 +196,12 @@ func (db *DB) SumUsage(ctx context.Context, f store.UsageFilter) ([]store.UsageT
 		return nil, fmt.Errorf("sum usage: %w", err)
 	}
 	return out, nil
+}
+
+// purpose is the stored purpose of a usage row: PurposeClient unless set.
+func purpose(p string) string {
+	if p == "" {
+		return store.PurposeClient
+	}
+	return p
 }

@@ -53,6 +53,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RetentionDeletes", testRetentionDeletes},
 		{"AuthBlockRoundTrip", testAuthBlockRoundTrip},
 		{"AuthBlockMerge", testAuthBlockMerge},
+		{"ProjectDirConcurrent", testProjectDirConcurrent},
+		{"MemorySessionLifecycle", testMemorySessionLifecycle},
+		{"MemoryFailures", testMemoryFailures},
+		{"MemoryClaimConcurrent", testMemoryClaimConcurrent},
+		{"MemoryRetention", testMemoryRetention},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

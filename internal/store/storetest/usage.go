@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -50,6 +51,9 @@ func usageRows(n int, projects, tokens []string) []store.Usage {
 		if i%17 == 0 {
 			u.Status = 429
 		}
+		if i%19 == 0 {
+			u.Purpose = store.PurposeMemory
+		}
 		rows[i] = u
 	}
 	return rows
@@ -78,6 +82,8 @@ func expectUsage(rows []store.Usage, f store.UsageFilter) []store.UsageTotal {
 			if u.Cached {
 				key = "hit"
 			}
+		case store.GroupByPurpose:
+			key = cmp.Or(u.Purpose, store.PurposeClient)
 		}
 		g := groups[key]
 		if g == nil {
@@ -140,6 +146,7 @@ func testSumUsage(t *testing.T, s store.Store) {
 		{"token by model", store.UsageFilter{TokenID: tokens[0], GroupBy: store.GroupByModel}},
 		{"by cache", store.UsageFilter{GroupBy: store.GroupByCache}},
 		{"project by cache", store.UsageFilter{ProjectID: projects[1], GroupBy: store.GroupByCache}},
+		{"by purpose (client unless set)", store.UsageFilter{GroupBy: store.GroupByPurpose}},
 		{"nothing matches, one zero total", store.UsageFilter{ProjectID: uuid.NewString()}},
 		{"nothing matches, no groups", store.UsageFilter{ProjectID: uuid.NewString(), GroupBy: store.GroupByModel}},
 		{"empty range", store.UsageFilter{From: from, To: from}},
@@ -181,6 +188,7 @@ func testRollupExact(t *testing.T, s store.Store) {
 			PromptTokens:     r.IntN(1000),
 			CompletionTokens: r.IntN(500),
 			Cached:           r.IntN(4) == 0,
+			Purpose:          []string{"", store.PurposeClient, store.PurposeMemory}[r.IntN(3)],
 		}
 		u.TotalTokens = u.PromptTokens + u.CompletionTokens
 		if r.IntN(10) > 0 {
@@ -211,7 +219,8 @@ func testRollupExact(t *testing.T, s store.Store) {
 
 	check := func(t *testing.T, rows []store.Usage) {
 		t.Helper()
-		groups := []string{"", store.GroupByDay, store.GroupByModel, store.GroupByToken, store.GroupByCache}
+		groups := []string{"", store.GroupByDay, store.GroupByModel, store.GroupByToken, store.GroupByCache,
+			store.GroupByPurpose}
 		edge := func() time.Time {
 			at := start.Add(time.Duration(r.Int64N(int64(span + 2*time.Hour)))).Add(-time.Hour)
 			switch r.IntN(5) {

@@ -167,10 +167,10 @@ func fillUsage(ctx context.Context, dbURL string, first, now time.Time, days, ro
 	rollup := `INSERT INTO usage_rollup
 		SELECT g.granularity, date_trunc(g.granularity, u.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
 			coalesce(u.project_id::text, ''), coalesce(u.token_id::text, ''), coalesce(u.agent_token_id::text, ''),
-			u.model, u.cached, count(*), sum(u.prompt_tokens), sum(u.completion_tokens), sum(u.total_tokens)
+			u.model, u.cached, u.purpose, count(*), sum(u.prompt_tokens), sum(u.completion_tokens), sum(u.total_tokens)
 		FROM usage u CROSS JOIN (VALUES ('hour'), ('day')) AS g (granularity)
 		WHERE u.created_at >= $1 AND u.created_at < $2
-		GROUP BY 1, 2, 3, 4, 5, 6, 7`
+		GROUP BY 1, 2, 3, 4, 5, 6, 7, 8`
 	per := rows / days
 	for d := range days {
 		n := per
