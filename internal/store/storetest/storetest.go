@@ -52,6 +52,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RetentionDeletes", testRetentionDeletes},
 		{"AuthBlockRoundTrip", testAuthBlockRoundTrip},
 		{"AuthBlockMerge", testAuthBlockMerge},
+		{"PendingAuthorizationRoundTrip", testPendingAuthorizationRoundTrip},
+		{"DecidePendingAuthorization", testDecidePendingAuthorization},
+		{"PollDeviceCode", testPollDeviceCode},
+		{"PollDeviceCodeRedeemsOnce", testPollDeviceCodeRedeemsOnce},
+		{"AgentTokens", testAgentTokens},
+		{"SSOSessions", testSSOSessions},
+		{"CountAuthFailure", testCountAuthFailure},
+		{"SSORetention", testSSORetention},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
