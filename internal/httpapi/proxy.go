@@ -91,11 +91,14 @@ func (s *Server) proxy(c echo.Context) error {
 	}
 
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
+	tokenID, agentID, userID := usageIdentity(p)
 	s.d.Recorder.Usage(store.Usage{
 		CreatedAt:        start.UTC(),
 		RequestID:        reqID,
 		ProjectID:        p.Project.ID,
-		TokenID:          p.Token.ID,
+		TokenID:          tokenID,
+		AgentTokenID:     agentID,
+		UserID:           userID,
 		Model:            res.Model,
 		Endpoint:         r.URL.Path,
 		Status:           res.Status,
@@ -119,6 +122,16 @@ func (s *Server) proxy(c echo.Context) error {
 		return res.Err
 	}
 	return nil
+}
+
+// usageIdentity returns the token, agent token and person a usage row of
+// p's request carries: a withering token's ID, or an agent token's ID and
+// its person (SPEC §4).
+func usageIdentity(p *auth.Principal) (tokenID, agentTokenID, userID string) {
+	if p.Agent != nil {
+		return "", p.Agent.ID, p.Agent.UserID()
+	}
+	return p.Token.ID, "", ""
 }
 
 // authenticate resolves the client's token. Failures count against the
