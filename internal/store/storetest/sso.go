@@ -55,8 +55,10 @@ func testPendingAuthorizationRoundTrip(t *testing.T, s store.Store) {
 	want := *p
 	want.CreatedAt, want.ExpiresAt = want.CreatedAt.UTC(), want.ExpiresAt.UTC()
 	for name, get := range map[string]func() (*store.PendingAuthorization, error){
-		"by id":        func() (*store.PendingAuthorization, error) { return s.GetPendingAuthorization(ctx, p.ID) },
-		"by user code": func() (*store.PendingAuthorization, error) { return s.GetPendingAuthorizationByUserCode(ctx, p.UserCodeHash) },
+		"by id": func() (*store.PendingAuthorization, error) { return s.GetPendingAuthorization(ctx, p.ID) },
+		"by user code": func() (*store.PendingAuthorization, error) {
+			return s.GetPendingAuthorizationByUserCode(ctx, p.UserCodeHash)
+		},
 	} {
 		got, err := get()
 		if err != nil {
