@@ -32,6 +32,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
+	"github.com/llmproxy/llm-proxy/internal/sso"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
 	"github.com/llmproxy/llm-proxy/internal/usage"
@@ -52,6 +53,9 @@ type Deps struct {
 	// Cache is the response cache; nil turns it off.
 	Cache   cache.Cache
 	Manager *manage.Service
+	// SSO serves the device login under /auth; nil (SSO_ISSUER unset)
+	// leaves those routes out.
+	SSO     *sso.Service
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
 

@@ -1,6 +1,7 @@
 // Package retention deletes rows that have outlived their retention period
-// (SPEC §4): old usage and audit rows, long-expired tokens and ended
-// failed-authentication blocks. Sweeps run on
+// (SPEC §4): old usage and audit rows, long-expired tokens and agent
+// tokens, ended failed-authentication blocks, and expired device-login
+// state (pending authorizations, browser sign-ins). Sweeps run on
 // one replica at a time, under the store's "retention" lock, and delete in
 // bounded batches with a pause between them, so the tables are never locked
 // for long and the request path keeps its share of the database.
@@ -50,13 +51,19 @@ type Options struct {
 
 // Result counts the rows one sweep deleted.
 type Result struct {
-	Usage, Audit, Tokens, AuthBlocks int64
+	Usage, Audit, Tokens, AuthBlocks                int64
+	AgentTokens, PendingAuthorizations, SSOSessions int64
 }
 
 // authBlockKeep is how long a failed-authentication block is kept after it
 // ended. Blocks are state, not history (the audit trail has the attempts),
 // so they are swept whatever the retention settings.
 const authBlockKeep = 24 * time.Hour
+
+// loginStateKeep is how long expired device-login state (pending
+// authorizations, browser sign-ins) is kept: it is state too, useless once
+// expired, kept a little so a late poll still gets expired_token.
+const loginStateKeep = time.Hour
 
 // Store is the part of store.Store a Sweeper uses; store.Store satisfies
 // it.
@@ -66,6 +73,9 @@ type Store interface {
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteAgentTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeletePendingAuthorizationsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteSSOSessionsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
 
 var _ Store = store.Store(nil)
@@ -119,21 +129,25 @@ func (s *Sweeper) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks)
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
+				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "duration_ms", time.Since(start).Milliseconds())
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
+				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
+				"duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
 	}
 }
 
 // SweepOnce takes the lock and, in batches until none are left, deletes
-// usage rows older than Usage, audit events older than Audit, tokens that
-// expired more than Tokens ago (a zero period skips that kind) and
-// failed-authentication blocks that ended more than a day ago. It
+// usage rows older than Usage, audit events older than Audit, tokens and
+// agent tokens that expired more than Tokens ago (a zero period skips that
+// kind), failed-authentication blocks that ended more than a day ago, and
+// pending authorizations and browser sign-ins expired over an hour ago. It
 // returns ran=false, doing nothing, when another holder has the lock. On
 // an error it stops and returns what it deleted so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
@@ -158,6 +172,9 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"audit events", s.opts.Audit, s.store.DeleteAuditBefore, &res.Audit},
 		{"expired tokens", s.opts.Tokens, s.store.DeleteTokensExpiredBefore, &res.Tokens},
 		{"ended auth blocks", authBlockKeep, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
+		{"expired agent tokens", s.opts.Tokens, s.store.DeleteAgentTokensExpiredBefore, &res.AgentTokens},
+		{"expired pending authorizations", loginStateKeep, s.store.DeletePendingAuthorizationsExpiredBefore, &res.PendingAuthorizations},
+		{"expired sso sessions", loginStateKeep, s.store.DeleteSSOSessionsExpiredBefore, &res.SSOSessions},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {
