@@ -33,6 +33,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/retention"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/secret"
+	"github.com/llmproxy/llm-proxy/internal/sso"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
@@ -168,7 +169,11 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		return telemetry.QueueStats{QueuedUsage: s.QueuedUsage, QueuedAudit: s.QueuedAudit, DroppedUsage: s.DroppedUsage,
 			DroppedAudit: s.DroppedAudit, WrittenUsage: s.WrittenUsage, WrittenAudit: s.WrittenAudit, FlushErrors: s.FlushErrors}
 	})
-	authn := auth.New(st, cipher, auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger})
+	authOpts := auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger}
+	if cfg.SSO.Issuer != "" {
+		authOpts.Agents, authOpts.AgentProject = st, cfg.SSO.Project
+	}
+	authn := auth.New(st, cipher, authOpts)
 	origins := policy.NewOrigins(st, policy.OriginsOptions{TTL: cfg.AuthCacheTTL, Logger: logger})
 	sh, err := newShared(ctx, cfg, st, invalidate.Targets{authn, origins}, metrics, recorder, tp, logger)
 	if err != nil {
@@ -185,6 +190,15 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
 	}
+	var deviceLogin *sso.Service
+	if c := cfg.SSO; c.Issuer != "" {
+		logger.Info("sso device login enabled", "issuer", c.Issuer, "project", c.Project, "redirect_url", c.RedirectURL)
+		deviceLogin = sso.New(sso.Config{
+			Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: c.RedirectURL,
+			AllowedDomains: c.AllowedDomains, Project: c.Project, TokenTTL: c.TokenTTL, PublicURL: cfg.PublicURL,
+			Logger: logger,
+		}, st, sh.bus, recorder)
+	}
 	srv := httpapi.New(httpapi.Deps{
 		Database:  st,
 		Auth:      authn,
@@ -197,6 +211,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Manager: manage.New(manage.Options{
 			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
 		}),
+		SSO:                deviceLogin,
 		Metrics:            metrics,
 		Logger:             logger,
 		ManagementToken:    cfg.ManagementToken,
