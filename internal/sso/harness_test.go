@@ -102,24 +102,37 @@ func (s usageSink) InsertUsage(ctx context.Context, rows []store.Usage) error {
 	return err
 }
 
-// flushSignal is the authenticator as the invalidation bus's target; it
-// signals each flush, which the bus makes once its subscription is live.
-type flushSignal struct {
+// busTarget is the authenticator as the invalidation bus's target; it
+// signals each flush, which the bus makes once its subscription is live,
+// and each token invalidation it delivers.
+type busTarget struct {
 	*auth.Authenticator
-	flushed chan struct{}
+	flushed     chan struct{}
+	invalidated chan string
 }
 
-func (f flushSignal) Flush() {
-	f.Authenticator.Flush()
+func (b busTarget) Flush() {
+	b.Authenticator.Flush()
 	select {
-	case f.flushed <- struct{}{}:
+	case b.flushed <- struct{}{}:
+	default:
+	}
+}
+
+func (b busTarget) InvalidateToken(id string) {
+	b.Authenticator.InvalidateToken(id)
+	select {
+	case b.invalidated <- id:
 	default:
 	}
 }
 
 // replica is one proxy: its own store handle, cache, bus and server.
 type replica struct {
-	url  string
+	// invalidated receives the token IDs the bus invalidates here (nil on
+	// SQLite).
+	invalidated chan string
+	url         string
 	st   store.Store
 	auth *auth.Authenticator
 	mgr  *manage.Service
@@ -144,9 +157,9 @@ type envOptions struct {
 	domains     []string
 	// noProject leaves the SSO project uncreated.
 	noProject bool
-	// callbackOn routes each replica's redirect URL to the callback of
-	// replica callbackOn(i) (default: its own).
-	callbackOn func(i int) int
+	// callback is the replica whose /auth/callback is every replica's
+	// redirect URL (SSO_REDIRECT_URL is one URL for the whole cluster).
+	callback int
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -197,7 +210,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		rdb, channel = redis.NewClient(opt), prefix+"invalidate"
 		closers = append(closers, rdb.Close)
 	}
-	for i, hs := range servers {
+	for _, hs := range servers {
 		st := sqliteStore
 		if st == nil {
 			db, err := postgres.Open(t.Context(), postgres.Options{URL: o.postgresURL, PoolSize: 4})
@@ -211,11 +224,15 @@ func newEnv(t *testing.T, o envOptions) *env {
 			Agents: st, AgentProject: projectName})
 		rec := usage.New(usageSink{Sink: st, rows: e.usage}, usage.Options{FlushInterval: 10 * time.Millisecond})
 		wg.Go(func() { _ = rec.Run(runCtx) })
-		var bus *invalidate.Bus
+		var (
+			bus         *invalidate.Bus
+			invalidated chan string
+		)
 		if o.postgresURL == "" {
 			bus = invalidate.NewLocal(authn)
 		} else {
-			target := flushSignal{Authenticator: authn, flushed: make(chan struct{}, 1)}
+			target := busTarget{Authenticator: authn, flushed: make(chan struct{}, 1), invalidated: make(chan string, 16)}
+			invalidated = target.invalidated
 			bus = invalidate.NewRedis(rdb, channel, target, logger)
 			wg.Go(func() { _ = bus.Run(runCtx) })
 			select {
@@ -224,13 +241,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 				t.Fatal("the invalidation bus did not subscribe")
 			}
 		}
-		callback := i
-		if o.callbackOn != nil {
-			callback = o.callbackOn(i)
-		}
 		svc := sso.New(sso.Config{
 			Issuer: e.idp.URL, ClientID: clientID, ClientSecret: clientSecret,
-			RedirectURL:    "http://" + servers[callback].Listener.Addr().String() + "/auth/callback",
+			RedirectURL:    "http://" + servers[o.callback].Listener.Addr().String() + "/auth/callback",
 			AllowedDomains: o.domains, Project: projectName, TokenTTL: tokenTTL, CodeTTL: codeTTL, Interval: interval,
 			Now: e.clock.Now, Logger: logger,
 		}, st, bus, rec)
@@ -246,7 +259,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		})
 		hs.Config.Handler = srv
 		hs.Start()
-		e.reps = append(e.reps, &replica{url: hs.URL, st: st, auth: authn, mgr: mgr})
+		e.reps = append(e.reps, &replica{url: hs.URL, st: st, auth: authn, mgr: mgr, invalidated: invalidated})
 	}
 	if !o.noProject {
 		e.createProject(up.URL)
