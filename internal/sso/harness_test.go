@@ -133,9 +133,9 @@ type replica struct {
 	// SQLite).
 	invalidated chan string
 	url         string
-	st   store.Store
-	auth *auth.Authenticator
-	mgr  *manage.Service
+	st          store.Store
+	auth        *auth.Authenticator
+	mgr         *manage.Service
 }
 
 // env is a device-login deployment: the test provider, a fake upstream,
@@ -422,7 +422,9 @@ func (b *browser) do(method, target string, form url.Values) response {
 
 func (b *browser) get(target string) response { return b.do(http.MethodGet, target, nil) }
 
-func (b *browser) post(target string, form url.Values) response { return b.do(http.MethodPost, target, form) }
+func (b *browser) post(target string, form url.Values) response {
+	return b.do(http.MethodPost, target, form)
+}
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
