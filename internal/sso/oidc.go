@@ -25,7 +25,8 @@ var errProvider = errors.New("identity provider unavailable")
 
 // provider returns the discovered provider, discovering it on first use (a
 // failed discovery is retried by the next request, so the proxy starts
-// while the provider is down).
+// while the provider is down). Requests wait for a discovery under way,
+// which HTTPClient's timeout bounds.
 func (s *Service) provider(ctx context.Context) (*provider, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -18,7 +18,9 @@
 // auth_rate_limits. The JSON endpoints answer in the OAuth error shape
 // (RFC 8628) rather than the OpenAI one; the pages are html/template
 // documents embedded in the binary, usable without JavaScript, whose POST
-// forms carry a CSRF token.
+// forms carry a CSRF token. Because they answer in those shapes, the
+// handlers write their own error responses and log their own 5xx (with the
+// request ID), never the cause to the client.
 package sso
 
 import (
