@@ -48,6 +48,7 @@ Usage:
   proxy [flags]              serve the gateway until Ctrl-C or SIGTERM, then drain
   proxy project <command>    create and list projects on the configured database
   proxy token <command>      create, revoke and list tokens on the configured database
+  proxy login --url URL      get an agent token through SSO device login (prints it)
   proxy help [command]       print this help, or a command's
 
 `
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return help(stdout, args[1:], getenv)
 		case "project", "token":
 			return runCLI(ctx, args, getenv, stdout, stderr)
+		case "login":
+			return runLogin(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	var flags bytes.Buffer
@@ -75,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if len(rest) > 0 {
-		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], strings.Join(cli.Commands, ", "))}
+		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], commandList())}
 	}
 	logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
@@ -83,6 +86,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	return serve(ctx, cfg, getenv, logger)
 }
+
+// commandList names the commands for usage errors.
+func commandList() string { return strings.Join(append(slices.Clone(cli.Commands), "login"), ", ") }
 
 // help writes the usage of the server (no topic) or of one command.
 func help(w io.Writer, topic []string, getenv func(string) string) error {
@@ -97,8 +103,11 @@ func help(w io.Writer, topic []string, getenv func(string) string) error {
 		return err
 	case len(topic) == 1 && slices.Contains(cli.Commands, topic[0]):
 		return cli.Usage(w, topic[0])
+	case len(topic) == 1 && topic[0] == "login":
+		_, err := io.WriteString(w, loginUsage)
+		return err
 	default:
-		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), strings.Join(cli.Commands, ", "))}
+		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), commandList())}
 	}
 }
 
