@@ -2,7 +2,10 @@
 -- code request to its agent token; a browser session binds the sign-in at
 -- the OIDC provider (state, nonce, PKCE verifier) to one browser and,
 -- once signed in, carries the person's identity, so the start, the
--- callback and the approval may land on different replicas.
+-- callback and the approval may land on different replicas. The sign-in
+-- belongs to the browser, not to one device code, so the oidc_* columns
+-- of pending_authorizations stay unused (as does attempts_remaining:
+-- wrong user codes are limited per client address in auth_rate_limits).
 ALTER TABLE pending_authorizations
     ADD COLUMN label text NOT NULL DEFAULT '';
 
