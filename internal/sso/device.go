@@ -1,6 +1,7 @@
 package sso
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -57,16 +58,7 @@ func params(c echo.Context) (map[string]string, error) {
 	out := map[string]string{}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	if mt == echo.MIMEApplicationJSON {
-		var raw map[string]any
-		if err := json.Unmarshal(body, &raw); err != nil {
-			return nil, errors.New("body is not a JSON object")
-		}
-		for k, v := range raw {
-			if s, ok := v.(string); ok {
-				out[k] = s
-			}
-		}
-		return out, nil
+		return jsonParams(body)
 	}
 	vals, err := url.ParseQuery(string(body))
 	if err != nil {
@@ -77,6 +69,44 @@ func params(c echo.Context) (map[string]string, error) {
 			return nil, errors.New(k + " given more than once")
 		}
 		out[k] = v[0]
+	}
+	return out, nil
+}
+
+// jsonParams reads a JSON object's string members; other members are
+// ignored, and a member given twice is refused (decoders disagree on which
+// copy wins).
+func jsonParams(body []byte) (map[string]string, error) {
+	notObject := errors.New("body is not a JSON object")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, notObject
+	}
+	out := map[string]string{}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notObject
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return nil, errors.New(key + " given more than once")
+		}
+		seen[key] = true
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, notObject
+		}
+		if s, ok := v.(string); ok {
+			out[key] = s
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, notObject
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, notObject
 	}
 	return out, nil
 }

@@ -75,3 +75,17 @@ func TestFormatWait(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONParams(t *testing.T) {
+	got, err := jsonParams([]byte(`{"grant_type":"g","device_code":"d","n":1,"o":{"x":"y"}}`))
+	if err != nil || len(got) != 2 || got["grant_type"] != "g" || got["device_code"] != "d" {
+		t.Errorf("jsonParams: %v, %v", got, err)
+	}
+	for _, bad := range []string{
+		`{"device_code":"a","device_code":"b"}`, `{"device_code":"a","devic\u0065_code":"b"}`, `[]`, `"x"`, `{"a":"b"} {}`, `{"a":`, ``,
+	} {
+		if got, err := jsonParams([]byte(bad)); err == nil {
+			t.Errorf("jsonParams(%s) = %v, want an error", bad, got)
+		}
+	}
+}
