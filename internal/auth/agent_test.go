@@ -27,7 +27,7 @@ func (s *agentStore) GetAgentTokenByHash(ctx context.Context, hash string) (*sto
 
 // issueAgentToken stores an agent token through the device flow's store
 // calls, as internal/sso does, and returns its secret.
-func issueAgentToken(t *testing.T, st store.Store, now time.Time, ttl time.Duration) (string, *store.AgentToken) {
+func issueAgentToken(t testing.TB, st store.Store, now time.Time, ttl time.Duration) (string, *store.AgentToken) {
 	t.Helper()
 	ctx := t.Context()
 	id := uuid.NewString()
@@ -135,5 +135,31 @@ func TestAgentTokenWithoutSSOOrProject(t *testing.T) {
 	}
 	if _, err := late.Authenticate(t.Context(), "sk-agent-short"); !errors.Is(err, auth.ErrUnknownToken) {
 		t.Errorf("malformed agent token: %v", err)
+	}
+}
+
+// BenchmarkAuthenticateAgentHit is BenchmarkAuthenticateHit for an agent
+// token: the same cache path, so within noise of it.
+func BenchmarkAuthenticateAgentHit(b *testing.B) {
+	f := newFixture(b, auth.Options{})
+	proj := f.newProject(b)
+	agents := &agentStore{Store: f.db}
+	a := auth.New(f.st, f.cipher, auth.Options{TTL: time.Hour, Now: f.clock.Now, Agents: agents, AgentProject: proj.ID})
+	sec, _ := issueAgentToken(b, f.db, f.clock.Now(), 2*time.Hour)
+	ctx := context.Background()
+	if _, err := a.Authenticate(ctx, sec); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := a.Authenticate(ctx, sec); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	if n := agents.lookups.Load(); n != 1 {
+		b.Fatalf("%d agent token lookups, want 1", n)
 	}
 }
