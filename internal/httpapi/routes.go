@@ -52,6 +52,7 @@ func (s *Server) routes() {
 		e.GET("/auth/device/approve", sso.ApprovePage)
 		e.POST("/auth/device/approve", sso.Decide)
 		e.GET("/auth/devices", sso.Devices)
+		e.POST("/auth/devices/signin", sso.SignIn)
 		e.POST("/auth/devices/:id/revoke", sso.RevokeDevice)
 	}
 }

@@ -354,6 +354,24 @@ func TestDevicesPageListsAndRevokes(t *testing.T) {
 	if r := newBrowser(t).post(base+"/auth/devices/"+id1+"/revoke", url.Values{"csrf": {"x"}}); r.status != http.StatusBadRequest {
 		t.Errorf("revocation without a session: %d", r.status)
 	}
+
+	// A new browser: the page offers to sign in, and a GET alone opens no
+	// sign-in.
+	e.idp.SetUser(idp.User{Subject: "user-1", Email: "ada@example.com", EmailVerified: true})
+	fresh := newBrowser(t)
+	logins := e.idp.Logins()
+	offer := fresh.get(base + "/auth/devices")
+	if offer.status != http.StatusOK || !strings.Contains(offer.body, "Sign in") || e.idp.Logins() != logins {
+		t.Fatalf("devices page without a session: %d %s", offer.status, offer.body)
+	}
+	if r := fresh.post(base+"/auth/devices/signin", url.Values{}); r.status != http.StatusForbidden {
+		t.Errorf("sign-in without CSRF token: %d", r.status)
+	}
+	list := fresh.post(base+"/auth/devices/signin", url.Values{"csrf": {csrf(t, offer)}})
+	if list.status != http.StatusOK || !strings.HasSuffix(list.url, "/auth/devices") || !strings.Contains(list.body, "desktop") ||
+		!strings.Contains(list.body, "revoked") {
+		t.Errorf("after signing in: %d at %s %s", list.status, list.url, list.body)
+	}
 }
 
 func TestExpiredAgentTokenNamesTheDeviceFlow(t *testing.T) {

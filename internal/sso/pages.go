@@ -423,14 +423,19 @@ func (s *Service) Decide(c echo.Context) error {
 const maxDevices = 200
 
 // Devices serves GET /auth/devices: the signed-in person's devices, with a
-// Revoke button each; without a session it signs the person in first.
+// Revoke button each; without a session, a button to sign in (a GET opens
+// no sign-in by itself, so links and prefetches leave no state behind).
 func (s *Service) Devices(c echo.Context) error {
 	sess, secret, err := s.signedIn(c)
 	if err != nil {
 		return s.failed(c, err)
 	}
 	if sess == nil {
-		return s.startLogin(c, "")
+		tok, err := s.formCSRF(c)
+		if err != nil {
+			return s.failed(c, err)
+		}
+		return s.render(c, http.StatusOK, "signin", pageData{Title: "Your devices", CSRF: tok})
 	}
 	list, _, err := s.st.ListAgentTokens(c.Request().Context(), store.AgentTokenFilter{Provider: sess.Provider, Subject: sess.Subject,
 		Page: store.Page{Page: 1, PageSize: maxDevices}})
@@ -451,6 +456,17 @@ func (s *Service) Devices(c echo.Context) error {
 		d.Devices = append(d.Devices, row)
 	}
 	return s.render(c, http.StatusOK, "devices", d)
+}
+
+// SignIn serves POST /auth/devices/signin: it sends the browser to the
+// provider, and back to /auth/devices.
+func (s *Service) SignIn(c echo.Context) error {
+	limitForm(c)
+	if !checkFormCSRF(c) {
+		return s.message(c, http.StatusForbidden, "Form expired",
+			"This form could not be verified (missing or stale security token). Open the page again and retry.", true)
+	}
+	return s.startLogin(c, "")
 }
 
 // RevokeDevice serves POST /auth/devices/{id}/revoke: the signed-in person
