@@ -54,6 +54,7 @@ func usageIDs(t *testing.T, path string) map[string]bool {
 }
 
 func TestSQLiteBackupWhileServingAndRestore(t *testing.T) {
+	t.Parallel()
 	path := testenv.SQLitePath(t)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
@@ -171,6 +172,7 @@ func TestSQLiteBackupWhileServingAndRestore(t *testing.T) {
 }
 
 func TestRestoreRefusesABadBackup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "proxy.db")
 	dbURL := "sqlite:///" + path
@@ -194,6 +196,7 @@ func TestRestoreRefusesABadBackup(t *testing.T) {
 }
 
 func TestPostgresBackupPrintsPgDump(t *testing.T) {
+	t.Parallel()
 	dbURL := "postgres://u:" + password + "@db.example:5432/proxy?sslmode=require"
 	migrate(t, dbURL, "backup", "--to", "proxy.dump").want(t, 0, "pg_dump --format=custom --file=proxy.dump 'postgres://u:***@db.example:5432/proxy?sslmode=require'", "pg_restore")
 	r := migrate(t, dbURL, "restore", "--from", "proxy.dump")

@@ -33,8 +33,8 @@ import (
 const (
 	nProjects = 3
 	nTokens   = 40
-	nUsage    = 5000
-	nAudit    = 400
+	nUsage    = 1500
+	nAudit    = 150
 	nAgents   = 5
 )
 
@@ -109,7 +109,7 @@ func fill(t *testing.T, s store.Store, c *secret.Cipher) fixture {
 			f.tokenSecret, f.tokenCount = secretText, tok.RequestCount
 		}
 	}
-	batch := make([]store.Usage, 0, 1000)
+	batch := make([]store.Usage, 0, 500)
 	for i := range nUsage {
 		batch = append(batch, store.Usage{ID: uuid.NewString(), CreatedAt: base.Add(time.Duration(i) * time.Second),
 			RequestID: fmt.Sprintf("req-%d", i), ProjectID: projectIDs[i%nProjects], TokenID: tokenIDs[i%nTokens],
@@ -282,6 +282,7 @@ var wantRows = map[string]int{"projects": nProjects, "tokens": nTokens, "usage":
 	"agent_tokens": nAgents, "pending_authorizations": 1, "sso_sessions": 1}
 
 func TestCopySQLiteToPostgresAndBack(t *testing.T) {
+	t.Parallel()
 	path, _, f, want := sqliteFixture(t)
 	pgURL := postgresURL(t)
 	pgKey, pgKeyB64 := newKey(t)
@@ -358,6 +359,7 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 }
 
 func TestCopyFailureLeavesTargetUntouched(t *testing.T) {
+	t.Parallel()
 	path, _, _, _ := sqliteFixture(t)
 	pgURL := postgresURL(t)
 	pgKey, pgKeyB64 := newKey(t)
@@ -436,6 +438,7 @@ func TestCopyFailureLeavesTargetUntouched(t *testing.T) {
 }
 
 func TestCopyRefusesBadInvocations(t *testing.T) {
+	t.Parallel()
 	path, _, _, _ := sqliteFixture(t)
 	other := filepath.Join(t.TempDir(), "other.db")
 	for _, tc := range []struct {

@@ -24,8 +24,7 @@ import (
 
 const password = "s3cretpw"
 
-// The migrate binary is built once, on first use (binaries.ForTest), as
-// `make build` builds it: these tests prove its exit statuses and output.
+// TestMain removes the binary TestBinary builds.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if err := binaries.Remove(); err != nil {
@@ -34,14 +33,55 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// TestBinary proves the built binary (as `make build` builds it) wires run
+// to its exit statuses, streams and signals as the in-process runs assume.
+func TestBinary(t *testing.T) {
+	t.Parallel()
+	bin := binaries.ForTest(t, false).Migrate
+	exe := func(dbURL string, args ...string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Env = append(testEnviron(), "DATABASE_URL="+dbURL, "LOG_FORMAT=text")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		r := result{stdout: stdout.String(), stderr: stderr.String()}
+		var exitErr *exec.ExitError
+		switch {
+		case errors.As(err, &exitErr):
+			r.code = exitErr.ExitCode()
+		case err != nil:
+			t.Fatalf("run migrate %v: %v", args, err)
+		}
+		return checked(t, args, r)
+	}
+	dbURL := postgresURL(t)
+	exe(dbURL, "up").want(t, 0)
+	exe(dbURL, "current").want(t, 0, fmt.Sprintf("version %d (clean)", latest(t, schema.DriverPostgres)))
+	exe(dbURL, "help").want(t, 0, "Usage:\n  migrate <verb> [flags]")
+	r := exe(dbURL, "sideways")
+	r.want(t, 2)
+	if !strings.Contains(r.stderr, "see: migrate help") {
+		t.Errorf("usage error: stderr %q lacks the help hint", r.stderr)
+	}
+	r = exe("postgres://u:"+password+"@127.0.0.1:1/x?sslmode=disable&connect_timeout=1", "up", "--wait", "0s")
+	r.want(t, 1)
+	if !strings.HasPrefix(r.stderr, "migrate: ") && !strings.Contains(r.stderr, "\nmigrate: ") {
+		t.Errorf("failure: stderr %q lacks the migrate: error line", r.stderr)
+	}
+}
+
 type result struct {
 	code           int
 	stdout, stderr string
 }
 
-// migrate runs the binary with DATABASE_URL=dbURL (unset when empty) and no
-// other database settings from the test's environment. It is safe to call
-// from several goroutines.
+// migrate runs migrate in-process (run, with main's error report and exit
+// status) with DATABASE_URL=dbURL (unset when empty) and no other database
+// settings from the test's environment. It is safe to call from several
+// goroutines. TestBinary proves the built binary behaves the same.
 func migrate(t *testing.T, dbURL string, args ...string) result {
 	t.Helper()
 	var env []string
@@ -51,33 +91,39 @@ func migrate(t *testing.T, dbURL string, args ...string) result {
 	return migrateEnv(t, env, args...)
 }
 
-// migrateEnv runs the binary with the variables env added to the test's
-// environment, from which every database and key setting is removed.
+// migrateEnv runs migrate in-process with the variables env added to the
+// test's environment, from which every database and key setting is removed.
 func migrateEnv(t *testing.T, env []string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binaries.ForTest(t, false).Migrate, args...)
+	vars := map[string]string{}
+	for _, kv := range append(append(testEnviron(), env...), "LOG_FORMAT=text") {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, args, func(k string) string { return vars[k] }, &stdout, &stderr)
+	code := exitStatus(err, &stderr)
+	return checked(t, args, result{code: code, stdout: stdout.String(), stderr: stderr.String()})
+}
+
+// testEnviron is the test's environment without any database or key
+// setting.
+func testEnviron() []string {
+	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DATABASE_") && !strings.HasPrefix(kv, "DB_DRIVER=") && !strings.HasPrefix(kv, "CONFIG_FILE=") &&
 			!strings.HasPrefix(kv, "ENCRYPTION_KEY=") && !strings.HasPrefix(kv, sourceKeyEnv+"=") {
-			cmd.Env = append(cmd.Env, kv)
+			env = append(env, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Env = append(cmd.Env, "LOG_FORMAT=text")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	var exitErr *exec.ExitError
-	switch {
-	case errors.As(err, &exitErr):
-		r.code = exitErr.ExitCode()
-	case err != nil:
-		t.Errorf("run migrate %v: %v", args, err) // not Fatal: callers may be other goroutines
-		r.code = -1
-	}
+	return env
+}
+
+// checked fails t when migrate printed the test password.
+func checked(t *testing.T, args []string, r result) result {
+	t.Helper()
 	if strings.Contains(r.stdout+r.stderr, password) {
 		t.Errorf("migrate %v printed the password:\nstdout: %s\nstderr: %s", args, r.stdout, r.stderr)
 	}
@@ -130,6 +176,7 @@ func versions(t *testing.T, driver string) []uint {
 }
 
 func TestPostgresConcurrentUpAndVerbs(t *testing.T) {
+	t.Parallel()
 	dbURL := postgresURL(t)
 	top := latest(t, schema.DriverPostgres)
 	current := fmt.Sprintf("version %d (clean)", top)
@@ -187,6 +234,7 @@ func TestPostgresConcurrentUpAndVerbs(t *testing.T) {
 }
 
 func TestUsageAndConfigErrors(t *testing.T) {
+	t.Parallel()
 	sqliteURL := "sqlite:///" + filepath.Join(t.TempDir(), "x.db")
 	for _, tc := range []struct {
 		name      string
@@ -229,6 +277,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 }
 
 func TestSQLiteUpCreatesDatabase(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "var", "db")
 	path := filepath.Join(dir, "proxy.db")
 	dbURL := "sqlite:///" + path

@@ -7,6 +7,7 @@ import (
 )
 
 func TestHelpListsOnlyTheSettingsMigrateUses(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"up", "--help"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

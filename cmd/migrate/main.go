@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,13 +19,19 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
+	os.Exit(exitStatus(err, os.Stderr))
+}
+
+// exitStatus reports err (if any) on stderr as the binary does and returns
+// the process's exit status for it.
+func exitStatus(err error, stderr io.Writer) int {
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "migrate:", err)
+		fmt.Fprintln(stderr, "migrate:", err)
 		if errors.As(err, new(usageError)) {
-			fmt.Fprintln(os.Stderr, "see: migrate help")
+			fmt.Fprintln(stderr, "see: migrate help")
 		}
 	}
-	os.Exit(config.ExitStatus(err))
+	return config.ExitStatus(err)
 }
 
 // usageError is a command-line mistake (exit status 2).

@@ -69,6 +69,7 @@ func inspect(t *testing.T, path string, f func(st store.Store)) {
 }
 
 func TestCLIProjectAndTokenLifecycle(t *testing.T) {
+	t.Parallel()
 	cli, path, key := cliEnv(t)
 
 	out := cli.must(t, "project", "create", "--name", "team-a", "--api-key-env", "CLI_TEST_UPSTREAM_KEY", "--rpm", "30",
@@ -183,6 +184,7 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 }
 
 func TestCLIErrors(t *testing.T) {
+	t.Parallel()
 	cli, _, _ := cliEnv(t)
 	cli.must(t, "project", "create", "--name", "p", "--api-key-env", "CLI_TEST_UPSTREAM_KEY")
 	tests := []struct {

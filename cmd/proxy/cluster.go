@@ -61,8 +61,8 @@ type shared struct {
 // schemaProbeInterval is how often readiness re-reads the schema version:
 // probes every few seconds cost one query per interval, and a schema rolled
 // back or left dirty under a running replica takes it out of service within
-// about this long.
-const schemaProbeInterval = 10 * time.Second
+// about this long. Tests shorten it before any proxy starts.
+var schemaProbeInterval = 10 * time.Second
 
 func newShared(ctx context.Context, cfg *config.Config, st store.Store, caches invalidate.Target, metrics *telemetry.Metrics,
 	recorder *usage.Recorder, tp trace.TracerProvider, logger *slog.Logger) (_ *shared, err error) {

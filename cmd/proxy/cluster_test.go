@@ -12,6 +12,7 @@ import (
 )
 
 func TestRedisDownCountsOnlyUnreachability(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		err  error
 		down bool

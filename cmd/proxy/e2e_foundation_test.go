@@ -34,6 +34,7 @@ func get(t *testing.T, u string) (int, string) {
 }
 
 func TestFreshStartOnSQLiteWithNoConfiguration(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := startBinary(t, dir)
 	if code, body := get(t, p.addr+"/readyz"); code != http.StatusOK {
@@ -89,6 +90,7 @@ func pgURL(t *testing.T, raw, scheme string) string {
 }
 
 func TestPostgresURLFormsReachPostgresAndAreMasked(t *testing.T) {
+	t.Parallel()
 	base := testenv.PostgresURL(t)
 	for _, scheme := range []string{"postgresql+asyncpg", "postgresql", "postgres"} {
 		t.Run(scheme, func(t *testing.T) {
@@ -124,6 +126,7 @@ func latestVersion(t *testing.T) string {
 }
 
 func TestAutoMigrateFalseRefusesAnEmptyDatabaseUntilMigrateUp(t *testing.T) {
+	t.Parallel()
 	db := testenv.PostgresURL(t)
 	dir := t.TempDir()
 	env := []string{"DATABASE_URL=" + db, "DATABASE_AUTO_MIGRATE=false", "ENCRYPTION_KEY=" + testEncryptionKey, "LISTEN_ADDR=127.0.0.1:0"}
@@ -144,6 +147,7 @@ func TestAutoMigrateFalseRefusesAnEmptyDatabaseUntilMigrateUp(t *testing.T) {
 }
 
 func TestDirtySchemaRefusesToStart(t *testing.T) {
+	t.Parallel()
 	db := testenv.PostgresURL(t)
 	dir := t.TempDir()
 	migrateDB(t, db, 0)
@@ -168,6 +172,7 @@ func TestDirtySchemaRefusesToStart(t *testing.T) {
 }
 
 func TestBadConfigurationExits2NamingTheSetting(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ env, want string }{
 		{"DATABASE_POOL_SIZE=0", "DATABASE_POOL_SIZE"},
 		{"DATABASE_POOL_SIZE=abc", "DATABASE_POOL_SIZE"},

@@ -203,6 +203,7 @@ func errorCode(t *testing.T, body []byte) string {
 }
 
 func TestOpenAISDKThroughTheProxy(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	pid := g.project(t, "openai-sdk", "openai", g.up.URL+"/v1")
 	_, secret := g.token(t, pid, nil)
@@ -303,6 +304,7 @@ func TestOpenAISDKThroughTheProxy(t *testing.T) {
 }
 
 func TestAnthropicSDKThroughTheProxy(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	pid := g.project(t, "anthropic-sdk", "anthropic", g.up.URL)
 	_, secret := g.token(t, pid, nil)
@@ -352,6 +354,7 @@ func TestAnthropicSDKThroughTheProxy(t *testing.T) {
 // counters: in process (SQLite), in the database (PostgreSQL without Redis)
 // and in Redis, where it shares one script with the rate limits.
 func TestMaxRequestsIsExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		env  func(t *testing.T) []string
@@ -408,6 +411,7 @@ func TestMaxRequestsIsExactUnderConcurrency(t *testing.T) {
 }
 
 func TestRevocationAndDeactivationTakeEffectOnTheNextRequest(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	pid := g.project(t, "revoke", "openai", g.up.URL)
 	tid, secret := g.token(t, pid, nil)
@@ -433,6 +437,7 @@ func TestRevocationAndDeactivationTakeEffectOnTheNextRequest(t *testing.T) {
 }
 
 func TestAbortedStreamIsBilledForWhatWasProduced(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	pid := g.project(t, "abort", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
@@ -463,6 +468,7 @@ func TestAbortedStreamIsBilledForWhatWasProduced(t *testing.T) {
 }
 
 func TestErrorMapping(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t, "MAX_REQUEST_BYTES=2048", "UPSTREAM_TIMEOUT=1s")
 	pid := g.project(t, "errors", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
@@ -523,6 +529,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 func TestManagementAPIAuthAndAudit(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	if code := call(t, "GET", g.p.addr+"/manage/projects", "wrong-token", nil, nil); code != http.StatusUnauthorized {
 		t.Errorf("wrong management token: %d", code)
@@ -567,6 +574,7 @@ func TestManagementAPIAuthAndAudit(t *testing.T) {
 }
 
 func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
+	t.Parallel()
 	g := newBinaryGateway(t, "DRAIN_DELAY=300ms", "SHUTDOWN_GRACE=20s")
 	pid := g.project(t, "burst", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
@@ -636,6 +644,7 @@ func TestSIGTERMDuringABurstLosesNoUsage(t *testing.T) {
 // is answered from the cache, a model outside the list is a 403 the SDK
 // reports with its code.
 func TestOpenAISDKWithPoliciesOn(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	var prj struct {
 		ID string `json:"id"`

@@ -61,6 +61,7 @@ func (u *fakeUpstream) seenPaths() []string {
 // credentials behind a foreign Authorization scheme, the headers that stay
 // here, and JSON bodies inspected whatever their Content-Type.
 func TestRequestsAreReadAsTheUpstreamReadsThem(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	pid := g.project(t, "rules", "openai", g.up.URL+"/v1")
 	_, secret := g.token(t, pid, nil)
@@ -332,6 +333,7 @@ func brokenUpstream(t *testing.T, head string) string {
 // body or stream is relayed as a broken response (no terminating chunk),
 // and the usage row says what happened.
 func TestTruncatedAnswersAreNotMadeComplete(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	cases := []struct{ name, head string }{
 		{"chunked JSON", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
@@ -369,6 +371,7 @@ func TestTruncatedAnswersAreNotMadeComplete(t *testing.T) {
 // SHUTDOWN_GRACE ends gets its usage row (499, what was produced) before
 // the process exits.
 func TestStreamCutAtShutdownGraceIsRecorded(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t, "SHUTDOWN_GRACE=300ms")
 	pid := g.project(t, "grace", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)
@@ -430,6 +433,7 @@ func (g *gateway) dbBytes(t *testing.T) int64 {
 // memory, are refused with 429 past AUTH_FAILURE_LIMIT, leave the
 // address's valid token working, and are audited as summary rows.
 func TestFailedAuthenticationsAreLimitedAndSummarised(t *testing.T) {
+	t.Parallel()
 	g := newReleaseGateway(t) // its memory is measured as the process's RSS
 	pid := g.project(t, "attacked", "openai", g.up.URL)
 	_, secret := g.token(t, pid, nil)

@@ -36,6 +36,7 @@ func scrape(t *testing.T, base string) map[string]float64 {
 }
 
 func TestMetricsMoveWithTraffic(t *testing.T) {
+	t.Parallel()
 	g := newGateway(t)
 	pid := g.project(t, "metrics", "openai", g.up.URL)
 	_, secret := g.token(t, pid, map[string]any{"max_requests": 1000, "rpm_limit": 1000, "tpm_limit": 1000000})

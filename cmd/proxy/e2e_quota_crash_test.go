@@ -11,6 +11,7 @@ import (
 // lives together never serve more than max_requests (SPEC §7). A SIGTERM
 // then leaves request_count equal to what was served.
 func TestMaxRequestsSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	const maxRequests, first = 100, 37 // 37 is mid-block: three blocks of 16 reserved
 	g := newBinaryGateway(t)
 	pid := g.project(t, "crash", "openai", g.up.URL)

@@ -12,6 +12,7 @@ import (
 // A schema rolled back under a running replica takes it out of service
 // (503, the schema named in the body) until the schema is current again.
 func TestReadinessFollowsTheSchemaAfterStartUp(t *testing.T) {
+	t.Parallel()
 	db := testenv.PostgresURL(t)
 	migrateDB(t, db, 0)
 	p := startProxy(t, t.TempDir(), "DATABASE_URL="+db, "DATABASE_AUTO_MIGRATE=false", "ENCRYPTION_KEY="+testEncryptionKey)

@@ -6,6 +6,7 @@ import (
 )
 
 func TestEgressProxy(t *testing.T) {
+	t.Parallel()
 	if p := egressProxy(func(string) string { return "" }); p != nil {
 		t.Fatal("a proxy function without any proxy variable set")
 	}

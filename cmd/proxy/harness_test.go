@@ -26,8 +26,10 @@ import (
 
 // The -race proxy binary is built once, on first use
 // (binaries.ForTest): only the tests that prove the binary itself (exit
-// statuses, signals, its memory) need it; the others call run in process.
+// statuses, signals, its memory) need it; the others call run in process,
+// whose readiness re-reads the schema every 200 ms instead of every 10 s.
 func TestMain(m *testing.M) {
+	schemaProbeInterval = 200 * time.Millisecond
 	code := m.Run()
 	if err := binaries.Remove(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -64,12 +66,13 @@ type proc struct {
 }
 
 // baseEnv is the environment every test proxy starts from: the test's own
-// environment minus any database or proxy settings it might carry.
+// environment minus any database or proxy settings it might carry. A -race
+// binary would otherwise wait a second at exit for late race reports.
 func baseEnv(extra ...string) []string {
-	var env []string
+	env := []string{"GORACE=atexit_sleep_ms=0"}
 	for _, kv := range os.Environ() {
 		k := kv[:strings.IndexByte(kv, '=')]
-		if strings.HasPrefix(k, "DATABASE_") || strings.HasPrefix(k, "DB_") || strings.HasPrefix(k, "REDIS_") ||
+		if strings.HasPrefix(k, "DATABASE_") || strings.HasPrefix(k, "DB_") || strings.HasPrefix(k, "REDIS_") || k == "GORACE" ||
 			k == "MANAGEMENT_TOKEN" || k == "ENCRYPTION_KEY" || k == "LISTEN_ADDR" || k == "CONFIG_FILE" {
 			continue
 		}

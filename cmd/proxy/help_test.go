@@ -11,6 +11,7 @@ import (
 )
 
 func TestHelpGoesToStdoutAndExits0(t *testing.T) {
+	t.Parallel()
 	noEnv := func(string) string { return "" }
 	for _, tc := range []struct {
 		args []string
@@ -46,6 +47,7 @@ func TestHelpGoesToStdoutAndExits0(t *testing.T) {
 }
 
 func TestUnknownCommandsExit2(t *testing.T) {
+	t.Parallel()
 	noEnv := func(string) string { return "" }
 	for _, tc := range []struct {
 		args []string
@@ -77,6 +79,7 @@ func TestUnknownCommandsExit2(t *testing.T) {
 }
 
 func TestCLIOnADatabaseAServerHolds(t *testing.T) {
+	t.Parallel()
 	cli, path, _ := cliEnv(t)
 	st, err := sqlite.Open(t.Context(), sqlite.Options{Path: path})
 	if err != nil {

@@ -196,6 +196,10 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	respCache := responseCache(cfg, sh, metrics, logger)
 	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(getenv)})
 	defer forwarder.Close()
+	mem, summariser, err := newMemory(cfg, st, cipher, forwarder, recorder, metrics, logger)
+	if err != nil {
+		return err
+	}
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
 	}
@@ -217,6 +221,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Forwarder: forwarder,
 		Recorder:  recorder,
 		Cache:     respCache,
+		Memory:    mem,
 		Manager: manage.New(manage.Options{
 			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
 		}),
@@ -248,9 +253,16 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	failuresTask := startTask(bgCtx, failures.Run)
 	sweeper := retention.New(st, retention.Options{
 		Usage: cfg.Retention.Usage, Audit: cfg.Retention.Audit, Tokens: cfg.Retention.Tokens,
-		Interval: cfg.Retention.Interval, Logger: logger,
+		Memory: memoryRetention(cfg), Interval: cfg.Retention.Interval, Logger: logger,
 	})
 	tasks := []*task{startTask(bgCtx, sh.bus.Run), startTask(bgCtx, sweeper.Run)}
+	// Memory's writer, like the recorder, stops after the server drained,
+	// so finished requests keep their transcripts; the summariser records
+	// its usage through the recorder, so it stops before it.
+	var memoryTasks []*task
+	if mem != nil {
+		memoryTasks = []*task{startTask(bgCtx, mem.Run), startTask(bgCtx, summariser.Run)}
+	}
 	if sh.flush != nil {
 		tasks = append(tasks, startTask(bgCtx, sh.flush))
 	}
@@ -272,6 +284,9 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		logger.Warn("handlers still running after the shutdown grace; their usage may be lost", "err", werr)
 	}
 	cancelWait()
+	for _, t := range memoryTasks {
+		err = errors.Join(err, t.stop())
+	}
 	if ferr := failuresTask.stop(); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("write auth blocks: %w", ferr))
 	}

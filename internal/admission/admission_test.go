@@ -19,6 +19,7 @@ import (
 )
 
 func TestLimits(t *testing.T) {
+	t.Parallel()
 	tok := &store.Token{ID: "t1", RPMLimit: 10, TPMLimit: 1000}
 	prj := &store.Project{ID: "p1", RPMLimit: 0, TPMLimit: 5000}
 	got := admission.Limits(tok, prj, 0)
@@ -64,6 +65,7 @@ func full(t *testing.T, lim ratelimit.Limiter, limits []ratelimit.Request) bool 
 }
 
 func TestSplitGivesTheLimitsBackWhenTheQuotaRefuses(t *testing.T) {
+	t.Parallel()
 	for _, counterErr := range []error{
 		fmt.Errorf("consume quota: %w", store.ErrQuotaExceeded),
 		fmt.Errorf("consume quota: %w: database away", quota.ErrUnavailable),
@@ -82,6 +84,7 @@ func TestSplitGivesTheLimitsBackWhenTheQuotaRefuses(t *testing.T) {
 }
 
 func TestSplitRateRefusalCountsNoQuota(t *testing.T) {
+	t.Parallel()
 	lim := ratelimit.NewMemory()
 	counter := &fakeCounter{}
 	a := admission.NewSplit(lim, counter, nil)
@@ -106,6 +109,7 @@ func TestSplitRateRefusalCountsNoQuota(t *testing.T) {
 }
 
 func TestReconcileSettlesTokensPerMinute(t *testing.T) {
+	t.Parallel()
 	lim := ratelimit.NewMemory()
 	a := admission.NewSplit(lim, &fakeCounter{}, nil)
 	tok := quotaToken(5)
@@ -129,6 +133,7 @@ func TestReconcileSettlesTokensPerMinute(t *testing.T) {
 // TestCombinedIsAllOrNothing runs the Redis admission: a spent quota
 // spends no rate limit, and a rate refusal counts no quota.
 func TestCombinedIsAllOrNothing(t *testing.T) {
+	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
 	st := teststore.SQLite(t)
 	lim := ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})

@@ -153,6 +153,10 @@ type Principal struct {
 	// label and prefix, expiry at AuthExpiresAt, no quota or limits of its
 	// own.
 	Agent *store.AgentToken
+	// Identity names the person behind an agent token (SSO, issue #11),
+	// stable across their devices; empty for withering tokens. Memory
+	// keeps a person's sessions under it.
+	Identity string
 }
 
 // Options tune an Authenticator. Zero values take the defaults.
@@ -539,8 +543,9 @@ func (a *Authenticator) fetchAgent(ctx context.Context, key [sha256.Size]byte) (
 	p := &Principal{
 		Token: store.Token{ID: at.ID, ProjectID: proj.ID, Hash: at.Hash, Prefix: at.Prefix, Label: at.Label,
 			ExpiresAt: at.AuthExpiresAt, IsActive: at.IsActive, CreatedAt: at.CreatedAt},
-		Project: *proj,
-		Agent:   at,
+		Project:  *proj,
+		Agent:    at,
+		Identity: at.UserID(),
 	}
 	p.Project.APIKeyEncrypted = nil
 	if at.IsActive && proj.IsActive {

@@ -180,6 +180,7 @@ func randomSecret(t testing.TB) string {
 }
 
 func TestNewToken(t *testing.T) {
+	t.Parallel()
 	format := regexp.MustCompile(`^sk-[A-Za-z0-9_-]{43}$`)
 	hexHash := regexp.MustCompile(`^[0-9a-f]{64}$`)
 	seen := make(map[string]bool)
@@ -205,6 +206,7 @@ func TestNewToken(t *testing.T) {
 }
 
 func TestHash(t *testing.T) {
+	t.Parallel()
 	const want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" // SHA-256("abc")
 	if got := auth.Hash("abc"); got != want {
 		t.Fatalf("Hash(abc) = %s, want %s", got, want)
@@ -212,6 +214,7 @@ func TestHash(t *testing.T) {
 }
 
 func TestAuthenticateOK(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{})
 	proj := f.newProject(t)
 	sec, tok := f.newToken(t, proj.ID, time.Hour)
@@ -242,6 +245,7 @@ func TestAuthenticateOK(t *testing.T) {
 }
 
 func TestAuthenticateMalformed(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{})
 	valid := randomSecret(t)
 	cases := []string{
@@ -267,6 +271,7 @@ func TestAuthenticateMalformed(t *testing.T) {
 }
 
 func TestAuthenticateUnknownIsNegativelyCached(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{NegativeTTL: 5 * time.Second})
 	sec := randomSecret(t)
 	for i, wantLookups := range []int64{1, 1} {
@@ -283,6 +288,7 @@ func TestAuthenticateUnknownIsNegativelyCached(t *testing.T) {
 }
 
 func TestAuthenticateExpiredWhileCached(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{TTL: time.Hour})
 	proj := f.newProject(t)
 	sec, tok := f.newToken(t, proj.ID, time.Minute)
@@ -301,6 +307,7 @@ func TestAuthenticateExpiredWhileCached(t *testing.T) {
 }
 
 func TestAuthenticateExpiredOnLoad(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{})
 	proj := f.newProject(t)
 	sec, _ := f.newToken(t, proj.ID, -time.Second)
@@ -310,6 +317,7 @@ func TestAuthenticateExpiredOnLoad(t *testing.T) {
 }
 
 func TestRevokeTakesEffectOnInvalidate(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, auth.Options{TTL: time.Hour})
 	proj := f.newProject(t)
@@ -342,6 +350,7 @@ func TestRevokeTakesEffectOnInvalidate(t *testing.T) {
 }
 
 func TestProjectDeactivationTakesEffectOnInvalidate(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, auth.Options{TTL: time.Hour})
 	proj := f.newProject(t)
@@ -371,6 +380,7 @@ func TestProjectDeactivationTakesEffectOnInvalidate(t *testing.T) {
 }
 
 func TestFlush(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{TTL: time.Hour})
 	proj := f.newProject(t)
 	sec, _ := f.newToken(t, proj.ID, time.Hour)
@@ -387,6 +397,7 @@ func TestFlush(t *testing.T) {
 }
 
 func TestTTLExpiryReloads(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, auth.Options{TTL: 5 * time.Second})
 	proj := f.newProject(t)
@@ -501,6 +512,7 @@ func TestInvalidationDuringLoadIsNotCached(t *testing.T) {
 }
 
 func TestEntriesAreBounded(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{MaxEntries: 10, TTL: time.Hour, NegativeTTL: time.Hour})
 	proj := f.newProject(t)
 	sec, _ := f.newToken(t, proj.ID, time.Hour)
@@ -519,6 +531,7 @@ func TestEntriesAreBounded(t *testing.T) {
 }
 
 func TestStaleServingWhileStoreDown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, auth.Options{TTL: 5 * time.Second, StaleTTL: 30 * time.Second})
 	proj := f.newProject(t)
@@ -567,6 +580,7 @@ func TestStaleServingWhileStoreDown(t *testing.T) {
 }
 
 func TestUndecryptableKey(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, auth.Options{})
 	proj := f.newProject(t)
 	sec, _ := f.newToken(t, proj.ID, time.Hour)

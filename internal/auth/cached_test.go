@@ -10,6 +10,7 @@ import (
 )
 
 func TestAuthenticateCached(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, auth.Options{TTL: time.Minute, NegativeTTL: time.Minute})
 	proj := f.newProject(t)
@@ -71,6 +72,7 @@ func TestAuthenticateCached(t *testing.T) {
 // A token that stops existing is forgotten: AuthenticateCached no longer
 // asks the store about it.
 func TestAuthenticateCachedForgetsDeletedTokens(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, auth.Options{TTL: time.Minute})
 	proj := f.newProject(t)

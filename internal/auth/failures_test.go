@@ -131,6 +131,7 @@ func activeBlocks(t *testing.T, st BlockStore, now time.Time) []store.AuthBlock 
 }
 
 func TestFailureLimitBlocksUntilWindowEnd(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	l := NewFailureLimiter(teststore.SQLite(t), &auditLog{}, FailureOptions{Limit: 5, Now: clk.Now})
 	const ip, other = "192.0.2.1", "192.0.2.2"
@@ -161,6 +162,7 @@ func TestFailureLimitBlocksUntilWindowEnd(t *testing.T) {
 }
 
 func TestClientKey(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ ip, want string }{
 		{"192.0.2.1", "192.0.2.1"},
 		{"::ffff:192.0.2.1", "192.0.2.1"},
@@ -179,6 +181,7 @@ func TestClientKey(t *testing.T) {
 
 // Addresses of one IPv6 /64 count together.
 func TestFailureLimitIPv6Prefix(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	l := NewFailureLimiter(teststore.SQLite(t), &auditLog{}, FailureOptions{Limit: 5, Now: clk.Now})
 	fail(l, "2001:db8::1", 3)
@@ -190,6 +193,7 @@ func TestFailureLimitIPv6Prefix(t *testing.T) {
 // Two replicas sharing Redis see one count per client; the replica whose
 // failure reached the limit writes the block.
 func TestFailureLimitRedisSharedCount(t *testing.T) {
+	t.Parallel()
 	rdb, prefix := testenv.RedisClient(t)
 	clk := newClock()
 	stA, stB := teststore.SQLite(t), teststore.SQLite(t)
@@ -237,6 +241,7 @@ func TestFailureLimitRedisSharedCount(t *testing.T) {
 // Without Redis, a block written by one instance reaches another instance
 // (or a restarted one) through the store.
 func TestFailureBlockSeenThroughStore(t *testing.T) {
+	t.Parallel()
 	backends := []struct {
 		name string
 		// open returns the store of the first instance and a function that
@@ -298,6 +303,7 @@ func TestFailureBlockSeenThroughStore(t *testing.T) {
 // the first failure at once, a summary of the 999 others when the window
 // ends. Audited strings are bounded and storable.
 func TestFailureAuditSummary(t *testing.T) {
+	t.Parallel()
 	for _, be := range []struct {
 		name string
 		open func(t *testing.T) store.Store
@@ -370,6 +376,7 @@ func TestFailureAuditSummary(t *testing.T) {
 
 // Past MaxAudited clients in a window, new clients share one summary row.
 func TestFailureAuditOtherClients(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	log := &auditLog{}
 	l := NewFailureLimiter(teststore.SQLite(t), log, FailureOptions{MaxAudited: 3, Now: clk.Now})
@@ -407,6 +414,7 @@ func TestFailureAuditOtherClients(t *testing.T) {
 // Spraying addresses keeps the in-process state within its bounds, and a
 // client close to the limit is not pushed out by the spray.
 func TestFailureSprayIsBounded(t *testing.T) {
+	t.Parallel()
 	clk := newClock()
 	log := &auditLog{}
 	l := NewFailureLimiter(teststore.SQLite(t), log, FailureOptions{Limit: 5, Now: clk.Now})
@@ -448,6 +456,7 @@ func TestFailureSprayIsBounded(t *testing.T) {
 // With Redis away, failures are counted in process and blocks still hold;
 // the breaker given stops the calls.
 func TestFailureLimitRedisDown(t *testing.T) {
+	t.Parallel()
 	// Nothing listens on port 1: every call fails at once.
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -537,6 +546,7 @@ func TestFailureRun(t *testing.T) {
 }
 
 func TestBound(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		n    int

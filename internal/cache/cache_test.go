@@ -37,6 +37,7 @@ func entry(body string) cache.Entry {
 
 // TestCache is the behaviour both implementations share.
 func TestCache(t *testing.T) {
+	t.Parallel()
 	for name, newCache := range implementations(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
@@ -71,6 +72,7 @@ func TestCache(t *testing.T) {
 }
 
 func TestMemoryExpires(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	now := time.Unix(1_700_000_000, 0)
 	c := cache.NewMemory(cache.MemoryOptions{MaxBytes: 1 << 20, Now: func() time.Time { return now }})
@@ -89,6 +91,7 @@ func TestMemoryExpires(t *testing.T) {
 }
 
 func TestMemoryEvictsLeastRecentlyUsed(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	body := strings.Repeat("x", 1000)
 	c := cache.NewMemory(cache.MemoryOptions{MaxBytes: 3600}) // three entries (1168 bytes each) fit, not four
@@ -118,6 +121,7 @@ func TestMemoryEvictsLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestMemoryConcurrent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c := cache.NewMemory(cache.MemoryOptions{MaxBytes: 4096})
 	var wg sync.WaitGroup
@@ -139,6 +143,7 @@ func TestMemoryConcurrent(t *testing.T) {
 // TestRedisShared: two replicas on one Redis answer each other's entries,
 // and the key expires in Redis with the TTL.
 func TestRedisShared(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	rdb, prefix := testenv.RedisClient(t)
 	a := cache.NewRedis(rdb, cache.RedisOptions{Prefix: prefix + "cache:"})
@@ -162,6 +167,7 @@ func TestRedisShared(t *testing.T) {
 }
 
 func TestRedisCorruptEntryIsMiss(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	rdb, prefix := testenv.RedisClient(t)
 	c := cache.NewRedis(rdb, cache.RedisOptions{Prefix: prefix})
@@ -182,6 +188,7 @@ func TestRedisCorruptEntryIsMiss(t *testing.T) {
 // each bounded by the timeout, and the failures are counted; the breaker
 // then stops the calls.
 func TestRedisDown(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +216,7 @@ func TestRedisDown(t *testing.T) {
 }
 
 func TestKey(t *testing.T) {
+	t.Parallel()
 	base := cache.Request{ProjectID: "p1", Path: "/v1/chat/completions", Model: "m",
 		Body: []byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5}`)}
 	key := func(t *testing.T, r cache.Request) string {
@@ -272,6 +280,7 @@ func TestKey(t *testing.T) {
 }
 
 func TestCanonical(t *testing.T) {
+	t.Parallel()
 	got, err := cache.Canonical([]byte(` {"b":[1, 2.50, {"z":null,"a":true}],"a":"<\u00e9>"} `))
 	if err != nil {
 		t.Fatal(err)

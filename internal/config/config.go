@@ -24,10 +24,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +67,7 @@ type Config struct {
 	Retention           Retention
 	SSO                 SSO
 	PublicURL           string // PUBLIC_URL without a trailing slash; "" = from each request
+	Memory              Memory
 	LogLevel            string // LOG_LEVEL: debug|info|warn|error, default info
 	LogFormat           string // LOG_FORMAT: json|text, default json
 	ConfigFile          string // --config / CONFIG_FILE; "" when none
@@ -87,6 +90,19 @@ type SSO struct {
 	AllowedDomains []string      // SSO_ALLOWED_DOMAINS, lower case; nil: any verified email
 	Project        string        // SSO_PROJECT: project name or id
 	TokenTTL       time.Duration // SSO_TOKEN_TTL, default 720h
+}
+
+// Memory configures cross-session memory (SPEC §6.6).
+type Memory struct {
+	Enabled       bool          // MEMORY_ENABLED, default false
+	IdleTimeout   time.Duration // MEMORY_IDLE_TIMEOUT, default 30m
+	SummaryModel  string        // MEMORY_SUMMARY_MODEL; "" = the session's model
+	MaxInject     int           // MEMORY_MAX_INJECT, default 3
+	MinScore      float64       // MEMORY_MIN_SCORE, default 0.3
+	MaxBytes      int           // MEMORY_MAX_BYTES, default 64 KiB
+	Redact        []string      // MEMORY_REDACT patterns, compiled once here to check them
+	RedactDefault bool          // MEMORY_REDACT unset or holding the line "default": the built-in patterns too
+	RetentionDays int           // MEMORY_RETENTION_DAYS, default 90; 0 keeps
 }
 
 // Error lists every configuration problem found. Each problem names the env
@@ -218,6 +234,15 @@ func build(s *settings, p *parser, opts Options) *Config {
 			Tokens:   p.durationOrZero(s.RetentionTokens),
 			Interval: p.duration(s.RetentionInterval),
 		},
+		Memory: Memory{
+			Enabled:       p.boolean(s.MemoryEnabled),
+			IdleTimeout:   p.duration(s.MemoryIdleTimeout),
+			SummaryModel:  strings.TrimSpace(s.MemorySummaryModel.text),
+			MaxInject:     p.integer(s.MemoryMaxInject, 0, 20),
+			MinScore:      p.float(s.MemoryMinScore, 0, 10),
+			MaxBytes:      p.integer(s.MemoryMaxBytes, 1024, 16<<20),
+			RetentionDays: p.integer(s.MemoryRetentionDays, 0, 36500),
+		},
 		UpstreamTimeout:     p.duration(s.UpstreamTimeout),
 		MaxRequestBytes:     int64(p.integer(s.MaxRequestBytes, 1, 1<<40)),
 		ShutdownGrace:       p.duration(s.ShutdownGrace),
@@ -257,6 +282,7 @@ func build(s *settings, p *parser, opts Options) *Config {
 		}
 	}
 	c.PublicURL, c.SSO = buildSSO(s, p)
+	c.Memory.Redact, c.Memory.RedactDefault = p.patterns(s.MemoryRedact)
 	if c.UsageBatchSize > 0 && c.UsageBufferSize > 0 && c.UsageBufferSize < c.UsageBatchSize {
 		p.add(s.UsageBufferSize, fmt.Sprintf("must be at least the usage batch size (%d)", c.UsageBatchSize))
 	}
@@ -366,6 +392,37 @@ func (p *parser) integer(v value, lo, hi int) int {
 		return 0
 	}
 	return n
+}
+
+func (p *parser) float(v value, lo, hi float64) float64 {
+	f, err := strconv.ParseFloat(strings.TrimSpace(v.text), 64)
+	if err != nil || math.IsNaN(f) || f < lo || f > hi {
+		p.add(v, fmt.Sprintf("must be a number from %g to %g", lo, hi))
+		return 0
+	}
+	return f
+}
+
+// patterns parses regular expressions, one per line; the line "default"
+// (or no line at all) asks for the built-in ones too.
+func (p *parser) patterns(v value) (res []string, withDefault bool) {
+	withDefault = strings.TrimSpace(v.text) == ""
+	for line := range strings.SplitSeq(v.text, "\n") {
+		line = strings.TrimSpace(line)
+		switch line {
+		case "":
+			continue
+		case "default":
+			withDefault = true
+			continue
+		}
+		if _, err := regexp.Compile(line); err != nil {
+			p.add(v, fmt.Sprintf("pattern %q is not a valid regular expression: %v", line, err))
+			continue
+		}
+		res = append(res, line)
+	}
+	return res, withDefault
 }
 
 func (p *parser) boolean(v value) bool {

@@ -90,8 +90,10 @@ func TestDefaults(t *testing.T) {
 		RedisDialTimeout:    time.Second,
 		Retention:           Retention{Usage: 2160 * time.Hour, Audit: 8760 * time.Hour, Tokens: 720 * time.Hour, Interval: time.Hour},
 		SSO:                 SSO{TokenTTL: 720 * time.Hour},
-		LogLevel:            "info",
-		LogFormat:           "json",
+		Memory: Memory{IdleTimeout: 30 * time.Minute, MaxInject: 3, MinScore: 0.3, MaxBytes: 65536, RedactDefault: true,
+			RetentionDays: 90},
+		LogLevel:  "info",
+		LogFormat: "json",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -141,6 +143,14 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"USAGE_BATCH_SIZE":           "100",
 		"USAGE_FLUSH_INTERVAL":       "250ms",
 		"USAGE_BUFFER_SIZE":          "1000",
+		"MEMORY_ENABLED":             "true",
+		"MEMORY_IDLE_TIMEOUT":        "5m",
+		"MEMORY_SUMMARY_MODEL":       "gpt-4o-mini",
+		"MEMORY_MAX_INJECT":          "2",
+		"MEMORY_MIN_SCORE":           "0.5",
+		"MEMORY_MAX_BYTES":           "4096",
+		"MEMORY_REDACT":              "secret-[0-9]+\ndefault",
+		"MEMORY_RETENTION_DAYS":      "7",
 		"LOG_LEVEL":                  "DEBUG",
 		"LOG_FORMAT":                 "text",
 		"SSO_ISSUER":                 "https://idp.example.com/realms/x",
@@ -160,16 +170,18 @@ func TestEverySettingFromEnv(t *testing.T) {
 			PoolSettings: []string{"DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
 				"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "DATABASE_ECHO_POOL"},
 		},
-		ListenAddr:          "127.0.0.1:9000",
-		ManagementToken:     "mgmt-secret-token",
-		EncryptionKey:       []byte("0123456789abcdef0123456789abcdef"),
-		RedisURL:            "rediss://:rpw@redis:6380/2",
-		RedisFailOpen:       true,
-		RedisKeyPrefix:      "team-a:",
-		RedisPoolSize:       32,
-		RedisTimeout:        80 * time.Millisecond,
-		RedisDialTimeout:    2 * time.Second,
-		Retention:           Retention{Usage: 0, Audit: 48 * time.Hour, Tokens: 24 * time.Hour, Interval: 10 * time.Minute},
+		ListenAddr:       "127.0.0.1:9000",
+		ManagementToken:  "mgmt-secret-token",
+		EncryptionKey:    []byte("0123456789abcdef0123456789abcdef"),
+		RedisURL:         "rediss://:rpw@redis:6380/2",
+		RedisFailOpen:    true,
+		RedisKeyPrefix:   "team-a:",
+		RedisPoolSize:    32,
+		RedisTimeout:     80 * time.Millisecond,
+		RedisDialTimeout: 2 * time.Second,
+		Retention:        Retention{Usage: 0, Audit: 48 * time.Hour, Tokens: 24 * time.Hour, Interval: 10 * time.Minute},
+		Memory: Memory{Enabled: true, IdleTimeout: 5 * time.Minute, SummaryModel: "gpt-4o-mini", MaxInject: 2,
+			MinScore: 0.5, MaxBytes: 4096, Redact: []string{"secret-[0-9]+"}, RedactDefault: true, RetentionDays: 7},
 		UpstreamTimeout:     2 * time.Minute,
 		MaxRequestBytes:     2048,
 		ShutdownGrace:       45 * time.Second,
@@ -319,6 +331,16 @@ sso:
   project: p
   token_ttl: 1h
 public_url: http://127.0.0.1:8080
+memory:
+  enabled: true
+  idle_timeout: 1h
+  summary_model: m
+  max_inject: 0
+  min_score: 0
+  max_bytes: 2048
+  redact: |
+    key-[a-z]+
+  retention_days: 0
 log:
   level: warn
   format: text
@@ -332,16 +354,18 @@ log:
 			PoolSettings: []string{"database.pool_size in " + path, "database.max_overflow in " + path, "database.pool_timeout in " + path,
 				"database.max_idle_conns in " + path, "database.conn_max_lifetime in " + path, "database.echo_pool in " + path},
 		},
-		ListenAddr:          ":7000",
-		ManagementToken:     "tok",
-		EncryptionKey:       []byte("0123456789abcdef0123456789abcdef"),
-		RedisURL:            "redis://redis:6379/1",
-		RedisFailOpen:       true,
-		RedisKeyPrefix:      "b:",
-		RedisPoolSize:       4,
-		RedisTimeout:        30 * time.Millisecond,
-		RedisDialTimeout:    3 * time.Second,
-		Retention:           Retention{Usage: 720 * time.Hour, Tokens: time.Hour, Interval: 5 * time.Minute},
+		ListenAddr:       ":7000",
+		ManagementToken:  "tok",
+		EncryptionKey:    []byte("0123456789abcdef0123456789abcdef"),
+		RedisURL:         "redis://redis:6379/1",
+		RedisFailOpen:    true,
+		RedisKeyPrefix:   "b:",
+		RedisPoolSize:    4,
+		RedisTimeout:     30 * time.Millisecond,
+		RedisDialTimeout: 3 * time.Second,
+		Retention:        Retention{Usage: 720 * time.Hour, Tokens: time.Hour, Interval: 5 * time.Minute},
+		Memory: Memory{Enabled: true, IdleTimeout: time.Hour, SummaryModel: "m", MaxBytes: 2048,
+			Redact: []string{"key-[a-z]+"}},
 		UpstreamTimeout:     90 * time.Second,
 		MaxRequestBytes:     4096,
 		ShutdownGrace:       20 * time.Second,
@@ -525,6 +549,14 @@ func TestRangeChecks(t *testing.T) {
 		{"USAGE_BUFFER_SIZE", "0", "USAGE_BUFFER_SIZE: "},
 		{"LOG_LEVEL", "verbose", "LOG_LEVEL: "},
 		{"LOG_FORMAT", "xml", "LOG_FORMAT: "},
+		{"MEMORY_ENABLED", "yes please", "MEMORY_ENABLED: "},
+		{"MEMORY_IDLE_TIMEOUT", "0s", "MEMORY_IDLE_TIMEOUT: "},
+		{"MEMORY_MAX_INJECT", "21", "MEMORY_MAX_INJECT: "},
+		{"MEMORY_MIN_SCORE", "NaN", "MEMORY_MIN_SCORE: "},
+		{"MEMORY_MIN_SCORE", "-0.1", "MEMORY_MIN_SCORE: "},
+		{"MEMORY_MAX_BYTES", "1023", "MEMORY_MAX_BYTES: "},
+		{"MEMORY_REDACT", "default\nsk-(", "MEMORY_REDACT: pattern \"sk-(\" is not a valid regular expression"},
+		{"MEMORY_RETENTION_DAYS", "-1", "MEMORY_RETENTION_DAYS: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env+"="+tt.value, func(t *testing.T) {

@@ -61,6 +61,7 @@ func (e *policyEnv) expect(w *httptest.ResponseRecorder, xcache string, calls in
 }
 
 func TestCacheHit(t *testing.T) {
+	t.Parallel()
 	e := newCacheEnv(t)
 	tok := e.token(e.project(manage.CreateProjectInput{Provider: "openai"}))
 	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"temperature":0}`
@@ -107,6 +108,7 @@ func TestCacheHit(t *testing.T) {
 // TestCacheMaxAge: an entry older than the request's max-age is not
 // served, and the answer replaces it.
 func TestCacheMaxAge(t *testing.T) {
+	t.Parallel()
 	c := cache.NewMemory(cache.MemoryOptions{MaxBytes: 1 << 20})
 	e := newPolicyEnv(t, withCache(c, 1<<20))
 	p := e.project(manage.CreateProjectInput{Provider: "openai"})
@@ -132,6 +134,7 @@ func TestCacheMaxAge(t *testing.T) {
 }
 
 func TestCacheProjectDefault(t *testing.T) {
+	t.Parallel()
 	e := newCacheEnv(t)
 	tok := e.token(e.project(manage.CreateProjectInput{Provider: "openai", CacheTTLSeconds: 60}))
 	body := chat("gpt-4o-mini")
@@ -145,6 +148,7 @@ func TestCacheProjectDefault(t *testing.T) {
 
 // TestCacheNotStored: what must not be cached is forwarded every time.
 func TestCacheNotStored(t *testing.T) {
+	t.Parallel()
 	sse := "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"
 	tests := []struct {
 		name   string
@@ -206,6 +210,7 @@ func TestCacheNotStored(t *testing.T) {
 }
 
 func TestCacheProjectsNeverShare(t *testing.T) {
+	t.Parallel()
 	e := newCacheEnv(t)
 	a := e.token(e.project(manage.CreateProjectInput{Provider: "openai", Name: "a"}))
 	b := e.token(e.project(manage.CreateProjectInput{Provider: "openai", Name: "b"}))
@@ -218,6 +223,7 @@ func TestCacheProjectsNeverShare(t *testing.T) {
 // TestCacheCountsRequestsNotTokens: a hit spends max_requests and
 // requests/min like any request, but no tokens/min.
 func TestCacheCountsRequestsNotTokens(t *testing.T) {
+	t.Parallel()
 	body := chat("gpt-4o-mini")
 	t.Run("max_requests", func(t *testing.T) {
 		e := newCacheEnv(t)
@@ -268,6 +274,7 @@ func TestCacheCountsRequestsNotTokens(t *testing.T) {
 }
 
 func TestCacheRedisShared(t *testing.T) {
+	t.Parallel()
 	rdb, prefix := testenv.RedisClient(t)
 	e := newPolicyEnv(t, withCache(cache.NewRedis(rdb, cache.RedisOptions{Prefix: prefix + "cache:", Timeout: time.Second}), 1<<20))
 	tok := e.token(e.project(manage.CreateProjectInput{Provider: "openai"}))
@@ -291,6 +298,7 @@ func TestCacheRedisShared(t *testing.T) {
 
 // TestCacheRedisDown: with Redis unreachable the cache is a plain pass-through.
 func TestCacheRedisDown(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -315,6 +323,7 @@ func TestCacheRedisDown(t *testing.T) {
 }
 
 func TestCacheTTL(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		values  []string
 		project int

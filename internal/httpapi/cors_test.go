@@ -45,6 +45,7 @@ func varyOrigin(h http.Header) bool {
 // TestBrowserCORS plays a browser: a preflight, then the actual request
 // with its Origin, for allowed, other, missing and wildcard origins.
 func TestBrowserCORS(t *testing.T) {
+	t.Parallel()
 	e := newPolicyEnv(t)
 	const app, other = "https://app.example.com", "https://evil.example"
 	web := e.project(manage.CreateProjectInput{Name: "web", AllowedOrigins: []string{app, "http://localhost:5173"}})
@@ -138,6 +139,7 @@ func TestBrowserCORS(t *testing.T) {
 // allows an origin: the next preflight (cache TTL an hour) refuses it,
 // through invalidation alone.
 func TestDeactivatedProjectOriginIsWithdrawn(t *testing.T) {
+	t.Parallel()
 	e := newPolicyEnv(t)
 	const app = "https://app.example.com"
 	web := e.project(manage.CreateProjectInput{Name: "web", AllowedOrigins: []string{app}})

@@ -72,6 +72,7 @@ func readyz(t *testing.T, s *Server) (int, map[string]string) {
 }
 
 func TestReadyzDegradesOnSharedOutagesAndFailsOnlyForLocalReasons(t *testing.T) {
+	t.Parallel()
 	down := errors.New("connection refused")
 	redisOK := fixedCheck("redis", "ok", Ready)
 	redisDown := fixedCheck("redis", "unreachable (fail-closed: rate-limited requests refused)", Degraded)
@@ -133,6 +134,7 @@ func TestReadyzAnswersInTimeWhileTheDatabaseHangs(t *testing.T) {
 }
 
 func TestReadyzLogsAndExportsStateChanges(t *testing.T) {
+	t.Parallel()
 	db := &switchPinger{}
 	var logs bytes.Buffer
 	m := telemetry.NewMetrics()
@@ -252,6 +254,7 @@ func (e *metricsEnv) metrics(authorization string) *httptest.ResponseRecorder {
 }
 
 func TestOpenMetricsNeverNameProjects(t *testing.T) {
+	t.Parallel()
 	e := newMetricsEnv(t, "")
 	e.chat(t)
 	rec := e.metrics("")
@@ -269,6 +272,7 @@ func TestOpenMetricsNeverNameProjects(t *testing.T) {
 }
 
 func TestMetricsTokenGuardsProjectNames(t *testing.T) {
+	t.Parallel()
 	const metricsToken = "metrics-token-for-tests-0123456789"
 	e := newMetricsEnv(t, metricsToken)
 	e.chat(t)

@@ -172,6 +172,7 @@ type apiError struct {
 }
 
 func TestManageDisabled(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, "")
 	r := e.do(http.MethodGet, "/manage/projects", "")
 	var body apiError
@@ -186,6 +187,7 @@ func TestManageDisabled(t *testing.T) {
 const manageFailureLimit = 4
 
 func TestManageAuth(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	tests := []struct {
 		name, authorization string
@@ -235,6 +237,7 @@ func TestManageAuth(t *testing.T) {
 }
 
 func TestManageProjects(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	const apiKey = "sk-live-upstream-key-abcdefgh"
 	r := e.mustDo(http.MethodPost, "/manage/projects",
@@ -294,6 +297,7 @@ func TestManageProjects(t *testing.T) {
 }
 
 func TestManageValidation(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	var p manage.ProjectView
 	e.mustDo(http.MethodPost, "/manage/projects", `{"name":"p","api_key":"sk-0123456789abc"}`, http.StatusCreated).decode(t, &p)
@@ -373,6 +377,7 @@ func TestManageValidation(t *testing.T) {
 }
 
 func TestManageTokenLifecycle(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	ctx := t.Context()
 	var p manage.ProjectView
@@ -489,6 +494,7 @@ func TestManageTokenLifecycle(t *testing.T) {
 }
 
 func TestManageUsage(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	var p manage.ProjectView
 	e.mustDo(http.MethodPost, "/manage/projects", `{"name":"p","api_key":"sk-0123456789abc"}`, http.StatusCreated).decode(t, &p)
@@ -524,6 +530,7 @@ func TestManageUsage(t *testing.T) {
 }
 
 func TestManageAuditTrail(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	var p manage.ProjectView
 	calls := []struct {
@@ -587,6 +594,7 @@ func TestManageAuditTrail(t *testing.T) {
 }
 
 func TestManageDeactivatedTokenCannotBeReactivated(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	var p manage.ProjectView
 	e.mustDo(http.MethodPost, "/manage/projects", `{"name":"p","api_key":"sk-0123456789abc"}`, http.StatusCreated).decode(t, &p)
@@ -602,6 +610,7 @@ func TestManageDeactivatedTokenCannotBeReactivated(t *testing.T) {
 }
 
 func TestManageUnknownQueryParametersAreNamed(t *testing.T) {
+	t.Parallel()
 	e := newManageEnv(t, testManagementToken)
 	r := e.do(http.MethodGet, "/manage/audit?outcome=denied&colour=red&actor=x&page=1", "")
 	var body apiError

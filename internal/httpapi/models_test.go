@@ -14,6 +14,7 @@ import (
 // OpenAI, Anthropic and Azure projects: refusals are 403 model_not_allowed
 // and never reach the upstream.
 func TestModelAllowLists(t *testing.T) {
+	t.Parallel()
 	e := newPolicyEnv(t)
 	openai := e.project(manage.CreateProjectInput{Name: "openai", AllowedModels: []string{"gpt-4.1-*", "o3"}})
 	anthropic := e.project(manage.CreateProjectInput{Name: "anthropic", Provider: store.ProviderAnthropic,
@@ -72,6 +73,7 @@ func TestModelAllowLists(t *testing.T) {
 // TestModelListIsFiltered lists models with tokens of restricted and open
 // projects, in the OpenAI and Anthropic shapes.
 func TestModelListIsFiltered(t *testing.T) {
+	t.Parallel()
 	e := newPolicyEnv(t)
 	const openaiList = `{"object":"list","data":[{"id":"gpt-4.1-mini","object":"model"},{"id":"gpt-4o","object":"model"},{"id":"o3","object":"model"}]}`
 	const anthropicList = `{"data":[{"id":"claude-3-5-haiku-latest","type":"model"},{"id":"claude-opus-4-1","type":"model"}],"has_more":false,"first_id":"claude-3-5-haiku-latest","last_id":"claude-opus-4-1"}`

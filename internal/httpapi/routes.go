@@ -55,6 +55,11 @@ func (s *Server) routes() {
 		e.POST("/auth/devices/signin", sso.SignIn)
 		e.POST("/auth/devices/:id/revoke", sso.RevokeDevice)
 	}
+	m.GET("/memory/projects", s.listMemoryProjects)
+	m.GET("/memory/summaries", s.listMemorySummaries)
+	m.GET("/memory/summaries/:id", s.getMemorySummary)
+	m.DELETE("/memory/summaries/:id", s.deleteMemorySummary)
+	m.DELETE("/memory/sessions/:id", s.deleteMemorySession)
 }
 
 func methodNotAllowed(msg string) echo.HandlerFunc {

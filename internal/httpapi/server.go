@@ -30,6 +30,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/cache"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/sso"
@@ -51,7 +52,10 @@ type Deps struct {
 	Forwarder *proxy.Forwarder
 	Recorder  *usage.Recorder
 	// Cache is the response cache; nil turns it off.
-	Cache   cache.Cache
+	Cache cache.Cache
+	// Memory captures sessions and injects their summaries; nil turns
+	// memory off (MEMORY_ENABLED=false) at no cost.
+	Memory  *memory.Memory
 	Manager *manage.Service
 	// SSO serves the device login under /auth; nil (SSO_ISSUER unset)
 	// leaves those routes out.

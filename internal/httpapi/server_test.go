@@ -34,6 +34,7 @@ func decodeError(t *testing.T, rec *httptest.ResponseRecorder) errorDetail {
 }
 
 func TestPanicBecomesA500WithoutStackTrace(t *testing.T) {
+	t.Parallel()
 	s := New(Deps{})
 	s.e.GET("/boom", func(echo.Context) error { panic("secret internals") })
 	rec := httptest.NewRecorder()
@@ -53,6 +54,7 @@ func TestPanicBecomesA500WithoutStackTrace(t *testing.T) {
 }
 
 func TestUnknownRouteIsAnOpenAIError404(t *testing.T) {
+	t.Parallel()
 	rec := httptest.NewRecorder()
 	New(Deps{}).ServeHTTP(rec, httptest.NewRequest("GET", "/nope", nil))
 	if rec.Code != http.StatusNotFound || decodeError(t, rec).Code != "not_found" {
@@ -78,6 +80,7 @@ func TestDeviceLoginRoutesAre404WithoutSSO(t *testing.T) {
 }
 
 func TestRequestID(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		sent string
 		keep bool
@@ -101,6 +104,7 @@ func TestRequestID(t *testing.T) {
 }
 
 func TestCredential(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		h    http.Header
@@ -124,6 +128,7 @@ func TestCredential(t *testing.T) {
 // whatever its label, so the gateway does too (usage injection and
 // estimates cannot be skipped with text/plain).
 func TestInspectWhateverTheContentType(t *testing.T) {
+	t.Parallel()
 	chat := `{"model":"gpt-4o","stream":true,"max_tokens":50}`
 	for _, tc := range []struct {
 		name, path, body string
@@ -151,6 +156,7 @@ func TestInspectWhateverTheContentType(t *testing.T) {
 }
 
 func TestReadBody(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		body    string
@@ -177,6 +183,7 @@ func TestReadBody(t *testing.T) {
 }
 
 func TestErrorMapping(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		err    error
 		status int
@@ -207,6 +214,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 func TestRetryAfterIsWholeSecondsRoundedUp(t *testing.T) {
+	t.Parallel()
 	s := New(Deps{})
 	s.e.GET("/limited", func(echo.Context) error {
 		return &Error{Status: 429, Type: "rate_limit_error", Code: "rate_limited", Message: "slow down", RetryAfter: 1200 * time.Millisecond}
@@ -221,6 +229,7 @@ func TestRetryAfterIsWholeSecondsRoundedUp(t *testing.T) {
 // A spent max_requests quota never comes back, so the answer must not
 // invite the SDKs' automatic retries; a rate limit must.
 func TestRetryHeaders(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		err         error
@@ -244,6 +253,7 @@ func TestRetryHeaders(t *testing.T) {
 }
 
 func TestClientAddressTrustsOnlyConfiguredProxies(t *testing.T) {
+	t.Parallel()
 	lb := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	for _, tc := range []struct {
 		name    string
@@ -279,6 +289,7 @@ func (fakeAdmission) Reconcile(context.Context, []ratelimit.Request, int64) {}
 // TestAdmissionRefusals maps each kind of admission answer to its response
 // and its ratelimit_decisions_total sample.
 func TestAdmissionRefusals(t *testing.T) {
+	t.Parallel()
 	maxRequests := int64(10)
 	tok := &store.Token{ID: "t1", MaxRequests: &maxRequests}
 	limits := []ratelimit.Request{{Key: "tok:t1:rpm", Limit: 1, Cost: 1}}

@@ -17,6 +17,7 @@ import (
 )
 
 func TestServerSpans(t *testing.T) {
+	t.Parallel()
 	const (
 		clientTrace = "0af7651916cd43dd8448eb211c80319c"
 		clientSpan  = "b7ad6b7169203331"
@@ -121,6 +122,7 @@ func assertLoggedTraceID(t *testing.T, logs []byte, want string) {
 }
 
 func TestNoSpansWithoutTracerProvider(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	s := New(Deps{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	s.e.GET("/boom", func(c echo.Context) error {

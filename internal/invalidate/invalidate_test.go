@@ -75,6 +75,7 @@ var backends = []struct {
 }
 
 func TestFanOut(t *testing.T) {
+	t.Parallel()
 	for _, bk := range backends {
 		t.Run(bk.name, func(t *testing.T) {
 			t.Parallel()
@@ -109,6 +110,7 @@ func TestFanOut(t *testing.T) {
 }
 
 func TestResubscribeAfterCut(t *testing.T) {
+	t.Parallel()
 	for _, bk := range backends {
 		t.Run(bk.name, func(t *testing.T) {
 			t.Parallel()
@@ -204,6 +206,7 @@ func TestPublishWhileDown(t *testing.T) {
 }
 
 func TestLocal(t *testing.T) {
+	t.Parallel()
 	rec := newRecorder()
 	b := NewLocal(rec)
 	b.InvalidateToken("tok")
@@ -239,6 +242,7 @@ func TestLocal(t *testing.T) {
 }
 
 func TestDeliver(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		msg  string
 		want string // recorded event, "" for none

@@ -100,6 +100,7 @@ func wantField(t *testing.T, err error, field string) {
 }
 
 func TestCreateProjectValidation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ok := manage.CreateProjectInput{Name: "p", APIKey: "sk-upstream-secret-1234"}
 	tests := []struct {
@@ -145,6 +146,7 @@ func TestCreateProjectValidation(t *testing.T) {
 }
 
 func TestCreateProjectDefaults(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tests := []struct {
 		in                  manage.CreateProjectInput
@@ -188,6 +190,7 @@ func TestCreateProjectDefaults(t *testing.T) {
 }
 
 func TestUpdateProject(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -233,6 +236,7 @@ func TestUpdateProject(t *testing.T) {
 }
 
 func TestCreateTokenValidation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	p := e.project(t, "p")
 	off := e.project(t, "off")
@@ -267,6 +271,7 @@ func TestCreateTokenValidation(t *testing.T) {
 }
 
 func TestCreateToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -302,6 +307,7 @@ func TestCreateToken(t *testing.T) {
 }
 
 func TestUpdateAndRevokeToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -344,6 +350,7 @@ func TestUpdateAndRevokeToken(t *testing.T) {
 }
 
 func TestListPagination(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -371,6 +378,7 @@ func TestListPagination(t *testing.T) {
 }
 
 func TestUsageAndAudit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -440,6 +448,7 @@ func TestUsageAndAudit(t *testing.T) {
 }
 
 func TestOutcome(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		err  error
 		want string
@@ -458,6 +467,7 @@ func TestOutcome(t *testing.T) {
 }
 
 func TestInactiveTokensStayRevoked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -504,6 +514,7 @@ func TestInactiveTokensStayRevoked(t *testing.T) {
 }
 
 func TestNamesAndLabelsRefuseControlCharacters(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p := e.project(t, "p")
@@ -546,6 +557,7 @@ func TestNamesAndLabelsRefuseControlCharacters(t *testing.T) {
 }
 
 func TestPagesAreBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	e.project(t, "p")
@@ -573,6 +585,7 @@ func TestPagesAreBounded(t *testing.T) {
 }
 
 func TestProjectNames(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	want := map[string]string{}
@@ -599,6 +612,7 @@ func TestProjectNames(t *testing.T) {
 }
 
 func TestPolicies(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
 	p, err := e.svc.CreateProject(ctx, manage.CreateProjectInput{Name: "web", APIKey: "sk-upstream-secret-1234",

@@ -7,6 +7,7 @@ import (
 )
 
 func TestMatch(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		pattern, model string
 		want           bool
@@ -36,6 +37,7 @@ func TestMatch(t *testing.T) {
 }
 
 func TestModelAllowed(t *testing.T) {
+	t.Parallel()
 	project := []string{"gpt-4.1-*", "o3"}
 	token := []string{"gpt-4.1-mini", "o3-pro"}
 	tests := []struct {
@@ -60,6 +62,7 @@ func TestModelAllowed(t *testing.T) {
 }
 
 func TestNormalizeOrigin(t *testing.T) {
+	t.Parallel()
 	good := map[string]string{
 		"*":                         "*",
 		"https://app.example.com":   "https://app.example.com",
@@ -85,6 +88,7 @@ func TestNormalizeOrigin(t *testing.T) {
 }
 
 func TestCheckPattern(t *testing.T) {
+	t.Parallel()
 	for _, p := range []string{"gpt-4o", "*", "meta-llama/*", "claude-3-5-sonnet-*"} {
 		if err := policy.CheckPattern(p); err != nil {
 			t.Errorf("CheckPattern(%q) = %v", p, err)

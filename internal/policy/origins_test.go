@@ -36,6 +36,7 @@ func (f *fakeLister) ListProjects(_ context.Context, flt store.ProjectFilter) ([
 }
 
 func TestOriginsCacheAndInvalidation(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	st := &fakeLister{projects: []*store.Project{
 		{ID: "a", IsActive: true, AllowedOrigins: []string{"https://a.example"}},
@@ -75,6 +76,7 @@ func TestOriginsCacheAndInvalidation(t *testing.T) {
 }
 
 func TestOriginsWithoutAnyLoadRefuse(t *testing.T) {
+	t.Parallel()
 	o := policy.NewOrigins(&fakeLister{err: errors.New("down")}, policy.OriginsOptions{})
 	if o.Allowed(t.Context(), "https://a.example") {
 		t.Error("allowed with no union ever loaded")
@@ -82,6 +84,7 @@ func TestOriginsWithoutAnyLoadRefuse(t *testing.T) {
 }
 
 func TestOriginAllowed(t *testing.T) {
+	t.Parallel()
 	list := []string{"https://a.example"}
 	if !policy.OriginAllowed(list, "https://a.example") || policy.OriginAllowed(list, "https://b.example") ||
 		policy.OriginAllowed(nil, "https://a.example") || !policy.OriginAllowed([]string{"*"}, "https://b.example") ||

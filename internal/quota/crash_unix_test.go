@@ -74,6 +74,7 @@ func crashChild(path, tokenID, n string) int {
 // child served, and the two lives together never serve more than
 // max_requests.
 func TestMemorySurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
 	const maxRequests, served = 100, 37 // 37 is mid-block: 3 blocks reserved, 11 unserved
 	path := testenv.SQLitePath(t)
 	st := openSQLiteAt(t, path)

@@ -96,6 +96,7 @@ func openSQLiteAt(t *testing.T, path string) *sqlite.DB {
 }
 
 func TestMemory(t *testing.T) {
+	t.Parallel()
 	stores := []struct {
 		name string
 		open func(*testing.T) store.Store
@@ -115,6 +116,7 @@ func TestMemory(t *testing.T) {
 // the database's request_count covers it, and that the database is
 // written once per block, the last block being only what remained.
 func TestMemoryDurableCountNeverLags(t *testing.T) {
+	t.Parallel()
 	st := &hookedStore{Store: openSQLite(t)}
 	tok := tokenMaker(t, st).New(t, 50, 0)
 	m := newMemory(t, st, &countToucher{})
@@ -140,6 +142,7 @@ func TestMemoryDurableCountNeverLags(t *testing.T) {
 // TestMemoryBlockScalesWithQuota checks the block a first request
 // reserves: Block, or 1/64 of a large quota up to 1024.
 func TestMemoryBlockScalesWithQuota(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	tokens := tokenMaker(t, st)
 	for _, tc := range []struct {
@@ -168,6 +171,7 @@ func TestMemoryBlockScalesWithQuota(t *testing.T) {
 // TestMemoryCloseGivesBackUnserved checks the graceful path: request_count
 // is exactly what was served, and requests after Close stay exact.
 func TestMemoryCloseGivesBackUnserved(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	tok := tokenMaker(t, st).New(t, 100, 0)
 	m := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: &countToucher{}})
@@ -203,6 +207,7 @@ func TestMemoryCloseGivesBackUnserved(t *testing.T) {
 // the reopened file: together they never serve more than max_requests.
 // TestMemorySurvivesSIGKILL does the same with a real process.
 func TestMemoryCrashServesFewerNeverMore(t *testing.T) {
+	t.Parallel()
 	const maxRequests = 100
 	path := testenv.SQLitePath(t)
 	st := openSQLiteAt(t, path)
@@ -231,6 +236,7 @@ func TestMemoryCrashServesFewerNeverMore(t *testing.T) {
 // TestMemoryConcurrent admits exactly max_requests from many goroutines,
 // with one database write per block.
 func TestMemoryConcurrent(t *testing.T) {
+	t.Parallel()
 	const (
 		maxRequests = 1000
 		workers     = 64
@@ -273,6 +279,7 @@ func TestMemoryConcurrent(t *testing.T) {
 // the block is not served beyond the new quota, and Close gives back the
 // surplus.
 func TestMemoryLoweredMidBlock(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	tok := tokenMaker(t, st).New(t, 100, 0)
 	m := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: &countToucher{}})
@@ -298,6 +305,7 @@ func TestMemoryLoweredMidBlock(t *testing.T) {
 // sets one again: the requests served meanwhile (counted by the Toucher)
 // count against it, though the block was reserved before them.
 func TestMemoryQuotaSetAgain(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	tok := tokenMaker(t, st).New(t, 100, 0)
 	m := newMemory(t, st, storeToucher{t: t, st: st})
@@ -320,6 +328,7 @@ func TestMemoryQuotaSetAgain(t *testing.T) {
 // reserving too, that a waiting request honours its context, and that the
 // block then serves them all.
 func TestMemoryOneReservationInFlight(t *testing.T) {
+	t.Parallel()
 	entered, release := make(chan struct{}), make(chan struct{})
 	st := &hookedStore{Store: openSQLite(t)}
 	st.hook = func(call int64) error {
@@ -366,6 +375,7 @@ func TestMemoryOneReservationInFlight(t *testing.T) {
 }
 
 func TestMemoryStoreErrors(t *testing.T) {
+	t.Parallel()
 	st := &hookedStore{Store: openSQLite(t), hook: func(int64) error { return errors.New("disk I/O error") }}
 	m := newMemory(t, st, &countToucher{})
 	tok := tokenMaker(t, st).New(t, 10, 0)
@@ -385,6 +395,7 @@ func TestMemoryStoreErrors(t *testing.T) {
 // without a quota are counted, those of a quota token only move
 // last_used_at (their count is reserved in the database).
 func TestMemoryTouches(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	touches := &countToucher{}
 	m := newMemory(t, st, touches)
@@ -409,6 +420,7 @@ func TestMemoryTouches(t *testing.T) {
 // tokens at bounded memory. The tokens are not in the database: the
 // counters are made before the reservation fails.
 func TestMemoryForgetsExpiredTokens(t *testing.T) {
+	t.Parallel()
 	m := newMemory(t, openSQLite(t), &countToucher{})
 	ctx := context.Background()
 	for i := range 3000 {

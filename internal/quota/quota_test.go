@@ -150,6 +150,7 @@ func (c *countToucher) lastUsed(tokenID string) int64 {
 }
 
 func TestDB(t *testing.T) {
+	t.Parallel()
 	stores := []struct {
 		name string
 		open func(*testing.T) store.Store
@@ -166,6 +167,7 @@ func TestDB(t *testing.T) {
 }
 
 func TestDBCountsInTheDatabase(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	tok := tokenMaker(t, st).New(t, 10, 2)
 	c := quota.NewDB(st, &countToucher{})
@@ -196,6 +198,7 @@ func newRedisCounter(t *testing.T, client redis.UniversalClient, prefix string, 
 }
 
 func TestRedis(t *testing.T) {
+	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
 	st := openSQLite(t)
 	quotatest.Run(t,
@@ -206,6 +209,7 @@ func TestRedis(t *testing.T) {
 // TestRedisSharedAcrossReplicas checks exactness with two replicas, each
 // with its own connection pool, consuming one token concurrently.
 func TestRedisSharedAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	a, prefix := testenv.RedisClient(t)
 	b, _ := testenv.RedisClient(t)
 	st := openSQLite(t)
@@ -243,6 +247,7 @@ func TestRedisSharedAcrossReplicas(t *testing.T) {
 // the database once, later uses do not, and a counter Redis lost is
 // rebuilt from the database's request_count.
 func TestRedisReseedAfterKeyLoss(t *testing.T) {
+	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
 	hook := &testenv.CommandCounter{}
 	client.AddHook(hook)
@@ -302,6 +307,7 @@ func TestRedisReseedAfterKeyLoss(t *testing.T) {
 }
 
 func TestRedisUnknownToken(t *testing.T) {
+	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
 	st := openSQLite(t)
 	c := newRedisCounter(t, client, prefix, st)
@@ -373,6 +379,7 @@ func TestRedisUnreachable(t *testing.T) {
 // TestRedisConsumeWithLimits checks the one-round-trip admission: quota and
 // rate limits in one command, all or nothing.
 func TestRedisConsumeWithLimits(t *testing.T) {
+	t.Parallel()
 	client, prefix := testenv.RedisClient(t)
 	hook := &testenv.CommandCounter{}
 	client.AddHook(hook)

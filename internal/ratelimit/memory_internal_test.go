@@ -9,6 +9,7 @@ import (
 )
 
 func TestGCRA(t *testing.T) {
+	t.Parallel()
 	const s = int64(time.Second)
 	tests := []struct {
 		name              string
@@ -40,6 +41,7 @@ func TestGCRA(t *testing.T) {
 }
 
 func TestRoundUp(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		wait int64
 		want time.Duration
@@ -96,6 +98,7 @@ func TestMemorySweepsIdleKeys(t *testing.T) {
 // TestMemoryDropsFullBuckets checks that a bucket given back to full holds no
 // memory.
 func TestMemoryDropsFullBuckets(t *testing.T) {
+	t.Parallel()
 	m := NewMemory()
 	ctx := context.Background()
 	if d, err := m.Allow(ctx, Request{Key: "a", Limit: 10, Cost: 3}); err != nil || !d.Allowed {

@@ -10,6 +10,7 @@ import (
 )
 
 func TestMemory(t *testing.T) {
+	t.Parallel()
 	limitertest.Run(t, func(*testing.T) ratelimit.Limiter { return ratelimit.NewMemory() })
 }
 

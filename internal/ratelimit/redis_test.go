@@ -45,6 +45,7 @@ func clientTo(t *testing.T, addr string) *redis.Client {
 }
 
 func TestRedis(t *testing.T) {
+	t.Parallel()
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
 	limitertest.Run(t, func(*testing.T) ratelimit.Limiter {
@@ -57,6 +58,7 @@ func TestRedis(t *testing.T) {
 // TestRedisAutoPipeline runs the suite as the proxy runs the limiter:
 // decisions beyond two in flight batched by the client's autopipeliner.
 func TestRedisAutoPipeline(t *testing.T) {
+	t.Parallel()
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
 	ap, err := ratelimit.NewPipeliner(client)
@@ -82,6 +84,7 @@ func (c *countingScripter) EvalSha(ctx context.Context, sha1 string, keys []stri
 // TestRedisDirectDecisions checks the routing between the client and the
 // Scripter: up to DirectDecisions in flight go straight to the client.
 func TestRedisDirectDecisions(t *testing.T) {
+	t.Parallel()
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
 	ctx := context.Background()
@@ -105,6 +108,7 @@ func TestRedisDirectDecisions(t *testing.T) {
 // TestRedisSharedAcrossReplicas checks that limiters on separate
 // connections (two proxy replicas) share their buckets.
 func TestRedisSharedAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	opt, prefix := redisOptions(t)
 	a := ratelimit.NewRedis(newClient(t, opt), ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
 	b := ratelimit.NewRedis(newClient(t, opt), ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
@@ -140,6 +144,7 @@ func TestRedisSharedAcrossReplicas(t *testing.T) {
 // TestRedisOneRoundTripPerCall checks the hot-path budget: one command per
 // Allow (whatever the number of keys), with the Adjust amounts riding along.
 func TestRedisOneRoundTripPerCall(t *testing.T) {
+	t.Parallel()
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
 	hook := &testenv.CommandCounter{}
@@ -406,6 +411,7 @@ func (f *forwarder) stop() {
 // back, and checks that the limiter recovers by itself. The breaker's
 // clock is the test's: it moves only past a cooldown, before a probe.
 func TestRedisRecovers(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	var elapsed atomic.Int64 // time.Duration
 	now := func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
@@ -462,6 +468,7 @@ func TestRedisRecovers(t *testing.T) {
 }
 
 func TestRedisAllowCounted(t *testing.T) {
+	t.Parallel()
 	opt, prefix := redisOptions(t)
 	l := ratelimit.NewRedis(newClient(t, opt), ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
 	ctx := context.Background()

@@ -1,7 +1,8 @@
 // Package retention deletes rows that have outlived their retention period
 // (SPEC §4): old usage and audit rows, long-expired tokens and agent
-// tokens, ended failed-authentication blocks, and expired device-login
-// state (pending authorizations, browser sign-ins). Sweeps run on
+// tokens, ended failed-authentication blocks, expired device-login state
+// (pending authorizations, browser sign-ins), and old session summaries
+// and transcripts of memory (SPEC §6.6). Sweeps run on
 // one replica at a time, under the store's "retention" lock, and delete in
 // bounded batches with a pause between them, so the tables are never locked
 // for long and the request path keeps its share of the database.
@@ -36,6 +37,10 @@ type Options struct {
 	Usage  time.Duration // keep usage rows this long after they were created
 	Audit  time.Duration // keep audit events this long after they were created
 	Tokens time.Duration // keep tokens this long after they expired
+	// Memory keeps session summaries this long after they were written,
+	// and transcripts this long after their session's last activity
+	// (MEMORY_RETENTION_DAYS).
+	Memory time.Duration
 	// Interval is the time between sweeps (DefaultInterval when zero).
 	Interval time.Duration
 	// BatchSize bounds the rows one DELETE removes (DefaultBatchSize when
@@ -53,6 +58,7 @@ type Options struct {
 type Result struct {
 	Usage, Audit, Tokens, AuthBlocks                int64
 	AgentTokens, PendingAuthorizations, SSOSessions int64
+	Summaries, MemorySessions                       int64
 }
 
 // authBlockKeep is how long a failed-authentication block is kept after it
@@ -76,6 +82,8 @@ type Store interface {
 	DeleteAgentTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeletePendingAuthorizationsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteSSOSessionsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteSummariesBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteMemorySessionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
 
 var _ Store = store.Store(nil)
@@ -130,13 +138,15 @@ func (s *Sweeper) Run(ctx context.Context) error {
 		case err != nil:
 			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
 				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
-				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions)
+				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
+				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
 				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
 				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
+				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
 				"duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
@@ -145,9 +155,10 @@ func (s *Sweeper) Run(ctx context.Context) error {
 
 // SweepOnce takes the lock and, in batches until none are left, deletes
 // usage rows older than Usage, audit events older than Audit, tokens and
-// agent tokens that expired more than Tokens ago (a zero period skips that
-// kind), failed-authentication blocks that ended more than a day ago, and
-// pending authorizations and browser sign-ins expired over an hour ago. It
+// agent tokens that expired more than Tokens ago, session summaries and
+// transcripts older than Memory (a zero period skips that kind),
+// failed-authentication blocks that ended more than a day ago, and pending
+// authorizations and browser sign-ins expired over an hour ago. It
 // returns ran=false, doing nothing, when another holder has the lock. On
 // an error it stops and returns what it deleted so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
@@ -175,6 +186,8 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"expired agent tokens", s.opts.Tokens, s.store.DeleteAgentTokensExpiredBefore, &res.AgentTokens},
 		{"expired pending authorizations", loginStateKeep, s.store.DeletePendingAuthorizationsExpiredBefore, &res.PendingAuthorizations},
 		{"expired sso sessions", loginStateKeep, s.store.DeleteSSOSessionsExpiredBefore, &res.SSOSessions},
+		{"session summaries", s.opts.Memory, s.store.DeleteSummariesBefore, &res.Summaries},
+		{"memory transcripts", s.opts.Memory, s.store.DeleteMemorySessionsBefore, &res.MemorySessions},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {

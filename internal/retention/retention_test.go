@@ -136,6 +136,7 @@ func count(t *testing.T, s store.Store) counts {
 }
 
 func TestSweepOnce(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		opts   Options
@@ -218,6 +219,7 @@ func TestSweepOnce(t *testing.T) {
 // TestLockHeldElsewhere holds the lock on one store (replica) while the
 // other sweeps.
 func TestLockHeldElsewhere(t *testing.T) {
+	t.Parallel()
 	url := teststore.PostgresURL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	seed(t, a)
@@ -263,6 +265,7 @@ func (h *heldStore) DeleteUsageBefore(ctx context.Context, t time.Time, limit in
 // TestConcurrentSweeps runs a slow sweep on one replica and a second sweep
 // on another while the first is between batches.
 func TestConcurrentSweeps(t *testing.T) {
+	t.Parallel()
 	url := teststore.PostgresURL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	seedUsage(t, a, 6, 1)
@@ -344,9 +347,52 @@ func TestRun(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	t.Parallel()
 	sw := New(nil, Options{})
 	if sw.opts.Interval != DefaultInterval || sw.opts.BatchSize != DefaultBatchSize || sw.opts.Pause != DefaultPause ||
 		sw.opts.Logger == nil || sw.opts.Now == nil {
 		t.Errorf("New(Options{}) options = %+v, want the defaults", sw.opts)
+	}
+}
+
+// TestSweepMemory deletes summaries and transcripts older than the memory
+// period, and nothing when it is zero.
+func TestSweepMemory(t *testing.T) {
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) {
+			s := bk.open(t)
+			ctx := t.Context()
+			for i, at := range []time.Time{now.Add(-3 * day), now.Add(-2 * day), now.Add(-time.Hour)} {
+				sid := "s" + string(rune('0'+i))
+				if err := s.SaveTranscript(ctx, &store.MemorySession{UserID: "u", SessionID: sid, Transcript: "[]",
+					LastActivity: at, CreatedAt: at}); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.ClaimMemorySessions(ctx, store.MemoryClaim{Worker: "w", IdleBefore: at.Add(time.Second),
+					Now: at, LeaseUntil: at.Add(time.Minute), Limit: 1})
+				if err != nil || len(got) != 1 {
+					t.Fatalf("claim = (%d, %v)", len(got), err)
+				}
+				if err := s.CompleteMemorySession(ctx, "w", at, &store.SessionSummary{ID: uuid.NewString(), UserID: "u",
+					SessionID: sid, SummaryVersion: 1, CreatedAt: at}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, _, err := New(s, Options{Now: func() time.Time { return now }}).SweepOnce(ctx)
+			if err != nil || res.Summaries != 0 || res.MemorySessions != 0 {
+				t.Fatalf("zero period: SweepOnce = (%+v, %v), want memory kept", res, err)
+			}
+			res, _, err = New(s, Options{Memory: day, BatchSize: 1, Pause: time.Millisecond,
+				Now: func() time.Time { return now }}).SweepOnce(ctx)
+			if err != nil || res.Summaries != 2 || res.MemorySessions != 2 {
+				t.Fatalf("SweepOnce = (%+v, %v), want 2 summaries and 2 sessions", res, err)
+			}
+			if _, err := s.GetMemorySession(ctx, "u", "s2"); err != nil {
+				t.Errorf("recent session deleted: %v", err)
+			}
+			if _, total, _ := s.ListSessionSummaries(ctx, store.SummaryFilter{Page: store.Page{Page: 1, PageSize: 10}}); total != 1 {
+				t.Errorf("%d summaries left, want 1", total)
+			}
+		})
 	}
 }

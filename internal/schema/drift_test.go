@@ -26,6 +26,7 @@ type shape map[string]*table
 // TestDialectsDoNotDrift migrates an empty SQLite and an empty PostgreSQL
 // database to the latest version and compares their logical schemas.
 func TestDialectsDoNotDrift(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	got := map[string]shape{}
 	for _, driver := range drivers {

@@ -38,6 +38,7 @@ func wantProbe(t *testing.T, p *schema.Probe, want schema.Status) {
 // operator can make under a running proxy; a probe that re-reads every time
 // sees each, one with a long interval keeps its first reading.
 func TestProbeSeesChangesAfterStartUp(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
@@ -76,6 +77,7 @@ func TestProbeSeesChangesAfterStartUp(t *testing.T) {
 }
 
 func TestProbeReportsAnUnreachableDatabase(t *testing.T) {
+	t.Parallel()
 	p := newProbe(t, schema.DriverPostgres, "postgres://u@127.0.0.1:1/db?connect_timeout=1", 0)
 	if _, err := p.Status(context.Background()); err == nil {
 		t.Fatal("status of an unreachable database: no error")

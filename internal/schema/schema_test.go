@@ -105,6 +105,7 @@ func wantStatus(t *testing.T, m *schema.Migrator, want schema.Status) {
 }
 
 func TestLatestMatchesAcrossDialects(t *testing.T) {
+	t.Parallel()
 	pg, sq := latest(t, schema.DriverPostgres), latest(t, schema.DriverSQLite)
 	if pg != sq || pg == 0 {
 		t.Fatalf("latest: postgres %d, sqlite %d; want equal and > 0", pg, sq)
@@ -115,6 +116,7 @@ func TestLatestMatchesAcrossDialects(t *testing.T) {
 }
 
 func TestEveryMigrationHasDownFile(t *testing.T) {
+	t.Parallel()
 	for _, driver := range drivers {
 		names, err := fs.Glob(migrations.FS, driver+"/*.sql")
 		if err != nil {
@@ -145,6 +147,7 @@ func TestEveryMigrationHasDownFile(t *testing.T) {
 // every version down and up one step at a time, checking the version and
 // that the schema comes back identical.
 func TestWalk(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
@@ -181,7 +184,7 @@ func TestWalk(t *testing.T) {
 				if err := m.Down(ctx, 1); err != nil {
 					t.Fatalf("down from %d: %v", vs[i], err)
 				}
-				prev := uint(0)
+				var prev uint
 				if i > 0 {
 					prev = vs[i-1]
 				}
@@ -204,6 +207,7 @@ func TestWalk(t *testing.T) {
 }
 
 func TestHistoryAndForce(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
@@ -249,6 +253,7 @@ func TestHistoryAndForce(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	type state func(t *testing.T, m *schema.Migrator, db *sql.DB)
 	up := func(t *testing.T, m *schema.Migrator, _ *sql.DB) {
@@ -374,6 +379,7 @@ func TestWait(t *testing.T) {
 }
 
 func TestWaitSeesAnotherMigrator(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn, _ := fresh(t, schema.DriverPostgres)
 	waiter := newMigrator(t, schema.DriverPostgres, dsn, nil)
@@ -399,6 +405,7 @@ func TestWaitSeesAnotherMigrator(t *testing.T) {
 // once: each migration must be applied exactly once (a second application
 // would fail on CREATE TABLE) and all must succeed.
 func TestConcurrentUp(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dsn, db := fresh(t, schema.DriverPostgres)
 	errs := make([]error, 3)
@@ -428,6 +435,7 @@ func TestConcurrentUp(t *testing.T) {
 }
 
 func TestConnectWaitsForDatabase(t *testing.T) {
+	t.Parallel()
 	dsn := testenv.PostgresURL(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
@@ -539,6 +547,7 @@ func forward(t *testing.T, wg *sync.WaitGroup, stop <-chan struct{}, addr, targe
 }
 
 func TestDirtySchemaBlocksChangesUntilForced(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {

@@ -97,8 +97,15 @@ type Usage struct {
 	Latency          time.Duration // stored in milliseconds
 	TTFB             time.Duration // stored in milliseconds
 	Streamed         bool
-	Cached           bool // answered from the response cache
+	Cached           bool   // answered from the response cache
+	Purpose          string // PurposeClient ("" reads as it) or PurposeMemory
 }
+
+// Usage purposes: why the upstream was called.
+const (
+	PurposeClient = "client" // a proxied client request
+	PurposeMemory = "memory" // the memory summariser
+)
 
 // Audit outcomes.
 const (
@@ -264,15 +271,16 @@ type AuditFilter struct {
 
 // Usage groupings.
 const (
-	GroupByDay   = "day"
-	GroupByModel = "model"
-	GroupByToken = "token"
-	GroupByCache = "cache"
+	GroupByDay     = "day"
+	GroupByModel   = "model"
+	GroupByToken   = "token"
+	GroupByCache   = "cache"
+	GroupByPurpose = "purpose"
 )
 
 // UsageFilter selects usage rows for aggregation. Zero fields do not filter.
-// GroupBy is one of GroupByDay, GroupByModel, GroupByToken, GroupByCache or
-// "" (one total).
+// GroupBy is one of GroupByDay, GroupByModel, GroupByToken, GroupByCache,
+// GroupByPurpose or "" (one total).
 type UsageFilter struct {
 	ProjectID string
 	TokenID   string
@@ -282,7 +290,7 @@ type UsageFilter struct {
 
 // UsageTotal is one group of aggregated usage. Key is the day
 // ("2006-01-02", UTC), the model, the token ID, "hit" or "miss" (cached or
-// not), or "" for the overall total.
+// not), the purpose, or "" for the overall total.
 type UsageTotal struct {
 	Key              string
 	Requests         int64
@@ -450,6 +458,8 @@ type Store interface {
 	// GetAuthBlock returns the row of identifier (BlockedUntil zero when it
 	// is not blocked); ErrNotFound when there is none.
 	GetAuthBlock(ctx context.Context, identifier string) (*AuthBlock, error)
+
+	MemoryStore
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

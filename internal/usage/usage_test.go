@@ -235,6 +235,7 @@ func TestFlushIntervalFlushesALoneRow(t *testing.T) {
 }
 
 func TestFinalFlushOnCancel(t *testing.T) {
+	t.Parallel()
 	s := newSink(t)
 	r := usage.New(s, usage.Options{FlushInterval: time.Hour})
 	stop := start(t, r)
@@ -392,6 +393,7 @@ func TestFinalFlushGivesUpAfterShutdownTimeout(t *testing.T) {
 }
 
 func TestDuplicateRowsDoNotBlockTheBuffer(t *testing.T) {
+	t.Parallel()
 	s := newSink(t)
 	ctx := context.Background()
 	dup := row(0)
@@ -417,6 +419,7 @@ func TestDuplicateRowsDoNotBlockTheBuffer(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
+	t.Parallel()
 	r := usage.New(newSink(t), usage.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -429,6 +432,7 @@ func TestRunTwice(t *testing.T) {
 }
 
 func TestTouchAggregates(t *testing.T) {
+	t.Parallel()
 	s := newSink(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Microsecond)
@@ -516,6 +520,7 @@ func TestTouchesSurviveAnOutage(t *testing.T) {
 }
 
 func TestAuditRoundTrip(t *testing.T) {
+	t.Parallel()
 	s := newSink(t)
 	r := usage.New(s, usage.Options{FlushInterval: time.Hour})
 	stop := start(t, r)
@@ -557,6 +562,7 @@ func TestAuditRoundTrip(t *testing.T) {
 // counter already counted: it moves last_used_at and adds nothing to
 // request_count, also when merged with counted touches of the token.
 func TestTouchLastUsedDoesNotCount(t *testing.T) {
+	t.Parallel()
 	s := newSink(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Microsecond)

@@ -8,6 +8,7 @@ import (
 // pool (another replica), that release hands the lock over, and that no
 // pooled session keeps it afterwards.
 func TestTryLockAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	url := migratedURL(t)
 	a := open(t, Options{URL: url, PoolSize: 2})
 	b := open(t, Options{URL: url, PoolSize: 2})
@@ -47,6 +48,7 @@ func TestTryLockAcrossReplicas(t *testing.T) {
 // TestTryLockLostWithConnection checks that a holder whose session dies
 // loses the lock, and that its release is then harmless.
 func TestTryLockLostWithConnection(t *testing.T) {
+	t.Parallel()
 	url := migratedURL(t)
 	a := open(t, Options{URL: url, PoolSize: 2})
 	b := open(t, Options{URL: url, PoolSize: 2})

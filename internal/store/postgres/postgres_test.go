@@ -48,6 +48,7 @@ func open(t *testing.T, opts Options) *DB {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, Options{URL: migratedURL(t), PoolSize: 2, MaxOverflow: 4, MaxIdleConns: 2})
 	})
@@ -114,6 +115,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestEcho(t *testing.T) {
+	t.Parallel()
 	var logs syncBuffer
 	db := open(t, Options{
 		URL: migratedURL(t), PoolSize: 1, MaxIdleConns: 1, Echo: true, EchoPool: true,
@@ -183,6 +185,7 @@ func TestOpenUnreachable(t *testing.T) {
 }
 
 func TestOpenInvalidOptions(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		opts Options
@@ -200,6 +203,7 @@ func TestOpenInvalidOptions(t *testing.T) {
 }
 
 func TestPoolSizing(t *testing.T) {
+	t.Parallel()
 	db := open(t, Options{URL: migratedURL(t), PoolSize: 3, MaxOverflow: 2, MaxIdleConns: 2})
 	cfg := db.Pool().Config()
 	if cfg.MaxConns != 5 || cfg.MinConns != 2 || cfg.MaxConnIdleTime != overflowIdleTime || cfg.MaxConnLifetime != DefaultConnMaxLifetime {
@@ -215,6 +219,7 @@ func TestPoolSizing(t *testing.T) {
 // MinConns whole, above the pool size too, and a value the pool could
 // never hold is refused rather than cut.
 func TestMaxIdleConnsIsMinConns(t *testing.T) {
+	t.Parallel()
 	url := testenv.PostgresURL(t)
 	db := open(t, Options{URL: url, PoolSize: 2, MaxOverflow: 4, MaxIdleConns: 5})
 	if cfg := db.Pool().Config(); cfg.MinConns != 5 || cfg.MaxConns != 6 {

@@ -12,7 +12,7 @@ import (
 
 var usageColumns = []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id",
 	"user_id", "model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens",
-	"latency_ms", "ttfb_ms", "streamed", "cached"}
+	"latency_ms", "ttfb_ms", "streamed", "cached", "purpose"}
 
 // InsertUsage writes a batch of usage rows with one COPY. Rows without an ID
 // get a new one; empty optional IDs are stored as NULL.
@@ -36,7 +36,7 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		}
 		values[i] = []any{ids[0], u.CreatedAt, u.RequestID, ids[1], ids[2], ids[3],
 			u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens, u.TotalTokens,
-			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached}
+			u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached, purpose(u.Purpose)}
 	}
 	c, err := db.acquire(ctx)
 	if err != nil {
@@ -47,6 +47,14 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 		return fmt.Errorf("insert usage: %w", translate(err))
 	}
 	return nil
+}
+
+// purpose is the stored purpose of a usage row: PurposeClient unless set.
+func purpose(p string) string {
+	if p == "" {
+		return store.PurposeClient
+	}
+	return p
 }
 
 // SumUsage aggregates usage rows, ordered by key. Without GroupBy it returns
@@ -64,6 +72,8 @@ func (db *DB) SumUsage(ctx context.Context, f store.UsageFilter) ([]store.UsageT
 		key = `coalesce(token_id::text, '')`
 	case store.GroupByCache:
 		key = `CASE WHEN cached THEN 'hit' ELSE 'miss' END`
+	case store.GroupByPurpose:
+		key = `purpose`
 	default:
 		return nil, fmt.Errorf("sum usage: unknown grouping %q", f.GroupBy)
 	}

@@ -48,12 +48,14 @@ func openMigrated(t *testing.T, path string, opts sqlite.Options) *sqlite.DB {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return openMigrated(t, testenv.SQLitePath(t), sqlite.Options{})
 	})
 }
 
 func TestFileModes(t *testing.T) {
+	t.Parallel()
 	path := testenv.SQLitePath(t)
 	db, err := sqlite.Open(t.Context(), sqlite.Options{Path: path})
 	if err != nil {
@@ -86,6 +88,7 @@ func TestFileModes(t *testing.T) {
 }
 
 func TestInUse(t *testing.T) {
+	t.Parallel()
 	path := testenv.SQLitePath(t)
 	first, err := sqlite.Open(t.Context(), sqlite.Options{Path: path})
 	if err != nil {
@@ -116,6 +119,7 @@ func TestInUse(t *testing.T) {
 }
 
 func TestMemory(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	db, err := sqlite.Open(ctx, sqlite.Options{Path: ":memory:"})
 	if err != nil {
@@ -150,6 +154,7 @@ func TestMemory(t *testing.T) {
 }
 
 func TestEcho(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
 	db := openMigrated(t, testenv.SQLitePath(t), sqlite.Options{Echo: true, Logger: logger})

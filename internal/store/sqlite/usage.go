@@ -68,12 +68,12 @@ func (db *DB) insertBatches(ctx context.Context, table string, cols []string, n 
 func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 	cols := []string{"id", "created_at", "request_id", "project_id", "token_id", "agent_token_id", "user_id",
 		"model", "endpoint", "status", "prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttfb_ms",
-		"streamed", "cached"}
+		"streamed", "cached", "purpose"}
 	err := db.insertBatches(ctx, "usage", cols, len(rows), func(dst []any, i int) []any {
 		u := &rows[i]
 		return append(dst, u.ID, timeArg(u.CreatedAt), u.RequestID, nullIDArg(u.ProjectID), nullIDArg(u.TokenID),
 			nullIDArg(u.AgentTokenID), u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens,
-			u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached)
+			u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached, purpose(u.Purpose))
 	})
 	if err != nil {
 		return fmt.Errorf("insert usage: %w", err)
@@ -94,6 +94,8 @@ func usageKey(groupBy string) (string, bool) {
 		return "COALESCE(token_id, '')", true
 	case store.GroupByCache:
 		return "CASE WHEN cached THEN 'hit' ELSE 'miss' END", true
+	case store.GroupByPurpose:
+		return "purpose", true
 	}
 	return "", false
 }
@@ -140,4 +142,12 @@ func (db *DB) SumUsage(ctx context.Context, f store.UsageFilter) ([]store.UsageT
 		return nil, fmt.Errorf("sum usage: %w", err)
 	}
 	return out, nil
+}
+
+// purpose is the stored purpose of a usage row: PurposeClient unless set.
+func purpose(p string) string {
+	if p == "" {
+		return store.PurposeClient
+	}
+	return p
 }

@@ -60,6 +60,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SSOSessions", testSSOSessions},
 		{"CountAuthFailure", testCountAuthFailure},
 		{"SSORetention", testSSORetention},
+		{"ProjectDirConcurrent", testProjectDirConcurrent},
+		{"MemorySessionLifecycle", testMemorySessionLifecycle},
+		{"MemoryFailures", testMemoryFailures},
+		{"MemoryClaimConcurrent", testMemoryClaimConcurrent},
+		{"MemoryRetention", testMemoryRetention},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

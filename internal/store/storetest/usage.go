@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"testing"
@@ -48,6 +49,9 @@ func usageRows(n int, projects, tokens []string) []store.Usage {
 		if i%17 == 0 {
 			u.Status = 429
 		}
+		if i%19 == 0 {
+			u.Purpose = store.PurposeMemory
+		}
 		rows[i] = u
 	}
 	return rows
@@ -76,6 +80,8 @@ func expectUsage(rows []store.Usage, f store.UsageFilter) []store.UsageTotal {
 			if u.Cached {
 				key = "hit"
 			}
+		case store.GroupByPurpose:
+			key = cmp.Or(u.Purpose, store.PurposeClient)
 		}
 		g := groups[key]
 		if g == nil {
@@ -138,6 +144,7 @@ func testSumUsage(t *testing.T, s store.Store) {
 		{"token by model", store.UsageFilter{TokenID: tokens[0], GroupBy: store.GroupByModel}},
 		{"by cache", store.UsageFilter{GroupBy: store.GroupByCache}},
 		{"project by cache", store.UsageFilter{ProjectID: projects[1], GroupBy: store.GroupByCache}},
+		{"by purpose (client unless set)", store.UsageFilter{GroupBy: store.GroupByPurpose}},
 		{"nothing matches, one zero total", store.UsageFilter{ProjectID: uuid.NewString()}},
 		{"nothing matches, no groups", store.UsageFilter{ProjectID: uuid.NewString(), GroupBy: store.GroupByModel}},
 		{"empty range", store.UsageFilter{From: from, To: from}},

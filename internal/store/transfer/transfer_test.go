@@ -92,6 +92,7 @@ func source() *memDB {
 }
 
 func TestCopyOrdersTablesAndVerifies(t *testing.T) {
+	t.Parallel()
 	dst := &memDB{tables: postgresTables, rows: map[string][]Row{}}
 	stats, err := Copy(t.Context(), source(), dst, Options{BatchSize: 2})
 	if err != nil {
@@ -112,6 +113,7 @@ func TestCopyOrdersTablesAndVerifies(t *testing.T) {
 }
 
 func TestCopyFailsAndKeepsTarget(t *testing.T) {
+	t.Parallel()
 	existing := map[string][]Row{"projects": {{"p9", true, `{}`}}}
 	for _, tc := range []struct {
 		name     string
@@ -153,6 +155,7 @@ func TestCopyFailsAndKeepsTarget(t *testing.T) {
 }
 
 func TestUnify(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		a, b string
 		want Kind

@@ -223,8 +223,10 @@ func (r *run) setup(ctx context.Context) error {
 	_, _ = rand.Read(encKey)
 	common := []string{"MANAGEMENT_TOKEN=" + b.mgmtKey, "LOG_LEVEL=warn", "DRAIN_DELAY=0s", "SHUTDOWN_GRACE=5s",
 		"ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(encKey)}
+	// Memory is on for (a): requests without X-Session-ID (all but the
+	// memory row's) skip it at no cost.
 	a, err := r.startProxy(ctx, KeyA, "proxy (a) SQLite", b, maxConc, upURL, append(common,
-		"DATABASE_URL=sqlite:///"+filepath.Join(r.dir, "a", "proxy.db")))
+		"DATABASE_URL=sqlite:///"+filepath.Join(r.dir, "a", "proxy.db"), "MEMORY_ENABLED=true"))
 	if err != nil {
 		return err
 	}
@@ -243,7 +245,12 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	hits.chatOnly = true
-	r.targets = append(r.targets, pol, hits)
+	mem, err := a.variant(ctx, KeyAMemory, "proxy (a) + memory capture", upURL, nil,
+		http.Header{"X-Session-Id": {"bench-session"}, "X-Project-Root": {"/bench/app"}})
+	if err != nil {
+		return err
+	}
+	r.targets = append(r.targets, pol, hits, mem)
 
 	if err := r.startCluster(ctx, b, maxConc, upURL, common); err != nil {
 		return err

@@ -32,14 +32,24 @@ var (
 	builds = map[bool]*build{} // by race
 )
 
+// Prebuilt names the environment variable of a directory holding binaries
+// built for this source tree already, as plain/{proxy,migrate} and
+// race/{proxy,migrate}: .ci/test builds them once for every test package.
+const Prebuilt = "TEST_BINARIES"
+
 // Build returns cmd/proxy and cmd/migrate compiled with the race detector
 // when race is set, and otherwise as `make build` compiles them (static,
-// CGO_ENABLED=0, -trimpath). The first call for a mode builds both with
-// one `go build` into a temporary directory; later calls in the process,
-// concurrent ones included, wait for it and return the same Set or the same
-// error. It must run inside this module's source tree (a test's working
-// directory is). Remove deletes the binaries.
+// CGO_ENABLED=0, -trimpath). When $TEST_BINARIES is set it returns the
+// binaries there, checking that they exist. Otherwise the first call for a
+// mode builds both with one `go build` into a temporary directory; later
+// calls in the process, concurrent ones included, wait for it and return
+// the same Set or the same error. It must run inside this module's source
+// tree (a test's working directory is). Remove deletes the binaries it
+// built.
 func Build(ctx context.Context, race bool) (Set, error) {
+	if dir := os.Getenv(Prebuilt); dir != "" {
+		return prebuilt(dir, race)
+	}
 	mu.Lock()
 	b, ok := builds[race]
 	if !ok {
@@ -88,14 +98,35 @@ func tempDir() (string, error) {
 	return dir, nil
 }
 
+func prebuilt(dir string, race bool) (Set, error) {
+	set := inDir(filepath.Join(dir, modeName(race)))
+	for _, path := range []string{set.Proxy, set.Migrate} {
+		if _, err := os.Stat(path); err != nil {
+			return Set{}, fmt.Errorf("%s: %w", Prebuilt, err)
+		}
+	}
+	return set, nil
+}
+
+func modeName(race bool) string {
+	if race {
+		return "race"
+	}
+	return "plain"
+}
+
+func inDir(dir string) Set {
+	return Set{Proxy: filepath.Join(dir, "proxy"), Migrate: filepath.Join(dir, "migrate")}
+}
+
 func compile(ctx context.Context, race bool) (Set, error) {
 	root, err := tempDir()
 	if err != nil {
 		return Set{}, fmt.Errorf("build proxy and migrate: %w", err)
 	}
-	mode, flag, cgo := "plain", "-trimpath", "CGO_ENABLED=0"
+	mode, flag, cgo := modeName(race), "-trimpath", "CGO_ENABLED=0"
 	if race {
-		mode, flag, cgo = "race", "-race", "CGO_ENABLED=1" // the race detector needs cgo
+		flag, cgo = "-race", "CGO_ENABLED=1" // the race detector needs cgo
 	}
 	out := filepath.Join(root, mode)
 	cmd := exec.CommandContext(ctx, "go", "build", flag, "-o", out+string(filepath.Separator),
@@ -104,5 +135,5 @@ func compile(ctx context.Context, race bool) (Set, error) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		return Set{}, fmt.Errorf("go build proxy and migrate (%s): %w\n%s", mode, err, msg)
 	}
-	return Set{Proxy: filepath.Join(out, "proxy"), Migrate: filepath.Join(out, "migrate")}, nil
+	return inDir(out), nil
 }

@@ -199,6 +199,7 @@ func waitLimitsApply(t *testing.T, c *testbed.Cluster, projectID string, timeout
 
 // (1) max_requests is exact across replicas under concurrency.
 func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	c := testbed.StartCluster(t, testbed.Options{})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), MaxRequests: 500})
 
