@@ -79,8 +79,8 @@ func TestAgentTokenAuthenticatesThroughTheCache(t *testing.T) {
 					p.APIKey != upstreamKey || p.Token.MaxRequests != nil || !p.Token.ExpiresAt.Equal(tok.AuthExpiresAt) {
 					t.Fatalf("principal: %+v", p)
 				}
-				if p.Agent.UserID() != "https://idp.example#sub-1" {
-					t.Errorf("user id %q", p.Agent.UserID())
+				if p.Agent.UserID() != "https://idp.example#sub-1" || p.Identity != p.Agent.UserID() {
+					t.Errorf("user id %q, identity %q", p.Agent.UserID(), p.Identity)
 				}
 			}
 			if n := agents.lookups.Load() - before; n != 1 {
