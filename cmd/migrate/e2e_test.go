@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	migrations "github.com/llmproxy/llm-proxy/db/migrations"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
@@ -167,23 +164,15 @@ func latest(t *testing.T, driver string) uint {
 	return v
 }
 
-// versions lists the migration versions of driver in order. Numbers may
-// have gaps (numbers reserved for branches not merged yet).
+// versions returns the embedded versions of driver, ascending; numbers may
+// skip (one can be reserved for a migration not merged yet).
 func versions(t *testing.T, driver string) []uint {
 	t.Helper()
-	names, err := fs.Glob(migrations.FS, driver+"/*.up.sql")
+	vs, err := schema.Versions(driver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []uint
-	for _, n := range names {
-		var v uint
-		if _, err := fmt.Sscanf(path.Base(n), "%d_", &v); err != nil {
-			t.Fatalf("migration %s: %v", n, err)
-		}
-		out = append(out, v)
-	}
-	return out
+	return vs
 }
 
 func TestPostgresConcurrentUpAndVerbs(t *testing.T) {

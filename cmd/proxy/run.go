@@ -33,6 +33,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/retention"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/secret"
+	"github.com/llmproxy/llm-proxy/internal/sso"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
@@ -47,6 +48,7 @@ Usage:
   proxy [flags]              serve the gateway until Ctrl-C or SIGTERM, then drain
   proxy project <command>    create and list projects on the configured database
   proxy token <command>      create, revoke and list tokens on the configured database
+  proxy login --url URL      get an agent token through SSO device login (prints it)
   proxy help [command]       print this help, or a command's
 
 `
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return help(stdout, args[1:], getenv)
 		case "project", "token":
 			return runCLI(ctx, args, getenv, stdout, stderr)
+		case "login":
+			return runLogin(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	var flags bytes.Buffer
@@ -74,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if len(rest) > 0 {
-		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], strings.Join(cli.Commands, ", "))}
+		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], commandList())}
 	}
 	logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
@@ -82,6 +86,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	return serve(ctx, cfg, getenv, logger)
 }
+
+// commandList names the commands for usage errors.
+func commandList() string { return strings.Join(append(slices.Clone(cli.Commands), "login"), ", ") }
 
 // help writes the usage of the server (no topic) or of one command.
 func help(w io.Writer, topic []string, getenv func(string) string) error {
@@ -96,8 +103,11 @@ func help(w io.Writer, topic []string, getenv func(string) string) error {
 		return err
 	case len(topic) == 1 && slices.Contains(cli.Commands, topic[0]):
 		return cli.Usage(w, topic[0])
+	case len(topic) == 1 && topic[0] == "login":
+		_, err := io.WriteString(w, loginUsage)
+		return err
 	default:
-		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), strings.Join(cli.Commands, ", "))}
+		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), commandList())}
 	}
 }
 
@@ -168,7 +178,11 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		return telemetry.QueueStats{QueuedUsage: s.QueuedUsage, QueuedAudit: s.QueuedAudit, DroppedUsage: s.DroppedUsage,
 			DroppedAudit: s.DroppedAudit, WrittenUsage: s.WrittenUsage, WrittenAudit: s.WrittenAudit, FlushErrors: s.FlushErrors}
 	})
-	authn := auth.New(st, cipher, auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger})
+	authOpts := auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger}
+	if cfg.SSO.Issuer != "" {
+		authOpts.Agents, authOpts.AgentProject = st, cfg.SSO.Project
+	}
+	authn := auth.New(st, cipher, authOpts)
 	origins := policy.NewOrigins(st, policy.OriginsOptions{TTL: cfg.AuthCacheTTL, Logger: logger})
 	sh, err := newShared(ctx, cfg, st, invalidate.Targets{authn, origins}, metrics, recorder, tp, logger)
 	if err != nil {
@@ -189,6 +203,15 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
 	}
+	var deviceLogin *sso.Service
+	if c := cfg.SSO; c.Issuer != "" {
+		logger.Info("sso device login enabled", "issuer", c.Issuer, "project", c.Project, "redirect_url", c.RedirectURL)
+		deviceLogin = sso.New(sso.Config{
+			Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: c.RedirectURL,
+			AllowedDomains: c.AllowedDomains, Project: c.Project, TokenTTL: c.TokenTTL, PublicURL: cfg.PublicURL,
+			Logger: logger,
+		}, st, sh.bus, recorder)
+	}
 	srv := httpapi.New(httpapi.Deps{
 		Database:  st,
 		Auth:      authn,
@@ -202,6 +225,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Manager: manage.New(manage.Options{
 			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
 		}),
+		SSO:                deviceLogin,
 		Metrics:            metrics,
 		Logger:             logger,
 		ManagementToken:    cfg.ManagementToken,

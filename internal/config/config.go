@@ -27,6 +27,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -64,6 +65,8 @@ type Config struct {
 	UsageFlushInterval  time.Duration  // USAGE_FLUSH_INTERVAL, default 1s
 	UsageBufferSize     int            // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
 	Retention           Retention
+	SSO                 SSO
+	PublicURL           string // PUBLIC_URL without a trailing slash; "" = from each request
 	Memory              Memory
 	LogLevel            string // LOG_LEVEL: debug|info|warn|error, default info
 	LogFormat           string // LOG_FORMAT: json|text, default json
@@ -76,6 +79,17 @@ type Retention struct {
 	Audit    time.Duration // AUDIT_RETENTION_DAYS, default 365 days
 	Tokens   time.Duration // RETENTION_TOKENS: after expiry, default 30 days
 	Interval time.Duration // RETENTION_INTERVAL, default 1h
+}
+
+// SSO is the device login's configuration (SPEC §6.5); Issuer "" is off.
+type SSO struct {
+	Issuer         string        // SSO_ISSUER
+	ClientID       string        // SSO_CLIENT_ID
+	ClientSecret   string        // SSO_CLIENT_SECRET; never printed
+	RedirectURL    string        // SSO_REDIRECT_URL (default PUBLIC_URL/auth/callback)
+	AllowedDomains []string      // SSO_ALLOWED_DOMAINS, lower case; nil: any verified email
+	Project        string        // SSO_PROJECT: project name or id
+	TokenTTL       time.Duration // SSO_TOKEN_TTL, default 720h
 }
 
 // Memory configures cross-session memory (SPEC §6.6).
@@ -267,11 +281,79 @@ func build(s *settings, p *parser, opts Options) *Config {
 			c.RedisURL = s.RedisURL.text
 		}
 	}
+	c.PublicURL, c.SSO = buildSSO(s, p)
 	c.Memory.Redact, c.Memory.RedactDefault = p.patterns(s.MemoryRedact)
 	if c.UsageBatchSize > 0 && c.UsageBufferSize > 0 && c.UsageBufferSize < c.UsageBatchSize {
 		p.add(s.UsageBufferSize, fmt.Sprintf("must be at least the usage batch size (%d)", c.UsageBatchSize))
 	}
 	return c
+}
+
+// buildSSO checks PUBLIC_URL and the SSO settings: with SSO_ISSUER set,
+// the client ID, the project and a redirect URL (given, or derived from
+// PUBLIC_URL) are required.
+func buildSSO(s *settings, p *parser) (string, SSO) {
+	public := strings.TrimRight(strings.TrimSpace(s.PublicURL.text), "/")
+	if public != "" && !httpURL(public, false) {
+		p.add(s.PublicURL, "must be an http:// or https:// URL without query or fragment, such as https://llm.example.com")
+	}
+	c := SSO{
+		Issuer:       strings.TrimSpace(s.SSOIssuer.text),
+		ClientID:     strings.TrimSpace(s.SSOClientID.text),
+		ClientSecret: s.SSOClientSecret.text,
+		RedirectURL:  strings.TrimSpace(s.SSORedirectURL.text),
+		Project:      strings.TrimSpace(s.SSOProject.text),
+		TokenTTL:     p.duration(s.SSOTokenTTL),
+	}
+	for _, d := range strings.Split(s.SSOAllowedDomains.text, ",") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
+			c.AllowedDomains = append(c.AllowedDomains, d)
+		}
+	}
+	if c.Issuer == "" {
+		return public, c
+	}
+	if !httpURL(c.Issuer, true) {
+		p.add(s.SSOIssuer, "must be the provider's https:// issuer URL (http:// only for localhost)")
+	}
+	if c.ClientID == "" {
+		p.add(s.SSOClientID, "required when SSO_ISSUER is set")
+	}
+	if c.Project == "" {
+		p.add(s.SSOProject, "required when SSO_ISSUER is set: the project (name or id) whose upstream serves agent tokens")
+	}
+	if c.RedirectURL == "" && public != "" {
+		c.RedirectURL = public + "/auth/callback"
+	}
+	switch {
+	case c.RedirectURL == "":
+		p.add(s.SSORedirectURL, "required when SSO_ISSUER is set and PUBLIC_URL is not (the proxy's /auth/callback URL)")
+	case !httpURL(c.RedirectURL, false) || !strings.HasSuffix(c.RedirectURL, "/auth/callback"):
+		p.add(s.SSORedirectURL, "must be an http(s) URL ending in /auth/callback")
+	}
+	return public, c
+}
+
+// httpURL reports whether u is an absolute http or https URL without
+// query, fragment or credentials; strict allows http only for loopback
+// hosts.
+func httpURL(u string, strict bool) bool {
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Host == "" || parsed.RawQuery != "" || parsed.Fragment != "" || parsed.User != nil {
+		return false
+	}
+	switch parsed.Scheme {
+	case "https":
+		return true
+	case "http":
+		if !strict {
+			return true
+		}
+		host := parsed.Hostname()
+		ip := net.ParseIP(host)
+		return host == "localhost" || ip != nil && ip.IsLoopback()
+	}
+	return false
 }
 
 // decodeKey returns the 32-byte key encoded in standard or URL-safe base64

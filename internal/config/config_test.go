@@ -89,6 +89,7 @@ func TestDefaults(t *testing.T) {
 		RedisTimeout:        50 * time.Millisecond,
 		RedisDialTimeout:    time.Second,
 		Retention:           Retention{Usage: 2160 * time.Hour, Audit: 8760 * time.Hour, Tokens: 720 * time.Hour, Interval: time.Hour},
+		SSO:                 SSO{TokenTTL: 720 * time.Hour},
 		Memory: Memory{IdleTimeout: 30 * time.Minute, MaxInject: 3, MinScore: 0.3, MaxBytes: 65536, RedactDefault: true,
 			RetentionDays: 90},
 		LogLevel:  "info",
@@ -152,6 +153,13 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"MEMORY_RETENTION_DAYS":      "7",
 		"LOG_LEVEL":                  "DEBUG",
 		"LOG_FORMAT":                 "text",
+		"SSO_ISSUER":                 "https://idp.example.com/realms/x",
+		"SSO_CLIENT_ID":              "llm-proxy",
+		"SSO_CLIENT_SECRET":          "client-secret",
+		"SSO_ALLOWED_DOMAINS":        " Example.COM ,,corp.example",
+		"SSO_PROJECT":                "agents",
+		"SSO_TOKEN_TTL":              "48h",
+		"PUBLIC_URL":                 "https://llm.example.com/",
 	})
 	got, _ := mustLoad(t)
 	want := &Config{
@@ -188,8 +196,12 @@ func TestEverySettingFromEnv(t *testing.T) {
 		UsageBatchSize:      100,
 		UsageFlushInterval:  250 * time.Millisecond,
 		UsageBufferSize:     1000,
-		LogLevel:            "debug",
-		LogFormat:           "text",
+		SSO: SSO{Issuer: "https://idp.example.com/realms/x", ClientID: "llm-proxy", ClientSecret: "client-secret",
+			RedirectURL: "https://llm.example.com/auth/callback", AllowedDomains: []string{"example.com", "corp.example"},
+			Project: "agents", TokenTTL: 48 * time.Hour},
+		PublicURL: "https://llm.example.com",
+		LogLevel:  "debug",
+		LogFormat: "text",
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -310,6 +322,15 @@ usage:
   batch_size: 50
   flush_interval: 3s
   buffer_size: 500
+sso:
+  issuer: http://127.0.0.1:9999
+  client_id: cid
+  client_secret: cs
+  redirect_url: http://127.0.0.1:8080/auth/callback
+  allowed_domains: a.example
+  project: p
+  token_ttl: 1h
+public_url: http://127.0.0.1:8080
 memory:
   enabled: true
   idle_timeout: 1h
@@ -360,9 +381,12 @@ log:
 		UsageBatchSize:      50,
 		UsageFlushInterval:  3 * time.Second,
 		UsageBufferSize:     500,
-		LogLevel:            "warn",
-		LogFormat:           "text",
-		ConfigFile:          path,
+		SSO: SSO{Issuer: "http://127.0.0.1:9999", ClientID: "cid", ClientSecret: "cs", RedirectURL: "http://127.0.0.1:8080/auth/callback",
+			AllowedDomains: []string{"a.example"}, Project: "p", TokenTTL: time.Hour},
+		PublicURL:  "http://127.0.0.1:8080",
+		LogLevel:   "warn",
+		LogFormat:  "text",
+		ConfigFile: path,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -644,6 +668,36 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 	if !strings.Contains(out, "postgres://app:***@db/llm") || !strings.Contains(out, "http://:***@redis:6379") {
 		t.Errorf("URL problems should quote the masked URL:\n%s", out)
+	}
+}
+
+func TestSSOSettings(t *testing.T) {
+	clearEnv(t)
+	setEnv(t, map[string]string{"SSO_ISSUER": "http://idp.example.com", "SSO_CLIENT_SECRET": "ssoSecretValue",
+		"SSO_REDIRECT_URL": "https://llm.example.com/elsewhere", "PUBLIC_URL": "ftp://x", "SSO_TOKEN_TTL": "-1h"})
+	_, _, err := Load("proxy", nil, &bytes.Buffer{})
+	got := strings.Join(problems(t, err), "\n")
+	for _, want := range []string{"SSO_ISSUER: must be the provider's https://", "SSO_CLIENT_ID: required", "SSO_PROJECT: required",
+		"SSO_REDIRECT_URL: must be an http(s) URL ending in /auth/callback", "PUBLIC_URL: must be", "SSO_TOKEN_TTL: must be a positive"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "ssoSecretValue") {
+		t.Errorf("problems print the client secret:\n%s", got)
+	}
+
+	clearEnv(t)
+	setEnv(t, map[string]string{"SSO_ISSUER": "https://idp.example.com", "SSO_CLIENT_ID": "c", "SSO_PROJECT": "p"})
+	_, _, err = Load("proxy", nil, &bytes.Buffer{})
+	if got := strings.Join(problems(t, err), "\n"); !strings.Contains(got, "SSO_REDIRECT_URL: required when SSO_ISSUER is set and PUBLIC_URL is not") {
+		t.Errorf("without a redirect URL or PUBLIC_URL: %s", got)
+	}
+
+	clearEnv(t)
+	c, _ := mustLoad(t)
+	if c.SSO.Issuer != "" || c.SSO.TokenTTL != 720*time.Hour {
+		t.Errorf("defaults: %+v", c.SSO)
 	}
 }
 

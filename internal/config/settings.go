@@ -72,6 +72,14 @@ type settings struct {
 	RetentionTokens    value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
 	RetentionInterval  value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
 
+	SSOIssuer           value `env:"SSO_ISSUER" key:"sso.issuer" doc:"OIDC issuer URL for device login (discovery at ISSUER/.well-known/openid-configuration); empty turns SSO off and /auth/* answers 404"`
+	SSOClientID         value `env:"SSO_CLIENT_ID" key:"sso.client_id" doc:"OAuth client ID registered at the provider; required with SSO_ISSUER"`
+	SSOClientSecret     value `env:"SSO_CLIENT_SECRET" key:"sso.client_secret" secret:"true" doc:"OAuth client secret (empty for a public client, which PKCE protects)"`
+	SSORedirectURL      value `env:"SSO_REDIRECT_URL" key:"sso.redirect_url" doc:"the callback URL registered at the provider; must end in /auth/callback (default PUBLIC_URL/auth/callback)"`
+	SSOAllowedDomains   value `env:"SSO_ALLOWED_DOMAINS" key:"sso.allowed_domains" doc:"comma list of email domains allowed to sign in; empty: any verified email"`
+	SSOProject          value `env:"SSO_PROJECT" key:"sso.project" doc:"project (name or id) whose upstream serves agent tokens; resolved when used, device endpoints answer 503 until it exists; required with SSO_ISSUER"`
+	SSOTokenTTL         value `env:"SSO_TOKEN_TTL" key:"sso.token_ttl" def:"720h" doc:"lifetime of an agent token (Go duration)"`
+	PublicURL           value `env:"PUBLIC_URL" key:"public_url" doc:"the proxy's external URL (https://llm.example.com), for the device verification URI and Secure cookies; empty: taken from each request"`
 	MemoryEnabled       value `env:"MEMORY_ENABLED" key:"memory.enabled" def:"false" doc:"cross-session memory for requests with X-Session-ID: capture, summarise, inject (SPEC §6.6)"`
 	MemoryIdleTimeout   value `env:"MEMORY_IDLE_TIMEOUT" key:"memory.idle_timeout" def:"30m" doc:"a session quiet this long is summarised (Go duration)"`
 	MemorySummaryModel  value `env:"MEMORY_SUMMARY_MODEL" key:"memory.summary_model" show:"the session's model" doc:"model the summariser asks, through the session's own project upstream"`

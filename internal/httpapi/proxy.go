@@ -109,11 +109,14 @@ func (s *Server) proxy(c echo.Context) error {
 
 	turn.Finish(res.Status)
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
+	tokenID, agentID, userID := usageIdentity(p)
 	s.d.Recorder.Usage(store.Usage{
 		CreatedAt:        start.UTC(),
 		RequestID:        reqID,
 		ProjectID:        p.Project.ID,
-		TokenID:          p.Token.ID,
+		TokenID:          tokenID,
+		AgentTokenID:     agentID,
+		UserID:           userID,
 		Model:            res.Model,
 		Endpoint:         r.URL.Path,
 		Status:           res.Status,
@@ -137,6 +140,16 @@ func (s *Server) proxy(c echo.Context) error {
 		return res.Err
 	}
 	return nil
+}
+
+// usageIdentity returns the token, agent token and person a usage row of
+// p's request carries: a withering token's ID, or an agent token's ID and
+// its person (SPEC §4).
+func usageIdentity(p *auth.Principal) (tokenID, agentTokenID, userID string) {
+	if p.Agent != nil {
+		return "", p.Agent.ID, p.Identity
+	}
+	return p.Token.ID, "", ""
 }
 
 // remember reads the memory headers (SPEC §6.6): nothing without memory

@@ -33,6 +33,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
+	"github.com/llmproxy/llm-proxy/internal/sso"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
 	"github.com/llmproxy/llm-proxy/internal/usage"
@@ -56,6 +57,9 @@ type Deps struct {
 	// memory off (MEMORY_ENABLED=false) at no cost.
 	Memory  *memory.Memory
 	Manager *manage.Service
+	// SSO serves the device login under /auth; nil (SSO_ISSUER unset)
+	// leaves those routes out.
+	SSO     *sso.Service
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
 

@@ -1,8 +1,9 @@
 // Package retention deletes rows that have outlived their retention period
-// (SPEC §4): old usage and audit rows, long-expired tokens, ended
-// failed-authentication blocks, and old session summaries and transcripts
-// of memory (SPEC §6.6). Sweeps run on one replica at a time, under the
-// store's "retention" lock (the leader job).
+// (SPEC §4): old usage and audit rows, long-expired tokens and agent
+// tokens, ended failed-authentication blocks, expired device-login state
+// (pending authorizations, browser sign-ins), and old session summaries and
+// transcripts of memory (SPEC §6.6). Sweeps run on one replica at a time,
+// under the store's "retention" lock (the leader job).
 //
 // Usage and audit events are kept in whole UTC days: a sweep removes the
 // days that ended before now minus the retention period. On PostgreSQL,
@@ -70,15 +71,21 @@ type Options struct {
 // Result counts the rows one sweep deleted (dropped partitions count their
 // rows) and the partitions it created.
 type Result struct {
-	Usage, Audit, Tokens, AuthBlocks int64
-	Summaries, MemorySessions        int64
-	PartitionsCreated                int
+	Usage, Audit, Tokens, AuthBlocks                int64
+	AgentTokens, PendingAuthorizations, SSOSessions int64
+	Summaries, MemorySessions                       int64
+	PartitionsCreated                               int
 }
 
 // authBlockKeep is how long a failed-authentication block is kept after it
 // ended. Blocks are state, not history (the audit trail has the attempts),
 // so they are swept whatever the retention settings.
 const authBlockKeep = 24 * time.Hour
+
+// loginStateKeep is how long expired device-login state (pending
+// authorizations, browser sign-ins) is kept: it is state too, useless once
+// expired, kept a little so a late poll still gets expired_token.
+const loginStateKeep = time.Hour
 
 // Store is the part of store.Store a Sweeper uses; store.Store satisfies
 // it.
@@ -91,6 +98,9 @@ type Store interface {
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteAgentTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeletePendingAuthorizationsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteSSOSessionsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteSummariesBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteMemorySessionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
@@ -149,14 +159,16 @@ func (s *Sweeper) Run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			s.opts.Logger.Error("retention sweep", "error", err, "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
+				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
 				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
 				"partitions_created", res.PartitionsCreated)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
 			s.opts.Logger.Info("retention sweep done", "usage_deleted", res.Usage, "audit_deleted", res.Audit,
-				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks,
+				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
+				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
 				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
 				"partitions_created", res.PartitionsCreated, "duration_ms", time.Since(start).Milliseconds())
 		}
@@ -167,11 +179,13 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // SweepOnce takes the lock, creates the partitions of today and the next
 // PartitionsAhead days, and then removes, in batches until none are left:
 // usage rows (with their roll-up) and audit events of the UTC days that
-// ended before now minus Usage and Audit, tokens that expired more than
-// Tokens ago, session summaries and transcripts older than Memory (a zero
-// period skips that kind) and failed-authentication blocks that ended more
-// than a day ago. It returns ran=false, doing nothing, when another holder
-// has the lock. On an error it stops and returns what it did so far.
+// ended before now minus Usage and Audit, tokens and agent tokens that
+// expired more than Tokens ago, session summaries and transcripts older
+// than Memory (a zero period skips that kind), failed-authentication blocks
+// that ended more than a day ago, and pending authorizations and browser
+// sign-ins expired over an hour ago. It returns ran=false, doing nothing,
+// when another holder has the lock. On an error it stops and returns what
+// it did so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 	release, ok, err := s.store.TryLock(ctx, LockName)
 	if err != nil {
@@ -201,6 +215,9 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"audit events", s.opts.Audit, true, s.store.DropAuditPartitionsBefore, s.store.DeleteAuditBefore, &res.Audit},
 		{"expired tokens", s.opts.Tokens, false, nil, s.store.DeleteTokensExpiredBefore, &res.Tokens},
 		{"ended auth blocks", authBlockKeep, false, nil, s.store.DeleteAuthBlocksBefore, &res.AuthBlocks},
+		{"expired agent tokens", s.opts.Tokens, false, nil, s.store.DeleteAgentTokensExpiredBefore, &res.AgentTokens},
+		{"expired pending authorizations", loginStateKeep, false, nil, s.store.DeletePendingAuthorizationsExpiredBefore, &res.PendingAuthorizations},
+		{"expired sso sessions", loginStateKeep, false, nil, s.store.DeleteSSOSessionsExpiredBefore, &res.SSOSessions},
 		{"session summaries", s.opts.Memory, false, nil, s.store.DeleteSummariesBefore, &res.Summaries},
 		{"memory transcripts", s.opts.Memory, false, nil, s.store.DeleteMemorySessionsBefore, &res.MemorySessions},
 	}
