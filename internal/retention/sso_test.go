@@ -58,7 +58,7 @@ func TestSweepDeletesExpiredLoginState(t *testing.T) {
 			if err != nil || !ran {
 				t.Fatalf("SweepOnce = (%+v, %t, %v)", res, ran, err)
 			}
-			if want := (Result{AgentTokens: 1, PendingAuthorizations: 1, SSOSessions: 1}); res != want {
+			if want := (Result{AgentTokens: 1, PendingAuthorizations: 1, SSOSessions: 1}); rowsOf(res) != want {
 				t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
 			}
 			if all, total, err := s.ListAgentTokens(t.Context(), store.AgentTokenFilter{}); err != nil || total != 1 || !all[0].AuthExpiresAt.After(now) {
