@@ -36,6 +36,9 @@ const (
 	// X-Session-ID (one agent session, as an agent sends it), so its
 	// transcript is collected while relaying and written in the background.
 	KeyAMemory = "a+memory"
+	// KeyAAgent is set-up (a) serving an SSO agent token (SPEC §6.5)
+	// instead of a withering token, from the SSO_PROJECT.
+	KeyAAgent = "a+agent"
 )
 
 // Row summarises one target in one scenario over all rounds.
