@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/config"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
+	"github.com/llmproxy/llm-proxy/internal/testkit/syncbuf"
 )
 
 // The -race proxy binary is built once, on first use
@@ -37,28 +37,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a running proxy: run called in process, or the binary.
 type proc struct {
 	addr   string // http://127.0.0.1:port
-	output *syncBuffer
+	output *syncbuf.Buffer
 	done   chan struct{}
 	err    error              // run's error, or the binary's exit
 	cancel context.CancelFunc // in process: what SIGTERM does to the binary
@@ -100,7 +82,7 @@ func startProxy(t *testing.T, dir string, env ...string) *proc {
 		vars[k] = v
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{output: &syncBuffer{}, done: make(chan struct{}), cancel: cancel}
+	p := &proc{output: &syncbuf.Buffer{}, done: make(chan struct{}), cancel: cancel}
 	pr, pw := io.Pipe()
 	go func() {
 		p.err = run(ctx, nil, func(k string) string { return vars[k] }, p.output, pw)
@@ -132,7 +114,7 @@ func startExecutable(t *testing.T, path, dir string, env ...string) *proc {
 	cmd.Dir = dir
 	cmd.Env = proxyEnv(env)
 	pr, pw := io.Pipe()
-	p := &proc{cmd: cmd, output: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, output: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.output
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

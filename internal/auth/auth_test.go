@@ -17,6 +17,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testclock"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
@@ -49,29 +50,11 @@ func (s *countingStore) GetProject(ctx context.Context, id string) (*store.Proje
 	return s.Store.GetProject(ctx, id)
 }
 
-// clock is a controllable Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type fixture struct {
 	db     store.Store // the underlying SQLite store
 	st     *countingStore
 	cipher *secret.Cipher
-	clock  *clock
+	clock  *testclock.Clock
 	auth   *auth.Authenticator
 }
 
@@ -97,7 +80,7 @@ func newFixture(t testing.TB, opts auth.Options) *fixture {
 		db:     db,
 		st:     &countingStore{Store: db},
 		cipher: c,
-		clock:  &clock{t: time.Now().UTC().Truncate(time.Second)},
+		clock:  testclock.New(time.Now().UTC().Truncate(time.Second)),
 	}
 	opts.Now = f.clock.Now
 	f.auth = auth.New(f.st, c, opts)

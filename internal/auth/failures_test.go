@@ -17,6 +17,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testclock"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 	"github.com/llmproxy/llm-proxy/internal/usage"
@@ -53,29 +54,11 @@ func (a *auditLog) len() int {
 	return len(a.events)
 }
 
-// testClock is a controllable Now.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // windowAt is the start of the window every clock-driven test starts in.
 var windowAt = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // newClock returns a clock 20 seconds into the window at windowAt.
-func newClock() *testClock { return &testClock{t: windowAt.Add(20 * time.Second)} }
+func newClock() *testclock.Clock { return testclock.New(windowAt.Add(20 * time.Second)) }
 
 // start calls run in a goroutine that lives until the returned stop is
 // called (or the test ends); stop returns run's error.

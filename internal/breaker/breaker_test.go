@@ -9,38 +9,21 @@ import (
 	"time"
 
 	"github.com/llmproxy/llm-proxy/internal/breaker"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testclock"
 )
-
-// clock is a controllable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 var errDown = errors.New("connection refused")
 
 type fixture struct {
 	b       *breaker.Breaker
-	clock   *clock
+	clock   *testclock.Clock
 	changes []bool
 	calls   int
 }
 
 func newFixture(t *testing.T, opts breaker.Options) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{t: time.Unix(1_700_000_000, 0)}}
+	f := &fixture{clock: testclock.New(time.Unix(1_700_000_000, 0))}
 	opts.Now = f.clock.Now
 	opts.OnStateChange = func(open bool) { f.changes = append(f.changes, open) }
 	f.b = breaker.New(opts)
@@ -211,7 +194,7 @@ func TestDefaultsIgnoreCanceled(t *testing.T) {
 // TestOneProbeAtATime checks that while a probe is in flight every other
 // caller is rejected, and that concurrent failures open the breaker once.
 func TestOneProbeAtATime(t *testing.T) {
-	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	c := testclock.New(time.Unix(1_700_000_000, 0))
 	var opened, closed atomic.Int64
 	b := breaker.New(breaker.Options{
 		Failures: 4,

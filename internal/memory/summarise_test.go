@@ -16,6 +16,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testclock"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
@@ -85,24 +86,6 @@ func (u *usageRows) Usage(r store.Usage) {
 	u.rows = append(u.rows, r)
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 var t0 = time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
 
 func saveSession(t *testing.T, st store.Store, user, id string, at time.Time) {
@@ -115,7 +98,7 @@ func saveSession(t *testing.T, st store.Store, user, id string, at time.Time) {
 	}
 }
 
-func newSummariser(t *testing.T, st store.Store, llm *fakeLLM, clk *clock, rec *usageRows, worker string, attempts int) *memory.Summariser {
+func newSummariser(t *testing.T, st store.Store, llm *fakeLLM, clk *testclock.Clock, rec *usageRows, worker string, attempts int) *memory.Summariser {
 	fwd := proxy.New(proxy.Options{UpstreamTimeout: 10 * time.Second})
 	t.Cleanup(fwd.Close)
 	return memory.NewSummariser(st, staticUpstreams{proxy.Upstream{Provider: "openai", BaseURL: llm.srv.URL + "/v1", APIKey: "k"}},
@@ -135,14 +118,14 @@ func TestSummariserStoresSummary(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := open(t)
 			llm := newFakeLLM(t, summaryAnswer)
-			clk := &clock{now: t0}
+			clk := testclock.New(t0)
 			rec := &usageRows{}
 			saveSession(t, st, "u", "marker-001", t0)
 			s := newSummariser(t, st, llm, clk, rec, "w1", 3)
 			if n, err := s.RunOnce(t.Context()); err != nil || n != 0 {
 				t.Fatalf("RunOnce before the idle timeout = (%d, %v), want nothing", n, err)
 			}
-			clk.add(31 * time.Minute)
+			clk.Advance(31 * time.Minute)
 			if n, err := s.RunOnce(t.Context()); err != nil || n != 1 {
 				t.Fatalf("RunOnce = (%d, %v), want 1", n, err)
 			}
@@ -170,12 +153,12 @@ func TestSummariserStoresSummary(t *testing.T) {
 				t.Errorf("usage rows = %+v, want one memory row of the project", rec.rows)
 			}
 			// Done: nothing more to summarise until the session continues.
-			clk.add(time.Hour)
+			clk.Advance(time.Hour)
 			if n, _ := s.RunOnce(t.Context()); n != 0 {
 				t.Fatalf("summarised again without new activity")
 			}
 			saveSession(t, st, "u", "marker-001", clk.Now())
-			clk.add(31 * time.Minute)
+			clk.Advance(31 * time.Minute)
 			if n, err := s.RunOnce(t.Context()); err != nil || n != 1 {
 				t.Fatalf("continued session: RunOnce = (%d, %v), want 1", n, err)
 			}
@@ -192,7 +175,7 @@ func TestSummariserRetriesThenGivesUp(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := open(t)
 			llm := newFakeLLM(t, `{"title": "half an obj`)
-			clk := &clock{now: t0.Add(time.Hour)}
+			clk := testclock.New(t0.Add(time.Hour))
 			rec := &usageRows{}
 			saveSession(t, st, "u", "marker-002", t0)
 			s := newSummariser(t, st, llm, clk, rec, "w1", 2)
@@ -207,7 +190,7 @@ func TestSummariserRetriesThenGivesUp(t *testing.T) {
 			if n, _ := s.RunOnce(t.Context()); n != 0 || llm.count("marker-002") != 1 {
 				t.Fatalf("retried during the back-off (%d calls)", llm.count("marker-002"))
 			}
-			clk.add(2 * time.Minute)
+			clk.Advance(2 * time.Minute)
 			if _, err := s.RunOnce(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -215,7 +198,7 @@ func TestSummariserRetriesThenGivesUp(t *testing.T) {
 			if sess.State != store.MemoryFailed || !strings.Contains(sess.LastError, "invalid summary") || llm.count("marker-002") != 2 {
 				t.Fatalf("after the last attempt: state %q, reason %q, %d calls", sess.State, sess.LastError, llm.count("marker-002"))
 			}
-			clk.add(time.Hour)
+			clk.Advance(time.Hour)
 			if _, err := s.RunOnce(t.Context()); err != nil || llm.count("marker-002") != 2 {
 				t.Fatal("a failed session was tried again")
 			}
@@ -247,7 +230,7 @@ func TestSummarisersNeverDoubleProcess(t *testing.T) {
 		saveSession(t, st, "u", fmt.Sprintf("marker-%03d", i), t0)
 	}
 	llm := newFakeLLM(t, summaryAnswer)
-	clk := &clock{now: t0.Add(time.Hour)}
+	clk := testclock.New(t0.Add(time.Hour))
 	rec := &usageRows{}
 	workers := []*memory.Summariser{newSummariser(t, st, llm, clk, rec, "replica-a", 3),
 		newSummariser(t, other, llm, clk, rec, "replica-b", 3)}
@@ -284,7 +267,7 @@ func TestLeaseExpiryHandsOver(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			st := open(t)
 			saveSession(t, st, "u", "marker-100", t0)
-			clk := &clock{now: t0.Add(time.Hour)}
+			clk := testclock.New(t0.Add(time.Hour))
 			dead, err := st.ClaimMemorySessions(t.Context(), store.MemoryClaim{Worker: "dead-replica",
 				IdleBefore: clk.Now().Add(-30 * time.Minute), Now: clk.Now(), LeaseUntil: clk.Now().Add(5 * time.Minute), Limit: 1})
 			if err != nil || len(dead) != 1 {
@@ -295,7 +278,7 @@ func TestLeaseExpiryHandsOver(t *testing.T) {
 			if n, _ := s.RunOnce(t.Context()); n != 0 {
 				t.Fatal("took a leased session")
 			}
-			clk.add(5 * time.Minute)
+			clk.Advance(5 * time.Minute)
 			if n, err := s.RunOnce(t.Context()); err != nil || n != 1 {
 				t.Fatalf("after the lease: RunOnce = (%d, %v), want 1", n, err)
 			}
@@ -315,7 +298,7 @@ func TestSummaryIsRedacted(t *testing.T) {
 	st := teststore.SQLite(t)
 	answer := strings.Replace(summaryAnswer, `"use PKCE"`, `"use the key sk-madeup0123456789abcdefgh"`, 1)
 	llm := newFakeLLM(t, answer)
-	clk := &clock{now: t0.Add(time.Hour)}
+	clk := testclock.New(t0.Add(time.Hour))
 	saveSession(t, st, "u", "marker-200", t0)
 	if n, err := newSummariser(t, st, llm, clk, &usageRows{}, "w", 3).RunOnce(t.Context()); err != nil || n != 1 {
 		t.Fatalf("RunOnce = (%d, %v)", n, err)

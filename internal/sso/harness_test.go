@@ -32,6 +32,8 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/testkit/idp"
+	"github.com/llmproxy/llm-proxy/internal/testkit/syncbuf"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testclock"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 	"github.com/llmproxy/llm-proxy/internal/testkit/upstream"
@@ -48,42 +50,6 @@ const (
 	codeTTL         = 10 * time.Minute
 	tokenTTL        = 24 * time.Hour
 )
-
-// clock is the injected time of the device login and the authenticator.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // usageSink passes every usage row written on to rows.
 type usageSink struct {
@@ -143,10 +109,10 @@ type replica struct {
 type env struct {
 	t     *testing.T
 	idp   *idp.Provider
-	clock *clock
+	clock *testclock.Clock
 	reps  []*replica
 	usage chan store.Usage
-	logs  *syncBuffer
+	logs  *syncbuf.Buffer
 }
 
 type envOptions struct {
@@ -167,8 +133,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.replicas == 0 {
 		o.replicas = 1
 	}
-	e := &env{t: t, idp: idp.Start(t, clientID, clientSecret), clock: &clock{t: time.Now().UTC().Truncate(time.Second)},
-		usage: make(chan store.Usage, 100), logs: &syncBuffer{}}
+	e := &env{t: t, idp: idp.Start(t, clientID, clientSecret), clock: testclock.New(time.Now().UTC().Truncate(time.Second)),
+		usage: make(chan store.Usage, 100), logs: &syncbuf.Buffer{}}
 	up := httptest.NewServer(upstream.New(upstream.Options{Key: upstreamKey}))
 	t.Cleanup(up.Close)
 	cipher, err := secret.NewCipher(bytes.Repeat([]byte{7}, secret.KeySize))
