@@ -52,6 +52,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RetentionDeletes", testRetentionDeletes},
 		{"AuthBlockRoundTrip", testAuthBlockRoundTrip},
 		{"AuthBlockMerge", testAuthBlockMerge},
+		{"UsageSeries", testUsageSeries},
+		{"ConsoleSessions", testConsoleSessions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
