@@ -126,3 +126,49 @@ func parseTime(field, s string) (t time.Time, isDate bool, err error) {
 	}
 	return t.UTC(), false, nil
 }
+
+// SeriesQuery selects a usage time series: the window [From, To) cut into
+// Bucket-sized steps (store.BucketHour or store.BucketDay), split by Split
+// ("" or store.SplitProject, SplitModel, SplitToken). ProjectID and TokenID
+// filter when set.
+type SeriesQuery struct {
+	ProjectID string
+	TokenID   string
+	From, To  time.Time
+	Bucket    string
+	Split     string
+}
+
+// maxSeriesBuckets bounds the points of one series (a year of days, or
+// about six weeks of hours), so a query cannot ask for millions.
+const maxSeriesBuckets = 1000
+
+// UsageSeries returns the usage points of q; buckets without usage are
+// absent. A *ValidationError names a bad parameter.
+func (s *Service) UsageSeries(ctx context.Context, q SeriesQuery) ([]store.UsagePoint, error) {
+	step := time.Hour
+	switch q.Bucket {
+	case store.BucketHour:
+	case store.BucketDay:
+		step = 24 * time.Hour
+	default:
+		return nil, invalid("bucket", "must be one of hour, day")
+	}
+	switch q.Split {
+	case "", store.SplitProject, store.SplitModel, store.SplitToken:
+	default:
+		return nil, invalid("by", "must be one of project, model, token")
+	}
+	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
+		return nil, invalid("to", "must be after from")
+	}
+	if q.To.Sub(q.From) > maxSeriesBuckets*step {
+		return nil, invalid("from", "the window must span at most %d buckets of one %s", maxSeriesBuckets, q.Bucket)
+	}
+	points, err := s.store.UsageSeries(ctx, store.UsageSeriesFilter{ProjectID: q.ProjectID, TokenID: q.TokenID,
+		From: q.From, To: q.To, Bucket: q.Bucket, Split: q.Split})
+	if err != nil {
+		return nil, fmt.Errorf("usage series: %w", err)
+	}
+	return points, nil
+}
