@@ -29,6 +29,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/cache"
+	"github.com/llmproxy/llm-proxy/internal/console"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
@@ -52,6 +53,8 @@ type Deps struct {
 	// Cache is the response cache; nil turns it off.
 	Cache   cache.Cache
 	Manager *manage.Service
+	// Console serves /console; nil leaves it unrouted (404).
+	Console *console.Console
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
 

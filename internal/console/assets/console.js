@@ -1,0 +1,58 @@
+// LLM Proxy console: the copy button and the usage charts (uPlot). Pages
+// work without it; htmx swaps re-run init on the swapped content.
+(function () {
+  "use strict";
+  var palette = ["#0b4f8a", "#c2410c", "#15803d", "#7e22ce", "#b91c1c", "#0e7490", "#a16207", "#be185d", "#4b5563"];
+
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest("[data-copy]");
+    if (!b) return;
+    var input = document.getElementById(b.getAttribute("data-copy"));
+    var status = document.getElementById("copy-status");
+    var done = function () { if (status) status.textContent = "Copied to the clipboard."; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).then(done);
+    } else {
+      input.select();
+      if (document.execCommand("copy")) done();
+    }
+  });
+
+  var charts = [];
+  function draw() {
+    var el = document.getElementById("usage-data");
+    charts.forEach(function (c) { c.destroy(); });
+    charts = [];
+    if (!el || typeof uPlot === "undefined") return;
+    var data = JSON.parse(el.textContent);
+    var hourly = data.x.length > 1 && data.x[1] - data.x[0] < 86400;
+    [["chart-requests", "requests"], ["chart-tokens", "tokens"]].forEach(function (spec) {
+      var target = document.getElementById(spec[0]);
+      if (!target) return;
+      var series = [{}], values = [data.x];
+      data.series.forEach(function (s, i) {
+        series.push({ label: s.label, stroke: palette[i % palette.length], width: 2, points: { show: data.x.length < 40 } });
+        values.push(s[spec[1]]);
+      });
+      var opts = {
+        width: Math.max(200, target.clientWidth), height: 240,
+        series: series,
+        scales: { x: { time: true } },
+        axes: [{ values: hourly ? "{HH}:{mm}" : "{MMM} {D}" }, { size: 60 }],
+        legend: { live: true },
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); }
+      };
+      target.textContent = "";
+      charts.push(new uPlot(opts, values, target));
+    });
+  }
+  var resizeTimer;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () {
+      charts.forEach(function (c) { c.setSize({ width: Math.max(200, c.root.parentNode.clientWidth), height: 240 }); });
+    }, 100);
+  });
+  document.addEventListener("DOMContentLoaded", draw);
+  document.addEventListener("htmx:afterSettle", draw);
+})();
