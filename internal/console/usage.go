@@ -149,7 +149,7 @@ func (cn *Console) keyLabels(c echo.Context, split string, projects map[string]s
 // totals each key for the table.
 func buildUsage(points []store.UsagePoint, from, to time.Time, step time.Duration, labels map[string]string) (chartData, []usageRow, usageRow) {
 	n := int(to.Sub(from) / step)
-	var ch chartData
+	ch := chartData{Series: []chartSeries{}}
 	for i := range n {
 		ch.X = append(ch.X, from.Add(time.Duration(i)*step).Unix())
 	}
