@@ -10,11 +10,15 @@
     var input = document.getElementById(b.getAttribute("data-copy"));
     var status = document.getElementById("copy-status");
     var done = function () { if (status) status.textContent = "Copied to the clipboard."; };
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(input.value).then(done);
-    } else {
+    var fallback = function () {
       input.select();
       if (document.execCommand("copy")) done();
+      else if (status) status.textContent = "Select the token and copy it.";
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).then(done, fallback);
+    } else {
+      fallback();
     }
   });
 
