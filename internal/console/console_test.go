@@ -538,7 +538,7 @@ func TestUsagePageBudget(t *testing.T) {
 				}
 				best = 0
 			}
-			if !strings.Contains(page, `"x":[`) || strings.Count(page, "<tr>") < 10 {
+			if !strings.Contains(page, `data-chart="{&#34;x&#34;:[`) || strings.Count(page, "<tr>") < 10 {
 				t.Fatalf("the usage page lacks its chart data or table:\n%s", page)
 			}
 			weight := gzipSize(t, []byte(page))

@@ -39,7 +39,7 @@ type usagePage struct {
 	Splits                  any
 	Projects                []manage.ProjectView
 	From, To                time.Time
-	Chart                   chartData
+	ChartJSON               string // chartData, for console.js
 	Rows                    []usageRow
 	Total                   usageRow
 }
@@ -103,7 +103,12 @@ func (cn *Console) usage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page.Chart, page.Rows, page.Total = buildUsage(points, page.From, page.To, step, labels)
+	chart, rows, total := buildUsage(points, page.From, page.To, step, labels)
+	b, err := json.Marshal(chart)
+	if err != nil {
+		return err
+	}
+	page.ChartJSON, page.Rows, page.Total = string(b), rows, total
 	return cn.render(c, http.StatusOK, "usage", page)
 }
 

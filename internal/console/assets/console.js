@@ -1,5 +1,5 @@
 // LLM Proxy console: the copy button and the usage charts (uPlot). Pages
-// work without it; htmx swaps re-run init on the swapped content.
+// work without it; an htmx swap of the usage panel redraws the charts.
 (function () {
   "use strict";
   var palette = ["#0b4f8a", "#c2410c", "#15803d", "#7e22ce", "#b91c1c", "#0e7490", "#a16207", "#be185d", "#4b5563"];
@@ -23,12 +23,21 @@
   });
 
   var charts = [];
+  var observer = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(function (entries) {
+    entries.forEach(function (e) {
+      var c = charts.filter(function (c) { return c.root.parentNode === e.target; })[0];
+      var w = Math.max(200, Math.floor(e.contentRect.width));
+      if (c && c.width !== w) c.setSize({ width: w, height: 240 });
+    });
+  });
+
   function draw() {
     var el = document.getElementById("usage-data");
     charts.forEach(function (c) { c.destroy(); });
     charts = [];
+    if (observer) observer.disconnect();
     if (!el || typeof uPlot === "undefined") return;
-    var data = JSON.parse(el.textContent);
+    var data = JSON.parse(el.getAttribute("data-chart"));
     var hourly = data.x.length > 1 && data.x[1] - data.x[0] < 86400;
     [["chart-requests", "requests"], ["chart-tokens", "tokens"]].forEach(function (spec) {
       var target = document.getElementById(spec[0]);
@@ -48,15 +57,12 @@
       };
       target.textContent = "";
       charts.push(new uPlot(opts, values, target));
+      if (observer) observer.observe(target);
     });
   }
-  var resizeTimer;
-  window.addEventListener("resize", function () {
-    clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(function () {
-      charts.forEach(function (c) { c.setSize({ width: Math.max(200, c.root.parentNode.clientWidth), height: 240 }); });
-    }, 100);
-  });
   document.addEventListener("DOMContentLoaded", draw);
-  document.addEventListener("htmx:afterSettle", draw);
+  // htmx:load fires on the content an htmx swap inserted (the usage panel).
+  document.addEventListener("htmx:load", function (e) {
+    if (e.target.id === "usage-panel") draw();
+  });
 })();
