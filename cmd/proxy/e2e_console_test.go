@@ -45,6 +45,9 @@ func artifactDir(t *testing.T) string {
 	if base == "" {
 		base = os.TempDir()
 	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	dir, err := os.MkdirTemp(base, strings.ReplaceAll(t.Name(), "/", "_")+"-")
 	if err != nil {
 		t.Fatal(err)
