@@ -186,7 +186,7 @@ func (cn *Console) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 		if s == nil {
 			cn.setCookie(c, sessionCookie, "", "/console", time.Time{})
 			if c.Request().Method == http.MethodGet || c.Request().Method == http.MethodHead {
-				return cn.signInForm(c, http.StatusOK, reason)
+				return cn.signInForm(c, reason)
 			}
 			return &pageError{status: http.StatusUnauthorized, msg: "You are not signed in (or your session has ended). Sign in again."}
 		}
@@ -238,13 +238,13 @@ func (cn *Console) signInPage(c echo.Context) error {
 	if c.QueryParam("signed_out") == "1" {
 		msg = "You are signed out."
 	}
-	return cn.signInForm(c, http.StatusOK, msg)
+	return cn.signInForm(c, msg)
 }
 
 // signInForm renders the sign-in page with a fresh double-submit CSRF
 // token in a cookie scoped to the sign-in path.
-func (cn *Console) signInForm(c echo.Context, status int, msg string) error {
-	return cn.signInFormError(c, status, msg, "")
+func (cn *Console) signInForm(c echo.Context, msg string) error {
+	return cn.signInFormError(c, http.StatusOK, msg, "")
 }
 
 func (cn *Console) signInFormError(c echo.Context, status int, msg, errMsg string) error {
