@@ -245,6 +245,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	shoot(t, ctx, shots, "08-audit-event")
 
 	do(t, ctx, "open cluster", chromedp.Navigate(base+"/cluster"), chromedp.WaitVisible(chromedp.CSS("main table")))
+	if body := text(t, ctx, "main"); !strings.Contains(body, "Database schema: version") || !strings.Contains(body, "database_connections_total") {
+		t.Fatalf("cluster page lacks the schema version or the pool figures:\n%s", body)
+	}
 	shoot(t, ctx, shots, "09-cluster")
 
 	// Revoke the token (htmx swaps its row after the confirmation).

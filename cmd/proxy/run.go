@@ -192,7 +192,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	var cons *console.Console
 	if cfg.Console.Enabled {
 		if cons, err = console.New(console.Options{
-			Manager: manager, Sessions: st, Failures: failures, Metrics: metrics.Gatherer(),
+			Manager: manager, Sessions: st, Failures: failures, Metrics: metrics.Gatherer(), SchemaVersion: sh.schemaVersion,
 			ManagementToken: cfg.ManagementToken, TrustedProxies: cfg.TrustedProxies,
 			SessionIdle: cfg.Console.SessionIdle, SessionMax: cfg.Console.SessionMax, Logger: logger,
 		}); err != nil {

@@ -27,6 +27,7 @@ var clusterGroups = []struct {
 
 type clusterPage struct {
 	Replica string
+	Schema  string
 	Groups  []metricGroup
 	Error   string
 }
@@ -43,6 +44,13 @@ type metricRow struct {
 func (cn *Console) cluster(c echo.Context) error {
 	page := clusterPage{}
 	page.Replica, _ = os.Hostname()
+	if cn.o.SchemaVersion != nil {
+		v, err := cn.o.SchemaVersion(c.Request().Context())
+		if err != nil {
+			v = "unknown (the database did not answer)"
+		}
+		page.Schema = v
+	}
 	if cn.o.Metrics == nil {
 		page.Error = "Metrics are not collected by this process."
 		cn.record(c, "cluster.view", auditCall{}, nil)

@@ -60,6 +60,9 @@ type Options struct {
 	// Metrics is the registry /metrics serves; the cluster page shows its
 	// figures. Nil leaves the page without them.
 	Metrics prometheus.Gatherer
+	// SchemaVersion describes the database schema's version for the
+	// cluster page (e.g. "7 (this build: 7)"); nil leaves it out.
+	SchemaVersion func(ctx context.Context) (string, error)
 	// ManagementToken signs operators in; changing it ends every session.
 	ManagementToken string
 	// TrustedProxies are the peers whose X-Forwarded-Proto is believed when
