@@ -56,7 +56,7 @@ func restore(ctx context.Context, d config.Database, file string, stdout io.Writ
 	case version > int64(latest):
 		return fmt.Errorf("restore: the backup is at schema version %d, newer than this build's %d: use the migrate of the release that wrote it", version, latest)
 	}
-	if err := sqlite.Restore(d.Path, file); err != nil {
+	if err := sqlite.Restore(ctx, d.Path, file); err != nil {
 		if errors.Is(err, sqlite.ErrInUse) {
 			return fmt.Errorf("restore: %w (stop the proxy first)", err)
 		}

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/llmproxy/llm-proxy/internal/config"
+	"github.com/llmproxy/llm-proxy/internal/retention"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
@@ -81,7 +83,21 @@ func copyDatabase(ctx context.Context, inv invocation, cfg *config.Config, geten
 	if err != nil {
 		return fmt.Errorf("copy: %w; the target is unchanged", err)
 	}
-	_, err = fmt.Fprintf(stdout, "copied %d rows; row counts and checksums match; committed\n", total)
+	if _, err := fmt.Fprintf(stdout, "copied %d rows; row counts and checksums match; committed\n", total); err != nil {
+		return err
+	}
+	// On PostgreSQL the copied rows went to the default partitions; give
+	// their days (and the coming ones) partitions of their own now rather
+	// than at the proxy's first retention sweep. The data is committed
+	// whatever happens here.
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	n, perr := dst.EnsurePartitions(ctx, today, today.Add((retention.DefaultPartitionsAhead+1)*24*time.Hour))
+	switch {
+	case perr != nil:
+		logger.Warn("create partitions after the copy; the proxy's retention job will retry", "error", perr)
+	case n > 0:
+		_, err = fmt.Fprintf(stdout, "created %d daily partitions\n", n)
+	}
 	return err
 }
 
@@ -193,6 +209,7 @@ func targetCipher(d config.Database, key []byte) (*secret.Cipher, func() error, 
 // copyStore is a store the copy reads from or writes to.
 type copyStore interface {
 	transfer.Database
+	EnsurePartitions(ctx context.Context, from, to time.Time) (int, error)
 	Close() error
 }
 

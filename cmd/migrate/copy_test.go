@@ -35,6 +35,7 @@ const (
 	nTokens   = 40
 	nUsage    = 1500
 	nAudit    = 150
+	nAgents   = 5
 )
 
 // fixture is what fill wrote: upstream keys in clear by project ID and one
@@ -63,12 +64,15 @@ func cipherFor(t *testing.T, key []byte) *secret.Cipher {
 	return c
 }
 
+// fixtureBase is the time of the fixture's first rows.
+var fixtureBase = time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+
 // fill writes projects, tokens (with request counts), usage and audit
 // events through the store, as the proxy would.
 func fill(t *testing.T, s store.Store, c *secret.Cipher) fixture {
 	t.Helper()
 	ctx := context.Background()
-	base := time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+	base := fixtureBase
 	f := fixture{apiKeys: map[string]string{}}
 	var projectIDs, tokenIDs []string
 	for i := range nProjects {
@@ -132,6 +136,32 @@ func fill(t *testing.T, s store.Store, c *secret.Cipher) fixture {
 	if err := s.InsertAuditEvents(ctx, events); err != nil {
 		t.Fatal(err)
 	}
+	// Device login: agent tokens issued through redeemed authorizations,
+	// one authorization still pending and a browser sign-in.
+	for i := range nAgents + 1 {
+		id := uuid.NewString()
+		pa := &store.PendingAuthorization{ID: id, DeviceCodeHash: "dc-" + id, UserCodeHash: "uc-" + id, Status: store.PendingStatusPending,
+			Label: fmt.Sprintf("laptop %d", i), ClientIP: "192.0.2.1", CreatedAt: base, ExpiresAt: base.Add(10 * time.Minute)}
+		if err := s.CreatePendingAuthorization(ctx, pa); err != nil {
+			t.Fatal(err)
+		}
+		if i == nAgents {
+			break
+		}
+		if err := s.DecidePendingAuthorization(ctx, id, store.PendingStatusApproved, "https://idp.example", fmt.Sprint("sub-", i),
+			"p@example.com", base); err != nil {
+			t.Fatal(err)
+		}
+		tok := &store.AgentToken{ID: uuid.NewString(), Hash: "at-" + id, Prefix: "sk-agent-abcde", IsActive: i != 0, CreatedAt: base,
+			LastAuthenticatedAt: &base, AuthExpiresAt: base.Add(720 * time.Hour)}
+		if got, err := s.PollDeviceCode(ctx, pa.DeviceCodeHash, base, time.Second, tok); err != nil || got != store.PollIssued {
+			t.Fatalf("PollDeviceCode: %q, %v", got, err)
+		}
+	}
+	if err := s.CreateSSOSession(ctx, &store.SSOSession{ID: uuid.NewString(), SecretHash: "sess", State: "st", Nonce: "n",
+		Verifier: "v", CreatedAt: base, ExpiresAt: base.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -143,6 +173,7 @@ type contents struct {
 	Tokens   []*store.Token
 	Audit    []*store.AuditEvent
 	Usage    []store.UsageTotal
+	Agents   []*store.AgentToken
 }
 
 func read(t *testing.T, s store.Store, c *secret.Cipher) contents {
@@ -169,17 +200,26 @@ func read(t *testing.T, s store.Store, c *secret.Cipher) contents {
 	if got.Audit, _, err = s.ListAuditEvents(ctx, store.AuditFilter{Page: all}); err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range []string{store.GroupByDay, store.GroupByModel, ""} {
-		totals, err := s.SumUsage(ctx, store.UsageFilter{GroupBy: g})
+	// Whole days come from the copied roll-up; the ragged window (the
+	// fixture's rows are a second apart from base) reads its hourly rows
+	// and the raw rows at the edges.
+	ragged := store.UsageFilter{From: fixtureBase.Add(1234*time.Second + time.Millisecond), To: fixtureBase.Add(4321 * time.Second),
+		GroupBy: store.GroupByToken}
+	for _, f := range []store.UsageFilter{{GroupBy: store.GroupByDay}, {GroupBy: store.GroupByModel}, {}, ragged} {
+		totals, err := s.SumUsage(ctx, f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got.Usage = append(got.Usage, totals...)
 	}
+	if got.Agents, _, err = s.ListAgentTokens(ctx, store.AgentTokenFilter{Page: all}); err != nil {
+		t.Fatal(err)
+	}
 	// The implementations list in different orders.
 	slices.SortFunc(got.Projects, func(a, b *store.Project) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(got.Tokens, func(a, b *store.Token) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(got.Audit, func(a, b *store.AuditEvent) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(got.Agents, func(a, b *store.AgentToken) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortStableFunc(got.Usage, func(a, b store.UsageTotal) int { return strings.Compare(a.Key, b.Key) })
 	return got
 }
@@ -236,7 +276,7 @@ func checkProgress(t *testing.T, out string, wantRows map[string]int) {
 		t.Logf("%s: %s rows, %s rows/s", m[1], m[2], m[3])
 	}
 	for _, table := range []string{"projects", "tokens", "usage", "audit_events", "agent_tokens", "pending_authorizations",
-		"auth_rate_limits", "user_project_dirs", "session_summaries", "memory_sessions"} {
+		"auth_rate_limits", "user_project_dirs", "session_summaries", "memory_sessions", "usage_rollup", "sso_sessions"} {
 		if !seen[table] {
 			t.Errorf("no progress line for %s in:\n%s", table, out)
 		}
@@ -246,7 +286,8 @@ func checkProgress(t *testing.T, out string, wantRows map[string]int) {
 	}
 }
 
-var wantRows = map[string]int{"projects": nProjects, "tokens": nTokens, "usage": nUsage, "audit_events": nAudit}
+var wantRows = map[string]int{"projects": nProjects, "tokens": nTokens, "usage": nUsage, "audit_events": nAudit,
+	"agent_tokens": nAgents, "pending_authorizations": 1, "sso_sessions": 1}
 
 func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	t.Parallel()
@@ -259,6 +300,10 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 	checkProgress(t, r.stdout, wantRows)
 	if !strings.Contains(r.stdout, ":***@") {
 		t.Errorf("stdout does not name the masked target: %s", r.stdout)
+	}
+	// The copied days, in the default partition at first, got their own.
+	if !strings.Contains(r.stdout, "daily partitions") {
+		t.Errorf("stdout does not report the partitions created for the copied rows: %s", r.stdout)
 	}
 
 	pg := openPostgres(t, pgURL)

@@ -26,6 +26,8 @@ func TestHelpGoesToStdoutAndExits0(t *testing.T) {
 		{[]string{"token", "help"}, []string{"proxy token revoke ID"}},
 		{[]string{"project", "create", "--help"}, []string{"Usage of proxy project create:", "-api-key-env", "-rpm"}},
 		{[]string{"token", "list", "-h"}, []string{"Usage of proxy token list:", "-project"}},
+		{[]string{"help", "login"}, []string{"proxy login --url URL", "PROXY_URL"}},
+		{[]string{"login", "--help"}, []string{"proxy login --url URL"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -51,8 +53,11 @@ func TestUnknownCommandsExit2(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"serve"}, `unknown command "serve" (commands: project, token; see: proxy help)`},
-		{[]string{"help", "serve"}, `help: unknown command "serve" (commands: project, token)`},
+		{[]string{"serve"}, `unknown command "serve" (commands: project, token, login; see: proxy help)`},
+		{[]string{"help", "serve"}, `help: unknown command "serve" (commands: project, token, login)`},
+		{[]string{"login", "--bogus"}, "login: flag provided but not defined: -bogus"},
+		{[]string{"login", "--url", "ftp://x"}, "--url (or PROXY_URL) must be"},
+		{[]string{"login", "--url", "http://x", "extra"}, `unexpected argument "extra"`},
 		{[]string{"token", "rotate"}, `unknown command "token rotate" (see: proxy token --help)`},
 		{[]string{"project"}, "proxy project: missing command"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},

@@ -34,6 +34,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/retention"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/secret"
+	"github.com/llmproxy/llm-proxy/internal/sso"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/postgres"
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
@@ -48,6 +49,7 @@ Usage:
   proxy [flags]              serve the gateway until Ctrl-C or SIGTERM, then drain
   proxy project <command>    create and list projects on the configured database
   proxy token <command>      create, revoke and list tokens on the configured database
+  proxy login --url URL      get an agent token through SSO device login (prints it)
   proxy help [command]       print this help, or a command's
 
 `
@@ -63,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return help(stdout, args[1:], getenv)
 		case "project", "token":
 			return runCLI(ctx, args, getenv, stdout, stderr)
+		case "login":
+			return runLogin(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	var flags bytes.Buffer
@@ -75,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if len(rest) > 0 {
-		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], strings.Join(cli.Commands, ", "))}
+		return usageError{Msg: fmt.Sprintf("unknown command %q (commands: %s; see: proxy help)", rest[0], commandList())}
 	}
 	logger, err := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
@@ -83,6 +87,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	return serve(ctx, cfg, getenv, logger)
 }
+
+// commandList names the commands for usage errors.
+func commandList() string { return strings.Join(append(slices.Clone(cli.Commands), "login"), ", ") }
 
 // help writes the usage of the server (no topic) or of one command.
 func help(w io.Writer, topic []string, getenv func(string) string) error {
@@ -97,8 +104,11 @@ func help(w io.Writer, topic []string, getenv func(string) string) error {
 		return err
 	case len(topic) == 1 && slices.Contains(cli.Commands, topic[0]):
 		return cli.Usage(w, topic[0])
+	case len(topic) == 1 && topic[0] == "login":
+		_, err := io.WriteString(w, loginUsage)
+		return err
 	default:
-		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), strings.Join(cli.Commands, ", "))}
+		return usageError{Msg: fmt.Sprintf("help: unknown command %q (commands: %s)", strings.Join(topic, " "), commandList())}
 	}
 }
 
@@ -169,7 +179,11 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		return telemetry.QueueStats{QueuedUsage: s.QueuedUsage, QueuedAudit: s.QueuedAudit, DroppedUsage: s.DroppedUsage,
 			DroppedAudit: s.DroppedAudit, WrittenUsage: s.WrittenUsage, WrittenAudit: s.WrittenAudit, FlushErrors: s.FlushErrors}
 	})
-	authn := auth.New(st, cipher, auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger})
+	authOpts := auth.Options{TTL: cfg.AuthCacheTTL, NegativeTTL: cfg.AuthCacheTTL, Logger: logger}
+	if cfg.SSO.Issuer != "" {
+		authOpts.Agents, authOpts.AgentProject = st, cfg.SSO.Project
+	}
+	authn := auth.New(st, cipher, authOpts)
 	origins := policy.NewOrigins(st, policy.OriginsOptions{TTL: cfg.AuthCacheTTL, Logger: logger})
 	sh, err := newShared(ctx, cfg, st, invalidate.Targets{authn, origins}, metrics, recorder, tp, logger)
 	if err != nil {
@@ -183,8 +197,21 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	respCache := responseCache(cfg, sh, metrics, logger)
 	forwarder := proxy.New(proxy.Options{UpstreamTimeout: cfg.UpstreamTimeout, UpstreamIdleTimeout: cfg.UpstreamIdleTimeout, Logger: logger, TracerProvider: tp, Proxy: egressProxy(getenv)})
 	defer forwarder.Close()
+	mem, summariser, err := newMemory(cfg, st, cipher, forwarder, recorder, metrics, logger)
+	if err != nil {
+		return err
+	}
 	if cfg.ManagementToken == "" {
 		logger.Warn("management API disabled: MANAGEMENT_TOKEN is not set (/manage answers 404)")
+	}
+	var deviceLogin *sso.Service
+	if c := cfg.SSO; c.Issuer != "" {
+		logger.Info("sso device login enabled", "issuer", c.Issuer, "project", c.Project, "redirect_url", c.RedirectURL)
+		deviceLogin = sso.New(sso.Config{
+			Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: c.RedirectURL,
+			AllowedDomains: c.AllowedDomains, Project: c.Project, TokenTTL: c.TokenTTL, PublicURL: cfg.PublicURL,
+			Logger: logger,
+		}, st, sh.bus, recorder)
 	}
 	manager := manage.New(manage.Options{
 		Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
@@ -208,8 +235,10 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Forwarder:          forwarder,
 		Recorder:           recorder,
 		Cache:              respCache,
+		Memory:             mem,
 		Manager:            manager,
 		Console:            cons,
+		SSO:                deviceLogin,
 		Metrics:            metrics,
 		Logger:             logger,
 		ManagementToken:    cfg.ManagementToken,
@@ -237,9 +266,16 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	failuresTask := startTask(bgCtx, failures.Run)
 	sweeper := retention.New(st, retention.Options{
 		Usage: cfg.Retention.Usage, Audit: cfg.Retention.Audit, Tokens: cfg.Retention.Tokens,
-		Interval: cfg.Retention.Interval, Logger: logger,
+		Memory: memoryRetention(cfg), Interval: cfg.Retention.Interval, Logger: logger,
 	})
 	tasks := []*task{startTask(bgCtx, sh.bus.Run), startTask(bgCtx, sweeper.Run)}
+	// Memory's writer, like the recorder, stops after the server drained,
+	// so finished requests keep their transcripts; the summariser records
+	// its usage through the recorder, so it stops before it.
+	var memoryTasks []*task
+	if mem != nil {
+		memoryTasks = []*task{startTask(bgCtx, mem.Run), startTask(bgCtx, summariser.Run)}
+	}
 	if sh.flush != nil {
 		tasks = append(tasks, startTask(bgCtx, sh.flush))
 	}
@@ -261,6 +297,9 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		logger.Warn("handlers still running after the shutdown grace; their usage may be lost", "err", werr)
 	}
 	cancelWait()
+	for _, t := range memoryTasks {
+		err = errors.Join(err, t.stop())
+	}
 	if ferr := failuresTask.stop(); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("write auth blocks: %w", ferr))
 	}

@@ -1,5 +1,6 @@
-// Package auth resolves withering-token secrets to the token, its project
-// and the project's decrypted upstream key.
+// Package auth resolves token secrets — withering tokens and agent tokens
+// (SPEC §6.5) — to the token, its project and the project's decrypted
+// upstream key.
 //
 // The path is secret → SHA-256 → in-process cache → store. A cache hit costs
 // one SHA-256 and one map lookup under a read lock; the store is asked only
@@ -13,6 +14,12 @@
 // (SPEC §7: cached tokens keep working); the store is retried at most once
 // per TTL per token meanwhile. Unknown tokens and store failures without a
 // usable entry are never served from cache.
+//
+// Agent tokens ("sk-agent-…", issued by internal/sso) take the same path
+// and the same cache: their project is Options.AgentProject, resolved by
+// name or ID when the token is loaded, and their Principal carries the
+// agent token besides a Token built from it (ID, expiry, activity), so the
+// admission, invalidation and usage steps treat both kinds alike.
 //
 // FailureLimiter limits and audits failed authentications per client, and
 // Bound bounds the strings audited with them.
@@ -45,6 +52,12 @@ var (
 	ErrRevoked = errors.New("token revoked")
 	// ErrProjectInactive means the token's project was deactivated.
 	ErrProjectInactive = errors.New("project inactive")
+	// ErrAgentExpired means an agent token's sign-in has expired; it is
+	// ErrExpired too (errors.Is).
+	ErrAgentExpired = fmt.Errorf("%w: sign in again with POST /auth/device/code", ErrExpired)
+	// ErrNoAgentProject means the project of agent tokens (SSO_PROJECT)
+	// does not exist, or SSO is off.
+	ErrNoAgentProject = errors.New("the project of agent tokens (SSO_PROJECT) does not exist")
 )
 
 // DeniedError reports that a known token was refused. Err is ErrRevoked,
@@ -70,6 +83,28 @@ const (
 	PrefixLen = 10
 )
 
+// Agent token format: "sk-agent-" followed by 32 random bytes in unpadded
+// base64url, so logs and scanners can tell it from a withering token.
+const (
+	agentTokenPrefix = "sk-agent-"
+	// AgentTokenLen is the length of an agent token secret.
+	AgentTokenLen = len(agentTokenPrefix) + 43
+	// AgentPrefixLen is the length of an agent token's display prefix.
+	AgentPrefixLen = 14
+)
+
+// NewAgentToken returns a fresh agent token secret ("sk-agent-" + 43
+// base64url characters of 32 CSPRNG bytes), its display prefix and the hex
+// SHA-256 of the secret.
+func NewAgentToken() (secret, prefix, hash string, err error) {
+	b := make([]byte, tokenRandBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", "", fmt.Errorf("generate agent token: %w", err)
+	}
+	secret = agentTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return secret, secret[:AgentPrefixLen], Hash(secret), nil
+}
+
 // NewToken returns a fresh secret ("sk-" + 43 base64url characters of 32
 // CSPRNG bytes), its display prefix (the first PrefixLen characters) and the
 // hex SHA-256 of the secret, which is what the store keeps.
@@ -88,13 +123,14 @@ func Hash(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// wellFormed reports whether s has the shape NewToken produces, so garbage
-// never reaches the cache or the store.
-func wellFormed(s string) bool {
-	if len(s) != TokenLen || s[:len(tokenPrefix)] != tokenPrefix {
+// wellFormed reports whether s has the shape NewToken (prefix "sk-", n
+// TokenLen) or NewAgentToken produces, so garbage never reaches the cache
+// or the store.
+func wellFormed(s, prefix string, n int) bool {
+	if len(s) != n || s[:len(prefix)] != prefix {
 		return false
 	}
-	for i := len(tokenPrefix); i < len(s); i++ {
+	for i := len(prefix); i < len(s); i++ {
 		c := s[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
 			return false
@@ -112,6 +148,15 @@ type Principal struct {
 	Token   store.Token
 	Project store.Project
 	APIKey  string // decrypted upstream key; never log it
+	// Agent is the agent token when the secret is one (nil for a
+	// withering token); Token is then built from it: its ID, the agent's
+	// label and prefix, expiry at AuthExpiresAt, no quota or limits of its
+	// own.
+	Agent *store.AgentToken
+	// Identity names the person behind an agent token (SSO, issue #11),
+	// stable across their devices; empty for withering tokens. Memory
+	// keeps a person's sessions under it.
+	Identity string
 }
 
 // Options tune an Authenticator. Zero values take the defaults.
@@ -134,7 +179,22 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives stale-serving warnings (default: discard).
 	Logger *slog.Logger
+	// Agents loads agent tokens; nil (SSO off) makes every agent token
+	// unknown.
+	Agents AgentStore
+	// AgentProject names the project whose upstream serves agent tokens
+	// (SSO_PROJECT): a project ID or name, resolved when a token is loaded.
+	AgentProject string
 }
+
+// AgentStore is the part of store.Store an Authenticator reads for agent
+// tokens; store.Store satisfies it.
+type AgentStore interface {
+	GetAgentTokenByHash(ctx context.Context, hash string) (*store.AgentToken, error)
+	ProjectStore
+}
+
+var _ AgentStore = store.Store(nil)
 
 // TokenStore is the part of store.Store an Authenticator reads;
 // store.Store satisfies it.
@@ -156,6 +216,8 @@ type Authenticator struct {
 	max      int
 	now      func() time.Time
 	log      *slog.Logger
+	agents   AgentStore
+	agentPrj string
 
 	mu        sync.RWMutex
 	entries   map[[sha256.Size]byte]*entry
@@ -221,6 +283,8 @@ func New(st TokenStore, c *secret.Cipher, opts Options) *Authenticator {
 		max:       opts.MaxEntries,
 		now:       opts.Now,
 		log:       opts.Logger,
+		agents:    opts.Agents,
+		agentPrj:  opts.AgentProject,
 		entries:   make(map[[sha256.Size]byte]*entry),
 		byToken:   make(map[string][sha256.Size]byte),
 		byProject: make(map[string]map[[sha256.Size]byte]struct{}),
@@ -237,7 +301,7 @@ func New(st TokenStore, c *secret.Cipher, opts Options) *Authenticator {
 // can be served stale (see the package doc). The returned Principal is
 // shared and must not be modified.
 func (a *Authenticator) Authenticate(ctx context.Context, secret string) (*Principal, error) {
-	key, ok := keyOf(secret)
+	key, agent, ok := keyOf(secret)
 	if !ok {
 		return nil, ErrUnknownToken
 	}
@@ -248,7 +312,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, secret string) (*Princ
 	if a.usable(e, now) {
 		return check(e.p, now)
 	}
-	return a.load(ctx, key)
+	return a.load(ctx, key, agent)
 }
 
 // AuthenticateCached is Authenticate for clients blocked after too many
@@ -259,7 +323,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, secret string) (*Princ
 // tokens keep working. A token this process has not looked up since it
 // started is refused too. Errors are those of Authenticate.
 func (a *Authenticator) AuthenticateCached(ctx context.Context, secret string) (*Principal, error) {
-	key, ok := keyOf(secret)
+	key, agent, ok := keyOf(secret)
 	if !ok {
 		return nil, ErrUnknownToken
 	}
@@ -274,19 +338,25 @@ func (a *Authenticator) AuthenticateCached(ctx context.Context, secret string) (
 	if !known {
 		return nil, ErrUnknownToken
 	}
-	return a.load(ctx, key)
+	return a.load(ctx, key, agent)
 }
 
-// keyOf returns the cache key of a well-formed secret.
-func keyOf(secret string) ([sha256.Size]byte, bool) {
-	if !wellFormed(secret) {
-		return [sha256.Size]byte{}, false
+// keyOf returns the cache key of a well-formed secret and whether it is an
+// agent token.
+func keyOf(secret string) (key [sha256.Size]byte, agent, ok bool) {
+	// Fixed-size copies keep the conversion off the heap (secret has
+	// exactly that many bytes here).
+	switch {
+	case wellFormed(secret, tokenPrefix, TokenLen):
+		var buf [TokenLen]byte
+		copy(buf[:], secret)
+		return sha256.Sum256(buf[:]), false, true
+	case wellFormed(secret, agentTokenPrefix, AgentTokenLen):
+		var buf [AgentTokenLen]byte
+		copy(buf[:], secret)
+		return sha256.Sum256(buf[:]), true, true
 	}
-	// A fixed-size copy keeps the conversion off the heap (secret has
-	// exactly TokenLen bytes here).
-	var buf [TokenLen]byte
-	copy(buf[:], secret)
-	return sha256.Sum256(buf[:]), true
+	return key, false, false
 }
 
 // usable reports whether e answers without asking the store.
@@ -310,6 +380,8 @@ func check(p *Principal, now time.Time) (*Principal, error) {
 	switch {
 	case !p.Token.IsActive:
 		err = ErrRevoked
+	case !now.Before(p.Token.ExpiresAt) && p.Agent != nil:
+		err = ErrAgentExpired
 	case !now.Before(p.Token.ExpiresAt):
 		err = ErrExpired
 	case !p.Project.IsActive:
@@ -321,7 +393,7 @@ func check(p *Principal, now time.Time) (*Principal, error) {
 }
 
 // load answers a miss: it joins the current lookup of key or leads a new one.
-func (a *Authenticator) load(ctx context.Context, key [sha256.Size]byte) (*Principal, error) {
+func (a *Authenticator) load(ctx context.Context, key [sha256.Size]byte, agent bool) (*Principal, error) {
 	for {
 		now := a.now()
 		a.mu.Lock()
@@ -334,7 +406,7 @@ func (a *Authenticator) load(ctx context.Context, key [sha256.Size]byte) (*Princ
 			f = &flight{done: make(chan struct{}), epoch: a.epoch}
 			a.flights[key] = f
 			a.mu.Unlock()
-			a.lead(ctx, key, f)
+			a.lead(ctx, key, agent, f)
 			return a.result(f)
 		}
 		a.mu.Unlock()
@@ -365,8 +437,12 @@ func isContextErr(err error) bool {
 
 // lead performs the lookup of f, records the outcome in the cache and
 // releases the callers waiting on f.
-func (a *Authenticator) lead(ctx context.Context, key [sha256.Size]byte, f *flight) {
-	p, err := a.fetch(ctx, key)
+func (a *Authenticator) lead(ctx context.Context, key [sha256.Size]byte, agent bool, f *flight) {
+	fetch := a.fetch
+	if agent {
+		fetch = a.fetchAgent
+	}
+	p, err := fetch(ctx, key)
 	now := a.now()
 
 	a.mu.Lock()
@@ -386,10 +462,11 @@ func (a *Authenticator) lead(ctx context.Context, key [sha256.Size]byte, f *flig
 			a.putLocked(key, &entry{loadedAt: now})
 		}
 		p, err = nil, ErrUnknownToken
-	case isContextErr(err) || errors.Is(err, secret.ErrDecrypt):
-		// Neither says anything about the database: the leader's request
-		// went away, or the key is unreadable (a configuration error that
-		// stale serving would only hide).
+	case isContextErr(err) || errors.Is(err, secret.ErrDecrypt) || errors.Is(err, ErrNoAgentProject):
+		// None says anything about the database: the leader's request
+		// went away, or the key is unreadable or SSO_PROJECT names no
+		// project (configuration errors that stale serving would only
+		// hide).
 	default:
 		// The store failed. Invalidation deletes entries, so an entry still
 		// here was not revoked through the channel since it was loaded.
@@ -442,6 +519,70 @@ func (a *Authenticator) fetch(ctx context.Context, key [sha256.Size]byte) (*Prin
 		p.APIKey = string(plain)
 	}
 	return p, nil
+}
+
+// fetchAgent loads the agent token of key and the agent project (by ID,
+// else by name), and decrypts the upstream key of a usable token. Unknown
+// tokens, and every agent token while SSO is off, are ErrUnknownToken; a
+// missing project is ErrNoAgentProject.
+func (a *Authenticator) fetchAgent(ctx context.Context, key [sha256.Size]byte) (*Principal, error) {
+	if a.agents == nil || a.agentPrj == "" {
+		return nil, ErrUnknownToken
+	}
+	at, err := a.agents.GetAgentTokenByHash(ctx, hex.EncodeToString(key[:]))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrUnknownToken
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load agent token: %w", err)
+	}
+	proj, err := ResolveProject(ctx, a.agents, a.agentPrj)
+	if err != nil {
+		return nil, err
+	}
+	p := &Principal{
+		Token: store.Token{ID: at.ID, ProjectID: proj.ID, Hash: at.Hash, Prefix: at.Prefix, Label: at.Label,
+			ExpiresAt: at.AuthExpiresAt, IsActive: at.IsActive, CreatedAt: at.CreatedAt},
+		Project:  *proj,
+		Agent:    at,
+		Identity: at.UserID(),
+	}
+	p.Project.APIKeyEncrypted = nil
+	if at.IsActive && proj.IsActive {
+		plain, err := a.cipher.Decrypt(proj.APIKeyEncrypted)
+		if err != nil {
+			return nil, fmt.Errorf("decrypt upstream key of project %s: %w", proj.ID, err)
+		}
+		p.APIKey = string(plain)
+	}
+	return p, nil
+}
+
+// ProjectStore loads projects by ID and by name; store.Store satisfies
+// it.
+type ProjectStore interface {
+	GetProject(ctx context.Context, id string) (*store.Project, error)
+	GetProjectByName(ctx context.Context, name string) (*store.Project, error)
+}
+
+// ResolveProject returns the project named by ref (SSO_PROJECT): the
+// project with that ID, else the one with that name. ErrNoAgentProject
+// when there is neither.
+func ResolveProject(ctx context.Context, ps ProjectStore, ref string) (*store.Project, error) {
+	if ref == "" {
+		return nil, ErrNoAgentProject
+	}
+	proj, err := ps.GetProject(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		proj, err = ps.GetProjectByName(ctx, ref)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("load project %q: %w", ref, ErrNoAgentProject)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load project %q: %w", ref, err)
+	}
+	return proj, nil
 }
 
 // putLocked stores e under key, evicting an entry first when full.

@@ -260,7 +260,7 @@ func (l *FailureLimiter) Blocked(ip string) (retryAfter time.Duration, blocked b
 		return 0, false
 	}
 	now := l.now()
-	until, ok := l.blockedUntil(clientKey(ip), now)
+	until, ok := l.blockedUntil(ClientKey(ip), now)
 	if !ok {
 		return 0, false
 	}
@@ -280,7 +280,7 @@ func (l *FailureLimiter) Blocked(ip string) (retryAfter time.Duration, blocked b
 func (l *FailureLimiter) Fail(ctx context.Context, f Failure) {
 	now := l.now()
 	w := windowOf(now)
-	key := clientKey(f.IP)
+	key := ClientKey(f.IP)
 	l.mu.Lock()
 	ended := l.rollLocked(w, now)
 	n := l.countLocked(key)
@@ -657,11 +657,11 @@ func bounded(f Failure) Failure {
 	}
 }
 
-// clientKey names the client a failure counts against: its address in
+// ClientKey names the client a failure counts against: its address in
 // canonical form (IPv4-mapped IPv6 as IPv4, no zone), an IPv6 address by
 // its /64 prefix. What does not parse as an address is bounded and counted
 // as it is.
-func clientKey(ip string) string {
+func ClientKey(ip string) string {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return Bound(ip, maxClientLen)

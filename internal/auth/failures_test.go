@@ -173,8 +173,8 @@ func TestClientKey(t *testing.T) {
 		{strings.Repeat("x", 1000), strings.Repeat("x", maxClientLen)},
 	}
 	for _, tc := range tests {
-		if got := clientKey(tc.ip); got != tc.want {
-			t.Errorf("clientKey(%q) = %q, want %q", tc.ip, got, tc.want)
+		if got := ClientKey(tc.ip); got != tc.want {
+			t.Errorf("ClientKey(%q) = %q, want %q", tc.ip, got, tc.want)
 		}
 	}
 }

@@ -24,9 +24,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,6 +66,9 @@ type Config struct {
 	UsageFlushInterval  time.Duration // USAGE_FLUSH_INTERVAL, default 1s
 	UsageBufferSize     int           // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
 	Retention           Retention
+	SSO                 SSO
+	PublicURL           string // PUBLIC_URL without a trailing slash; "" = from each request
+	Memory              Memory
 	LogLevel            string // LOG_LEVEL: debug|info|warn|error, default info
 	LogFormat           string // LOG_FORMAT: json|text, default json
 	ConfigFile          string // --config / CONFIG_FILE; "" when none
@@ -77,10 +83,34 @@ type Console struct {
 
 // Retention says how long rows are kept; 0 keeps them forever.
 type Retention struct {
-	Usage    time.Duration // RETENTION_USAGE, default 90 days
-	Audit    time.Duration // RETENTION_AUDIT, default 365 days
+	Usage    time.Duration // USAGE_RETENTION_DAYS, default 90 days
+	Audit    time.Duration // AUDIT_RETENTION_DAYS, default 365 days
 	Tokens   time.Duration // RETENTION_TOKENS: after expiry, default 30 days
 	Interval time.Duration // RETENTION_INTERVAL, default 1h
+}
+
+// SSO is the device login's configuration (SPEC §6.5); Issuer "" is off.
+type SSO struct {
+	Issuer         string        // SSO_ISSUER
+	ClientID       string        // SSO_CLIENT_ID
+	ClientSecret   string        // SSO_CLIENT_SECRET; never printed
+	RedirectURL    string        // SSO_REDIRECT_URL (default PUBLIC_URL/auth/callback)
+	AllowedDomains []string      // SSO_ALLOWED_DOMAINS, lower case; nil: any verified email
+	Project        string        // SSO_PROJECT: project name or id
+	TokenTTL       time.Duration // SSO_TOKEN_TTL, default 720h
+}
+
+// Memory configures cross-session memory (SPEC §6.6).
+type Memory struct {
+	Enabled       bool          // MEMORY_ENABLED, default false
+	IdleTimeout   time.Duration // MEMORY_IDLE_TIMEOUT, default 30m
+	SummaryModel  string        // MEMORY_SUMMARY_MODEL; "" = the session's model
+	MaxInject     int           // MEMORY_MAX_INJECT, default 3
+	MinScore      float64       // MEMORY_MIN_SCORE, default 0.3
+	MaxBytes      int           // MEMORY_MAX_BYTES, default 64 KiB
+	Redact        []string      // MEMORY_REDACT patterns, compiled once here to check them
+	RedactDefault bool          // MEMORY_REDACT unset or holding the line "default": the built-in patterns too
+	RetentionDays int           // MEMORY_RETENTION_DAYS, default 90; 0 keeps
 }
 
 // Error lists every configuration problem found. Each problem names the env
@@ -207,10 +237,19 @@ func build(s *settings, p *parser, opts Options) *Config {
 		RedisTimeout:     p.duration(s.RedisTimeout),
 		RedisDialTimeout: p.duration(s.RedisDialTimeout),
 		Retention: Retention{
-			Usage:    p.durationOrZero(s.RetentionUsage),
-			Audit:    p.durationOrZero(s.RetentionAudit),
+			Usage:    time.Duration(p.integer(s.UsageRetentionDays, 0, 36500)) * 24 * time.Hour,
+			Audit:    time.Duration(p.integer(s.AuditRetentionDays, 0, 36500)) * 24 * time.Hour,
 			Tokens:   p.durationOrZero(s.RetentionTokens),
 			Interval: p.duration(s.RetentionInterval),
+		},
+		Memory: Memory{
+			Enabled:       p.boolean(s.MemoryEnabled),
+			IdleTimeout:   p.duration(s.MemoryIdleTimeout),
+			SummaryModel:  strings.TrimSpace(s.MemorySummaryModel.text),
+			MaxInject:     p.integer(s.MemoryMaxInject, 0, 20),
+			MinScore:      p.float(s.MemoryMinScore, 0, 10),
+			MaxBytes:      p.integer(s.MemoryMaxBytes, 1024, 16<<20),
+			RetentionDays: p.integer(s.MemoryRetentionDays, 0, 36500),
 		},
 		UpstreamTimeout:     p.duration(s.UpstreamTimeout),
 		MaxRequestBytes:     int64(p.integer(s.MaxRequestBytes, 1, 1<<40)),
@@ -261,10 +300,79 @@ func build(s *settings, p *parser, opts Options) *Config {
 	if c.Console.SessionMax > 0 && c.Console.SessionIdle > c.Console.SessionMax {
 		p.add(s.ConsoleSessionIdle, fmt.Sprintf("must not exceed CONSOLE_SESSION_MAX (%s)", c.Console.SessionMax))
 	}
+	c.PublicURL, c.SSO = buildSSO(s, p)
+	c.Memory.Redact, c.Memory.RedactDefault = p.patterns(s.MemoryRedact)
 	if c.UsageBatchSize > 0 && c.UsageBufferSize > 0 && c.UsageBufferSize < c.UsageBatchSize {
 		p.add(s.UsageBufferSize, fmt.Sprintf("must be at least the usage batch size (%d)", c.UsageBatchSize))
 	}
 	return c
+}
+
+// buildSSO checks PUBLIC_URL and the SSO settings: with SSO_ISSUER set,
+// the client ID, the project and a redirect URL (given, or derived from
+// PUBLIC_URL) are required.
+func buildSSO(s *settings, p *parser) (string, SSO) {
+	public := strings.TrimRight(strings.TrimSpace(s.PublicURL.text), "/")
+	if public != "" && !httpURL(public, false) {
+		p.add(s.PublicURL, "must be an http:// or https:// URL without query or fragment, such as https://llm.example.com")
+	}
+	c := SSO{
+		Issuer:       strings.TrimSpace(s.SSOIssuer.text),
+		ClientID:     strings.TrimSpace(s.SSOClientID.text),
+		ClientSecret: s.SSOClientSecret.text,
+		RedirectURL:  strings.TrimSpace(s.SSORedirectURL.text),
+		Project:      strings.TrimSpace(s.SSOProject.text),
+		TokenTTL:     p.duration(s.SSOTokenTTL),
+	}
+	for _, d := range strings.Split(s.SSOAllowedDomains.text, ",") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
+			c.AllowedDomains = append(c.AllowedDomains, d)
+		}
+	}
+	if c.Issuer == "" {
+		return public, c
+	}
+	if !httpURL(c.Issuer, true) {
+		p.add(s.SSOIssuer, "must be the provider's https:// issuer URL (http:// only for localhost)")
+	}
+	if c.ClientID == "" {
+		p.add(s.SSOClientID, "required when SSO_ISSUER is set")
+	}
+	if c.Project == "" {
+		p.add(s.SSOProject, "required when SSO_ISSUER is set: the project (name or id) whose upstream serves agent tokens")
+	}
+	if c.RedirectURL == "" && public != "" {
+		c.RedirectURL = public + "/auth/callback"
+	}
+	switch {
+	case c.RedirectURL == "":
+		p.add(s.SSORedirectURL, "required when SSO_ISSUER is set and PUBLIC_URL is not (the proxy's /auth/callback URL)")
+	case !httpURL(c.RedirectURL, false) || !strings.HasSuffix(c.RedirectURL, "/auth/callback"):
+		p.add(s.SSORedirectURL, "must be an http(s) URL ending in /auth/callback")
+	}
+	return public, c
+}
+
+// httpURL reports whether u is an absolute http or https URL without
+// query, fragment or credentials; strict allows http only for loopback
+// hosts.
+func httpURL(u string, strict bool) bool {
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Host == "" || parsed.RawQuery != "" || parsed.Fragment != "" || parsed.User != nil {
+		return false
+	}
+	switch parsed.Scheme {
+	case "https":
+		return true
+	case "http":
+		if !strict {
+			return true
+		}
+		host := parsed.Hostname()
+		ip := net.ParseIP(host)
+		return host == "localhost" || ip != nil && ip.IsLoopback()
+	}
+	return false
 }
 
 // decodeKey returns the 32-byte key encoded in standard or URL-safe base64
@@ -303,6 +411,37 @@ func (p *parser) integer(v value, lo, hi int) int {
 		return 0
 	}
 	return n
+}
+
+func (p *parser) float(v value, lo, hi float64) float64 {
+	f, err := strconv.ParseFloat(strings.TrimSpace(v.text), 64)
+	if err != nil || math.IsNaN(f) || f < lo || f > hi {
+		p.add(v, fmt.Sprintf("must be a number from %g to %g", lo, hi))
+		return 0
+	}
+	return f
+}
+
+// patterns parses regular expressions, one per line; the line "default"
+// (or no line at all) asks for the built-in ones too.
+func (p *parser) patterns(v value) (res []string, withDefault bool) {
+	withDefault = strings.TrimSpace(v.text) == ""
+	for line := range strings.SplitSeq(v.text, "\n") {
+		line = strings.TrimSpace(line)
+		switch line {
+		case "":
+			continue
+		case "default":
+			withDefault = true
+			continue
+		}
+		if _, err := regexp.Compile(line); err != nil {
+			p.add(v, fmt.Sprintf("pattern %q is not a valid regular expression: %v", line, err))
+			continue
+		}
+		res = append(res, line)
+	}
+	return res, withDefault
 }
 
 func (p *parser) boolean(v value) bool {

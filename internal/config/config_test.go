@@ -90,8 +90,11 @@ func TestDefaults(t *testing.T) {
 		RedisTimeout:        50 * time.Millisecond,
 		RedisDialTimeout:    time.Second,
 		Retention:           Retention{Usage: 2160 * time.Hour, Audit: 8760 * time.Hour, Tokens: 720 * time.Hour, Interval: time.Hour},
-		LogLevel:            "info",
-		LogFormat:           "json",
+		SSO:                 SSO{TokenTTL: 720 * time.Hour},
+		Memory: Memory{IdleTimeout: 30 * time.Minute, MaxInject: 3, MinScore: 0.3, MaxBytes: 65536, RedactDefault: true,
+			RetentionDays: 90},
+		LogLevel:  "info",
+		LogFormat: "json",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -122,8 +125,8 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"REDIS_POOL_SIZE":            "32",
 		"REDIS_TIMEOUT":              "80ms",
 		"REDIS_DIAL_TIMEOUT":         "2s",
-		"RETENTION_USAGE":            "0s",
-		"RETENTION_AUDIT":            "48h",
+		"USAGE_RETENTION_DAYS":       "0",
+		"AUDIT_RETENTION_DAYS":       "2",
 		"RETENTION_TOKENS":           "24h",
 		"RETENTION_INTERVAL":         "10m",
 		"UPSTREAM_TIMEOUT":           "2m",
@@ -144,8 +147,23 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"USAGE_BATCH_SIZE":           "100",
 		"USAGE_FLUSH_INTERVAL":       "250ms",
 		"USAGE_BUFFER_SIZE":          "1000",
+		"MEMORY_ENABLED":             "true",
+		"MEMORY_IDLE_TIMEOUT":        "5m",
+		"MEMORY_SUMMARY_MODEL":       "gpt-4o-mini",
+		"MEMORY_MAX_INJECT":          "2",
+		"MEMORY_MIN_SCORE":           "0.5",
+		"MEMORY_MAX_BYTES":           "4096",
+		"MEMORY_REDACT":              "secret-[0-9]+\ndefault",
+		"MEMORY_RETENTION_DAYS":      "7",
 		"LOG_LEVEL":                  "DEBUG",
 		"LOG_FORMAT":                 "text",
+		"SSO_ISSUER":                 "https://idp.example.com/realms/x",
+		"SSO_CLIENT_ID":              "llm-proxy",
+		"SSO_CLIENT_SECRET":          "client-secret",
+		"SSO_ALLOWED_DOMAINS":        " Example.COM ,,corp.example",
+		"SSO_PROJECT":                "agents",
+		"SSO_TOKEN_TTL":              "48h",
+		"PUBLIC_URL":                 "https://llm.example.com/",
 	})
 	got, _ := mustLoad(t)
 	want := &Config{
@@ -156,16 +174,18 @@ func TestEverySettingFromEnv(t *testing.T) {
 			PoolSettings: []string{"DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
 				"DATABASE_MAX_IDLE_CONNS", "DATABASE_CONN_MAX_LIFETIME", "DATABASE_ECHO_POOL"},
 		},
-		ListenAddr:          "127.0.0.1:9000",
-		ManagementToken:     "mgmt-secret-token",
-		EncryptionKey:       []byte("0123456789abcdef0123456789abcdef"),
-		RedisURL:            "rediss://:rpw@redis:6380/2",
-		RedisFailOpen:       true,
-		RedisKeyPrefix:      "team-a:",
-		RedisPoolSize:       32,
-		RedisTimeout:        80 * time.Millisecond,
-		RedisDialTimeout:    2 * time.Second,
-		Retention:           Retention{Usage: 0, Audit: 48 * time.Hour, Tokens: 24 * time.Hour, Interval: 10 * time.Minute},
+		ListenAddr:       "127.0.0.1:9000",
+		ManagementToken:  "mgmt-secret-token",
+		EncryptionKey:    []byte("0123456789abcdef0123456789abcdef"),
+		RedisURL:         "rediss://:rpw@redis:6380/2",
+		RedisFailOpen:    true,
+		RedisKeyPrefix:   "team-a:",
+		RedisPoolSize:    32,
+		RedisTimeout:     80 * time.Millisecond,
+		RedisDialTimeout: 2 * time.Second,
+		Retention:        Retention{Usage: 0, Audit: 48 * time.Hour, Tokens: 24 * time.Hour, Interval: 10 * time.Minute},
+		Memory: Memory{Enabled: true, IdleTimeout: 5 * time.Minute, SummaryModel: "gpt-4o-mini", MaxInject: 2,
+			MinScore: 0.5, MaxBytes: 4096, Redact: []string{"secret-[0-9]+"}, RedactDefault: true, RetentionDays: 7},
 		UpstreamTimeout:     2 * time.Minute,
 		MaxRequestBytes:     2048,
 		ShutdownGrace:       45 * time.Second,
@@ -181,8 +201,12 @@ func TestEverySettingFromEnv(t *testing.T) {
 		UsageBatchSize:      100,
 		UsageFlushInterval:  250 * time.Millisecond,
 		UsageBufferSize:     1000,
-		LogLevel:            "debug",
-		LogFormat:           "text",
+		SSO: SSO{Issuer: "https://idp.example.com/realms/x", ClientID: "llm-proxy", ClientSecret: "client-secret",
+			RedirectURL: "https://llm.example.com/auth/callback", AllowedDomains: []string{"example.com", "corp.example"},
+			Project: "agents", TokenTTL: 48 * time.Hour},
+		PublicURL: "https://llm.example.com",
+		LogLevel:  "debug",
+		LogFormat: "text",
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -282,8 +306,8 @@ redis:
   timeout: 30ms
   dial_timeout: 3s
 retention:
-  usage: 720h
-  audit: 0s
+  usage_days: 30
+  audit_days: 0
   tokens: 1h
   interval: 5m
 upstream_timeout: 90s
@@ -307,6 +331,25 @@ usage:
   batch_size: 50
   flush_interval: 3s
   buffer_size: 500
+sso:
+  issuer: http://127.0.0.1:9999
+  client_id: cid
+  client_secret: cs
+  redirect_url: http://127.0.0.1:8080/auth/callback
+  allowed_domains: a.example
+  project: p
+  token_ttl: 1h
+public_url: http://127.0.0.1:8080
+memory:
+  enabled: true
+  idle_timeout: 1h
+  summary_model: m
+  max_inject: 0
+  min_score: 0
+  max_bytes: 2048
+  redact: |
+    key-[a-z]+
+  retention_days: 0
 log:
   level: warn
   format: text
@@ -320,16 +363,18 @@ log:
 			PoolSettings: []string{"database.pool_size in " + path, "database.max_overflow in " + path, "database.pool_timeout in " + path,
 				"database.max_idle_conns in " + path, "database.conn_max_lifetime in " + path, "database.echo_pool in " + path},
 		},
-		ListenAddr:          ":7000",
-		ManagementToken:     "tok",
-		EncryptionKey:       []byte("0123456789abcdef0123456789abcdef"),
-		RedisURL:            "redis://redis:6379/1",
-		RedisFailOpen:       true,
-		RedisKeyPrefix:      "b:",
-		RedisPoolSize:       4,
-		RedisTimeout:        30 * time.Millisecond,
-		RedisDialTimeout:    3 * time.Second,
-		Retention:           Retention{Usage: 720 * time.Hour, Tokens: time.Hour, Interval: 5 * time.Minute},
+		ListenAddr:       ":7000",
+		ManagementToken:  "tok",
+		EncryptionKey:    []byte("0123456789abcdef0123456789abcdef"),
+		RedisURL:         "redis://redis:6379/1",
+		RedisFailOpen:    true,
+		RedisKeyPrefix:   "b:",
+		RedisPoolSize:    4,
+		RedisTimeout:     30 * time.Millisecond,
+		RedisDialTimeout: 3 * time.Second,
+		Retention:        Retention{Usage: 720 * time.Hour, Tokens: time.Hour, Interval: 5 * time.Minute},
+		Memory: Memory{Enabled: true, IdleTimeout: time.Hour, SummaryModel: "m", MaxBytes: 2048,
+			Redact: []string{"key-[a-z]+"}},
 		UpstreamTimeout:     90 * time.Second,
 		MaxRequestBytes:     4096,
 		ShutdownGrace:       20 * time.Second,
@@ -346,9 +391,12 @@ log:
 		UsageBatchSize:      50,
 		UsageFlushInterval:  3 * time.Second,
 		UsageBufferSize:     500,
-		LogLevel:            "warn",
-		LogFormat:           "text",
-		ConfigFile:          path,
+		SSO: SSO{Issuer: "http://127.0.0.1:9999", ClientID: "cid", ClientSecret: "cs", RedirectURL: "http://127.0.0.1:8080/auth/callback",
+			AllowedDomains: []string{"a.example"}, Project: "p", TokenTTL: time.Hour},
+		PublicURL:  "http://127.0.0.1:8080",
+		LogLevel:   "warn",
+		LogFormat:  "text",
+		ConfigFile: path,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -516,6 +564,14 @@ func TestRangeChecks(t *testing.T) {
 		{"CONSOLE_SESSION_IDLE", "0s", "CONSOLE_SESSION_IDLE: "},
 		{"CONSOLE_SESSION_IDLE", "13h", "CONSOLE_SESSION_IDLE: must not exceed CONSOLE_SESSION_MAX"},
 		{"CONSOLE_SESSION_MAX", "-1h", "CONSOLE_SESSION_MAX: "},
+		{"MEMORY_ENABLED", "yes please", "MEMORY_ENABLED: "},
+		{"MEMORY_IDLE_TIMEOUT", "0s", "MEMORY_IDLE_TIMEOUT: "},
+		{"MEMORY_MAX_INJECT", "21", "MEMORY_MAX_INJECT: "},
+		{"MEMORY_MIN_SCORE", "NaN", "MEMORY_MIN_SCORE: "},
+		{"MEMORY_MIN_SCORE", "-0.1", "MEMORY_MIN_SCORE: "},
+		{"MEMORY_MAX_BYTES", "1023", "MEMORY_MAX_BYTES: "},
+		{"MEMORY_REDACT", "default\nsk-(", "MEMORY_REDACT: pattern \"sk-(\" is not a valid regular expression"},
+		{"MEMORY_RETENTION_DAYS", "-1", "MEMORY_RETENTION_DAYS: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env+"="+tt.value, func(t *testing.T) {
@@ -627,6 +683,36 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	}
 	if !strings.Contains(out, "postgres://app:***@db/llm") || !strings.Contains(out, "http://:***@redis:6379") {
 		t.Errorf("URL problems should quote the masked URL:\n%s", out)
+	}
+}
+
+func TestSSOSettings(t *testing.T) {
+	clearEnv(t)
+	setEnv(t, map[string]string{"SSO_ISSUER": "http://idp.example.com", "SSO_CLIENT_SECRET": "ssoSecretValue",
+		"SSO_REDIRECT_URL": "https://llm.example.com/elsewhere", "PUBLIC_URL": "ftp://x", "SSO_TOKEN_TTL": "-1h"})
+	_, _, err := Load("proxy", nil, &bytes.Buffer{})
+	got := strings.Join(problems(t, err), "\n")
+	for _, want := range []string{"SSO_ISSUER: must be the provider's https://", "SSO_CLIENT_ID: required", "SSO_PROJECT: required",
+		"SSO_REDIRECT_URL: must be an http(s) URL ending in /auth/callback", "PUBLIC_URL: must be", "SSO_TOKEN_TTL: must be a positive"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "ssoSecretValue") {
+		t.Errorf("problems print the client secret:\n%s", got)
+	}
+
+	clearEnv(t)
+	setEnv(t, map[string]string{"SSO_ISSUER": "https://idp.example.com", "SSO_CLIENT_ID": "c", "SSO_PROJECT": "p"})
+	_, _, err = Load("proxy", nil, &bytes.Buffer{})
+	if got := strings.Join(problems(t, err), "\n"); !strings.Contains(got, "SSO_REDIRECT_URL: required when SSO_ISSUER is set and PUBLIC_URL is not") {
+		t.Errorf("without a redirect URL or PUBLIC_URL: %s", got)
+	}
+
+	clearEnv(t)
+	c, _ := mustLoad(t)
+	if c.SSO.Issuer != "" || c.SSO.TokenTTL != 720*time.Hour {
+		t.Errorf("defaults: %+v", c.SSO)
 	}
 }
 

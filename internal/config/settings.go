@@ -71,10 +71,27 @@ type settings struct {
 	UsageFlushInterval value `env:"USAGE_FLUSH_INTERVAL" key:"usage.flush_interval" def:"1s" doc:"longest wait before a partial usage batch is written (Go duration)"`
 	UsageBufferSize    value `env:"USAGE_BUFFER_SIZE" key:"usage.buffer_size" def:"100000" doc:"usage rows held in memory while the database is unreachable (at least the batch size)"`
 
-	RetentionUsage    value `env:"RETENTION_USAGE" key:"retention.usage" def:"2160h" doc:"delete usage rows older than this (Go duration; 0 keeps them)"`
-	RetentionAudit    value `env:"RETENTION_AUDIT" key:"retention.audit" def:"8760h" doc:"delete audit events older than this (Go duration; 0 keeps them)"`
-	RetentionTokens   value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
-	RetentionInterval value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
+	UsageRetentionDays value `env:"USAGE_RETENTION_DAYS" key:"retention.usage_days" def:"90" doc:"keep usage rows (and their roll-up) this many whole UTC days (0-36500; 0 keeps them); PostgreSQL drops whole daily partitions, SQLite deletes in batches"`
+	AuditRetentionDays value `env:"AUDIT_RETENTION_DAYS" key:"retention.audit_days" def:"365" doc:"keep audit events this many whole UTC days (0-36500; 0 keeps them); PostgreSQL drops whole daily partitions, SQLite deletes in batches"`
+	RetentionTokens    value `env:"RETENTION_TOKENS" key:"retention.tokens" def:"720h" doc:"delete tokens this long after they expired (Go duration; 0 keeps them)"`
+	RetentionInterval  value `env:"RETENTION_INTERVAL" key:"retention.interval" def:"1h" doc:"how often one replica runs the retention sweep (Go duration)"`
+
+	SSOIssuer           value `env:"SSO_ISSUER" key:"sso.issuer" doc:"OIDC issuer URL for device login (discovery at ISSUER/.well-known/openid-configuration); empty turns SSO off and /auth/* answers 404"`
+	SSOClientID         value `env:"SSO_CLIENT_ID" key:"sso.client_id" doc:"OAuth client ID registered at the provider; required with SSO_ISSUER"`
+	SSOClientSecret     value `env:"SSO_CLIENT_SECRET" key:"sso.client_secret" secret:"true" doc:"OAuth client secret (empty for a public client, which PKCE protects)"`
+	SSORedirectURL      value `env:"SSO_REDIRECT_URL" key:"sso.redirect_url" doc:"the callback URL registered at the provider; must end in /auth/callback (default PUBLIC_URL/auth/callback)"`
+	SSOAllowedDomains   value `env:"SSO_ALLOWED_DOMAINS" key:"sso.allowed_domains" doc:"comma list of email domains allowed to sign in; empty: any verified email"`
+	SSOProject          value `env:"SSO_PROJECT" key:"sso.project" doc:"project (name or id) whose upstream serves agent tokens; resolved when used, device endpoints answer 503 until it exists; required with SSO_ISSUER"`
+	SSOTokenTTL         value `env:"SSO_TOKEN_TTL" key:"sso.token_ttl" def:"720h" doc:"lifetime of an agent token (Go duration)"`
+	PublicURL           value `env:"PUBLIC_URL" key:"public_url" doc:"the proxy's external URL (https://llm.example.com), for the device verification URI and Secure cookies; empty: taken from each request"`
+	MemoryEnabled       value `env:"MEMORY_ENABLED" key:"memory.enabled" def:"false" doc:"cross-session memory for requests with X-Session-ID: capture, summarise, inject (SPEC §6.6)"`
+	MemoryIdleTimeout   value `env:"MEMORY_IDLE_TIMEOUT" key:"memory.idle_timeout" def:"30m" doc:"a session quiet this long is summarised (Go duration)"`
+	MemorySummaryModel  value `env:"MEMORY_SUMMARY_MODEL" key:"memory.summary_model" show:"the session's model" doc:"model the summariser asks, through the session's own project upstream"`
+	MemoryMaxInject     value `env:"MEMORY_MAX_INJECT" key:"memory.max_inject" def:"3" doc:"summaries injected at most into a session's first request (0-20; 0 captures and summarises without injecting)"`
+	MemoryMinScore      value `env:"MEMORY_MIN_SCORE" key:"memory.min_score" def:"0.3" doc:"relevance a summary needs to be injected: recency (1 now, halving weekly) + 2 × keyword overlap with the prompt + 0.25 with open tasks (0-10)"`
+	MemoryMaxBytes      value `env:"MEMORY_MAX_BYTES" key:"memory.max_bytes" def:"65536" doc:"largest stored transcript in bytes, oldest turns dropped first (1024-16777216)"`
+	MemoryRedact        value `env:"MEMORY_REDACT" key:"memory.redact" show:"API keys, bearer tokens, private keys" doc:"regular expressions (Go syntax), one per line, whose matches are removed from transcripts before they are stored or summarised; the line default adds the built-in ones"`
+	MemoryRetentionDays value `env:"MEMORY_RETENTION_DAYS" key:"memory.retention_days" def:"90" doc:"delete session summaries and transcripts older than this many days (0 keeps them)"`
 
 	LogLevel  value `env:"LOG_LEVEL" flag:"log-level" key:"log.level" def:"info" doc:"debug, info, warn or error"`
 	LogFormat value `env:"LOG_FORMAT" flag:"log-format" key:"log.format" def:"json" doc:"json or text"`

@@ -14,6 +14,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/cache"
+	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/quota"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
@@ -34,7 +35,14 @@ var chatAnswer = []byte(`{"id":"chatcmpl-1","object":"chat.completion","created"
 // limits, quota, forwarding over loopback, usage extraction and recording —
 // on SQLite with every feature on (SPEC §10's set-up (a)). Run with
 // -benchmem -cpuprofile to see what a request costs.
-func BenchmarkProxyPath(b *testing.B) {
+func BenchmarkProxyPath(b *testing.B) { benchProxyPath(b, false) }
+
+// BenchmarkProxyPathMemory is BenchmarkProxyPath with memory on and every
+// request in one agent session (X-Session-ID): the cost of capture,
+// background writes included (compare ns/op and the process CPU time).
+func BenchmarkProxyPathMemory(b *testing.B) { benchProxyPath(b, true) }
+
+func benchProxyPath(b *testing.B, withMemory bool) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
@@ -64,7 +72,13 @@ func BenchmarkProxyPath(b *testing.B) {
 	defer func() { stop(); wg.Wait() }()
 	fwd := proxy.New(proxy.Options{})
 	defer fwd.Close()
+	var mem *memory.Memory
+	if withMemory {
+		mem = memory.New(st, memory.Options{MaxInject: 3, MaxBytes: 64 << 10})
+		wg.Go(func() { _ = mem.Run(runCtx) })
+	}
 	srv := New(Deps{
+		Memory:   mem,
 		Database: st, Auth: auth.New(st, cipher, auth.Options{TTL: time.Hour}), Failures: auth.NewFailureLimiter(st, rec, auth.FailureOptions{}),
 		Admission: admission.NewSplit(ratelimit.NewMemory(), quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: rec}), nil),
 		Forwarder: fwd, Recorder: rec, Metrics: telemetry.NewMetrics(), MaxRequestBytes: 10 << 20,
@@ -81,6 +95,10 @@ func BenchmarkProxyPath(b *testing.B) {
 			req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+secretTok)
+			if withMemory {
+				req.Header.Set("X-Session-ID", "bench-session")
+				req.Header.Set("X-Project-Root", "/bench/app")
+			}
 			w := httptest.NewRecorder()
 			srv.ServeHTTP(w, req)
 			if w.Code != http.StatusOK {

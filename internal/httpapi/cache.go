@@ -117,11 +117,14 @@ func (s *Server) serveCached(c echo.Context, l cacheLookup, p *auth.Principal, l
 		status = proxy.StatusClientClosedRequest
 	}
 	s.d.Admission.Reconcile(ctx, limits, 0)
+	tokenID, agentID, userID := usageIdentity(p)
 	s.d.Recorder.Usage(store.Usage{
 		CreatedAt:        start.UTC(),
 		RequestID:        reqID,
 		ProjectID:        p.Project.ID,
-		TokenID:          p.Token.ID,
+		TokenID:          tokenID,
+		AgentTokenID:     agentID,
+		UserID:           userID,
 		Model:            e.Model,
 		Endpoint:         c.Request().URL.Path,
 		Status:           status,

@@ -55,6 +55,10 @@ var errorTable = []struct {
 	resp   Error
 }{
 	{auth.ErrUnknownToken, Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key", Message: "invalid or unknown token"}},
+	{auth.ErrAgentExpired, Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "token_expired",
+		Message: "agent token expired; sign in again: POST /auth/device/code"}},
+	{auth.ErrNoAgentProject, Error{Status: http.StatusServiceUnavailable, Type: "api_error", Code: "sso_project_missing",
+		Message: "the project that serves agent tokens (SSO_PROJECT) does not exist yet"}},
 	{auth.ErrExpired, Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "token_expired", Message: "token expired"}},
 	{auth.ErrRevoked, Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "token_revoked", Message: "token revoked"}},
 	{auth.ErrProjectInactive, Error{Status: http.StatusForbidden, Type: "permission_error", Code: "project_inactive", Message: "the token's project is inactive"}},

@@ -372,6 +372,39 @@ func (s *Server) revokeToken(c echo.Context) error {
 	})
 }
 
+func (s *Server) listAgentTokens(c echo.Context) error {
+	return s.audited(c, "agent_token.list", func(*auditCall) error {
+		if err := queryOnly(c, "email", "active", "page", "page_size"); err != nil {
+			return err
+		}
+		q := manage.AgentTokenQuery{Email: c.QueryParam("email")}
+		var err error
+		if q.Active, err = queryBool(c, "active"); err != nil {
+			return err
+		}
+		if q.PageQuery, err = queryPage(c); err != nil {
+			return err
+		}
+		l, err := s.d.Manager.ListAgentTokens(c.Request().Context(), q)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, manage.NewListView(l, manage.NewAgentTokenView))
+	})
+}
+
+func (s *Server) revokeAgentToken(c echo.Context) error {
+	return s.audited(c, "agent_token.revoke", func(call *auditCall) error {
+		call.metadata = map[string]any{"agent_token_id": truncate(c.Param("id"), 64)}
+		a, err := s.d.Manager.RevokeAgentToken(c.Request().Context(), c.Param("id"))
+		if err != nil {
+			return err
+		}
+		call.metadata["user_id"] = a.UserID()
+		return c.NoContent(http.StatusNoContent)
+	})
+}
+
 func (s *Server) getUsage(c echo.Context) error {
 	return s.audited(c, "usage.query", func(call *auditCall) error {
 		if err := queryOnly(c, "project_id", "token_id", "from", "to", "group_by"); err != nil {

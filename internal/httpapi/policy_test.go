@@ -41,8 +41,9 @@ type policyEnv struct {
 	// usage receives every usage row the recorder writes.
 	usage chan store.Usage
 
-	mu      sync.Mutex
-	upPaths []string // method and path of every upstream request
+	mu       sync.Mutex
+	upPaths  []string // method and path of every upstream request
+	upBodies []string // and its body, checked against its Content-Length
 	// answer writes the upstream's answer; nil means a chat completion.
 	answer func(w http.ResponseWriter, r *http.Request)
 }
@@ -63,14 +64,24 @@ func (s usageSink) InsertUsage(ctx context.Context, rows []store.Usage) error {
 	return s.Sink.InsertUsage(ctx, rows)
 }
 
-// newPolicyEnv starts the gateway; opts adjust its Deps.
+// newPolicyEnv starts the gateway on SQLite; opts adjust its Deps.
 func newPolicyEnv(t *testing.T, opts ...func(*Deps)) *policyEnv {
 	t.Helper()
-	e := &policyEnv{t: t, st: teststore.SQLite(t), usage: make(chan store.Usage, 100)}
+	return newPolicyEnvOn(t, teststore.SQLite(t), opts...)
+}
+
+// newPolicyEnvOn starts the gateway on st; opts adjust its Deps.
+func newPolicyEnvOn(t *testing.T, st store.Store, opts ...func(*Deps)) *policyEnv {
+	t.Helper()
+	e := &policyEnv{t: t, st: st, usage: make(chan store.Usage, 100)}
 	e.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+		body, _ := io.ReadAll(r.Body)
+		if r.ContentLength >= 0 && r.ContentLength != int64(len(body)) {
+			t.Errorf("upstream got Content-Length %d with a %d-byte body", r.ContentLength, len(body))
+		}
 		e.mu.Lock()
 		e.upPaths = append(e.upPaths, r.Method+" "+r.URL.Path)
+		e.upBodies = append(e.upBodies, string(body))
 		answer := e.answer
 		e.mu.Unlock()
 		if answer != nil {
@@ -172,8 +183,17 @@ func (e *policyEnv) upstreamCalls() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	calls := e.upPaths
-	e.upPaths = nil
+	e.upPaths, e.upBodies = nil, nil
 	return calls
+}
+
+// upstreamBodies returns and forgets the bodies that reached the upstream.
+func (e *policyEnv) upstreamBodies() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	bodies := e.upBodies
+	e.upPaths, e.upBodies = nil, nil
+	return bodies
 }
 
 func chat(model string) string {

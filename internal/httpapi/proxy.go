@@ -13,15 +13,17 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/admission"
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 // proxy is the request pipeline of SPEC §6.1: authenticate → check the
-// browser origin and the model allow-lists → admit (rate limits and quota)
-// → answer from the response cache, or forward → observe → store in the
-// cache → record.
+// browser origin, the model allow-lists and the memory headers → admit
+// (rate limits and quota) → answer from the response cache, or add memory
+// context (a session's first request) and forward → observe → store in the
+// cache → record (and hand the transcript to memory).
 func (s *Server) proxy(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
@@ -56,6 +58,10 @@ func (s *Server) proxy(c echo.Context) error {
 	if err := checkModels(p, r.URL.Path, info.Model); err != nil {
 		return err
 	}
+	turn, err := s.remember(c, p, info, body, reqID)
+	if err != nil {
+		return err
+	}
 
 	cl, cached := s.cacheRequest(r, p, info, body)
 
@@ -67,9 +73,20 @@ func (s *Server) proxy(c echo.Context) error {
 		return nil
 	}
 
+	var answer *proxy.Answer
+	if turn != nil {
+		turn.Inject(ctx)
+		if turn.Injected > 0 {
+			c.Response().Header().Set(memory.HeaderInjected, memory.InjectedHeader(turn.Injected))
+			// The answer depends on one user's memory, which the cache
+			// key (the client's body) does not show: never store it.
+			cached = false
+		}
+		body, answer = turn.Body, turn.Answer
+	}
 	up := proxy.Upstream{Provider: p.Project.Provider, BaseURL: p.Project.BaseURL, APIKey: p.APIKey, APIVersion: p.Project.APIVersion}
 	preq := &proxy.Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header, Body: body,
-		RequestID: reqID, Received: start}
+		RequestID: reqID, Received: start, Answer: answer}
 	var w http.ResponseWriter = c.Response()
 	var models *bufferedResponse
 	var tee *cacheWriter
@@ -90,12 +107,16 @@ func (s *Server) proxy(c echo.Context) error {
 		s.storeCached(ctx, cl, tee, &res, start)
 	}
 
+	turn.Finish(res.Status)
 	s.d.Admission.Reconcile(ctx, limits, int64(res.Usage.TotalTokens))
+	tokenID, agentID, userID := usageIdentity(p)
 	s.d.Recorder.Usage(store.Usage{
 		CreatedAt:        start.UTC(),
 		RequestID:        reqID,
 		ProjectID:        p.Project.ID,
-		TokenID:          p.Token.ID,
+		TokenID:          tokenID,
+		AgentTokenID:     agentID,
+		UserID:           userID,
 		Model:            res.Model,
 		Endpoint:         r.URL.Path,
 		Status:           res.Status,
@@ -119,6 +140,36 @@ func (s *Server) proxy(c echo.Context) error {
 		return res.Err
 	}
 	return nil
+}
+
+// usageIdentity returns the token, agent token and person a usage row of
+// p's request carries: a withering token's ID, or an agent token's ID and
+// its person (SPEC §4).
+func usageIdentity(p *auth.Principal) (tokenID, agentTokenID, userID string) {
+	if p.Agent != nil {
+		return "", p.Agent.ID, p.Identity
+	}
+	return p.Token.ID, "", ""
+}
+
+// remember reads the memory headers (SPEC §6.6): nothing without memory
+// or X-Session-ID; otherwise a Turn that adds context to a session's first
+// request once it is admitted (announced by X-Memory-Injected) and
+// collects the answer for the transcript. A bad header is a 400 before any
+// limit is spent.
+func (s *Server) remember(c echo.Context, p *auth.Principal, info proxy.Info, body []byte, reqID string) (*memory.Turn, error) {
+	if s.d.Memory == nil {
+		return nil, nil
+	}
+	r := c.Request()
+	t, err := s.d.Memory.Begin(memory.Request{Header: r.Header, Method: r.Method, Path: r.URL.Path, Body: body,
+		User: memory.UserOf(p.Identity, p.Project.ID), UpstreamProjectID: p.Project.ID, Model: info.Model, RequestID: reqID})
+	var bad *memory.BadHeaderError
+	if errors.As(err, &bad) {
+		return nil, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_memory_header",
+			Param: bad.Header, Message: bad.Header + ": " + err.Error(), Err: err}
+	}
+	return t, err
 }
 
 // authenticate resolves the client's token. Failures count against the

@@ -43,6 +43,27 @@ func (s *Server) routes() {
 	if s.d.Console != nil {
 		s.d.Console.Routes(e.Group("/console"))
 	}
+	m.GET("/agent-tokens", s.listAgentTokens)
+	m.DELETE("/agent-tokens/:id", s.revokeAgentToken)
+
+	// SSO device login (SPEC §6.5); without SSO_ISSUER these paths are 404.
+	if sso := s.d.SSO; sso != nil {
+		e.POST("/auth/device/code", sso.DeviceCode)
+		e.POST("/auth/device/token", sso.DeviceToken)
+		e.GET("/auth/device", sso.EnterCode)
+		e.POST("/auth/device", sso.SubmitCode)
+		e.GET("/auth/callback", sso.Callback)
+		e.GET("/auth/device/approve", sso.ApprovePage)
+		e.POST("/auth/device/approve", sso.Decide)
+		e.GET("/auth/devices", sso.Devices)
+		e.POST("/auth/devices/signin", sso.SignIn)
+		e.POST("/auth/devices/:id/revoke", sso.RevokeDevice)
+	}
+	m.GET("/memory/projects", s.listMemoryProjects)
+	m.GET("/memory/summaries", s.listMemorySummaries)
+	m.GET("/memory/summaries/:id", s.getMemorySummary)
+	m.DELETE("/memory/summaries/:id", s.deleteMemorySummary)
+	m.DELETE("/memory/sessions/:id", s.deleteMemorySession)
 }
 
 func methodNotAllowed(msg string) echo.HandlerFunc {

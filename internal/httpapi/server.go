@@ -31,8 +31,10 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/cache"
 	"github.com/llmproxy/llm-proxy/internal/console"
 	"github.com/llmproxy/llm-proxy/internal/manage"
+	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
 	"github.com/llmproxy/llm-proxy/internal/ratelimit"
+	"github.com/llmproxy/llm-proxy/internal/sso"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/telemetry"
 	"github.com/llmproxy/llm-proxy/internal/usage"
@@ -51,10 +53,16 @@ type Deps struct {
 	Forwarder *proxy.Forwarder
 	Recorder  *usage.Recorder
 	// Cache is the response cache; nil turns it off.
-	Cache   cache.Cache
+	Cache cache.Cache
+	// Memory captures sessions and injects their summaries; nil turns
+	// memory off (MEMORY_ENABLED=false) at no cost.
+	Memory  *memory.Memory
 	Manager *manage.Service
 	// Console serves /console; nil leaves it unrouted (404).
 	Console *console.Console
+	// SSO serves the device login under /auth; nil (SSO_ISSUER unset)
+	// leaves those routes out.
+	SSO     *sso.Service
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
 

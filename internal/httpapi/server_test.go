@@ -65,6 +65,20 @@ func TestUnknownRouteIsAnOpenAIError404(t *testing.T) {
 	}
 }
 
+func TestDeviceLoginRoutesAre404WithoutSSO(t *testing.T) {
+	srv := New(Deps{})
+	for _, r := range []struct{ method, path string }{
+		{"POST", "/auth/device/code"}, {"POST", "/auth/device/token"}, {"GET", "/auth/device"},
+		{"GET", "/auth/callback"}, {"GET", "/auth/devices"},
+	} {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(r.method, r.path, nil))
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("%s %s without SSO_ISSUER: %d, want 404", r.method, r.path, rec.Code)
+		}
+	}
+}
+
 func TestRequestID(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -32,9 +32,9 @@ type UsageReport struct {
 // Usage aggregates usage rows. A *ValidationError names a bad parameter.
 func (s *Service) Usage(ctx context.Context, q UsageQuery) (*UsageReport, error) {
 	switch q.GroupBy {
-	case "", store.GroupByDay, store.GroupByModel, store.GroupByToken, store.GroupByCache:
+	case "", store.GroupByDay, store.GroupByModel, store.GroupByToken, store.GroupByCache, store.GroupByPurpose:
 	default:
-		return nil, invalid("group_by", "must be one of day, model, token, cache")
+		return nil, invalid("group_by", "must be one of day, model, token, cache, purpose")
 	}
 	from, to, err := parseWindow(q.From, q.To)
 	if err != nil {

@@ -78,6 +78,32 @@ type Request struct {
 	// Received is when the request reached the gateway, for the proxy
 	// part of Server-Timing; zero means when Forward was called.
 	Received time.Time
+	// Answer, when set, collects the answer's text for memory capture
+	// (successful JSON and SSE responses only).
+	Answer *Answer
+}
+
+// Answer collects a chat answer as it is relayed, bounded by Max bytes,
+// so memory capture reads it without buffering the response twice.
+type Answer struct {
+	// Max bounds Text; what does not fit is dropped and Truncated set.
+	Max int
+	// Text is, for a stream (Streamed), the JSON-escaped text of its
+	// deltas concatenated (the contents of one JSON string; whole deltas
+	// only, so it always decodes), else the response body itself.
+	Text      []byte
+	Streamed  bool
+	Truncated bool
+}
+
+// add appends p unless it would pass Max; once something was dropped,
+// nothing more is added (the text stays a prefix of the answer).
+func (a *Answer) add(p []byte) {
+	if a.Truncated || len(a.Text)+len(p) > a.Max {
+		a.Truncated = true
+		return
+	}
+	a.Text = append(a.Text, p...)
 }
 
 // Result reports what happened, for usage recording and metrics.
@@ -318,7 +344,10 @@ func (f *Forwarder) forward(ctx context.Context, w http.ResponseWriter, req *Req
 	switch {
 	case sse:
 		res.Streamed = true
-		s := sseRelay{w: w, rc: rc, strip: strip}
+		s := sseRelay{w: w, rc: rc, strip: strip, answer: req.Answer}
+		if req.Answer != nil {
+			req.Answer.Streamed = true
+		}
 		readErr, writeErr = s.run(resp.Body, bufs.buf)
 		if s.ended && writeErr == nil {
 			// The whole answer reached the client; a client that hangs up
@@ -330,7 +359,7 @@ func (f *Forwarder) forward(ctx context.Context, w http.ResponseWriter, req *Req
 			res.Model = s.model
 		}
 	case ok && isJSON(resp.Header):
-		c := capture{head: bufs.head[:0], tail: bufs.tail[:0]}
+		c := capture{head: bufs.head[:0], tail: bufs.tail[:0], answer: req.Answer}
 		readErr, writeErr = copyBody(w, rc, resp.Body, bufs.buf, &c, resp.ContentLength < 0)
 		var model string
 		res.Usage, model = c.result()

@@ -18,9 +18,10 @@ import (
 // go and flushed once. So no event waits while the upstream is quiet, and a
 // burst of events costs one write and one flush, not one per event.
 type sseRelay struct {
-	w     io.Writer
-	rc    *http.ResponseController
-	strip bool
+	w      io.Writer
+	rc     *http.ResponseController
+	strip  bool
+	answer *Answer // collects the deltas' text; nil without memory capture
 
 	usage  usageAcc
 	model  string
@@ -132,6 +133,9 @@ func (s *sseRelay) inspect(ev []byte) bool {
 	}
 	if jsonscan.FirstKey(ev, `"delta"`) >= 0 {
 		s.deltas++
+		if s.answer != nil {
+			s.answer.add(jsonscan.DeltaText(ev))
+		}
 	}
 	u, ok := jsonscan.LastUsage(ev)
 	if !ok {

@@ -43,11 +43,15 @@ func (a *usageAcc) usage() Usage {
 // near the start (chat, Anthropic) or the end (embeddings), the usage object
 // near the end.
 type capture struct {
-	head []byte // the first headCap bytes
-	tail []byte // at least the last tailCap bytes, at most 2*tailCap
+	head   []byte  // the first headCap bytes
+	tail   []byte  // at least the last tailCap bytes, at most 2*tailCap
+	answer *Answer // the whole body, for memory capture; nil without
 }
 
 func (c *capture) write(p []byte) {
+	if c.answer != nil {
+		c.answer.add(p)
+	}
 	if room := headCap - len(c.head); room > 0 {
 		c.head = append(c.head, p[:min(room, len(p))]...)
 	}

@@ -2,12 +2,14 @@ package retention
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/store"
@@ -18,8 +20,6 @@ import (
 
 // now is the fixed clock of every test.
 var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-
-const day = 24 * time.Hour
 
 func openSQLite(t *testing.T) store.Store {
 	t.Helper()
@@ -117,6 +117,13 @@ func seed(t *testing.T, s store.Store) {
 	}
 }
 
+// rowsOf returns the deleted-row counts of res, without the partitions
+// created (which only PostgreSQL has).
+func rowsOf(res Result) Result {
+	res.PartitionsCreated = 0
+	return res
+}
+
 func count(t *testing.T, s store.Store) counts {
 	t.Helper()
 	ctx := t.Context()
@@ -200,7 +207,7 @@ func TestSweepOnce(t *testing.T) {
 					}
 					want := tc.want
 					want.AuthBlocks = 1 // the block that ended two days ago, whatever the settings
-					if res != want {
+					if rowsOf(res) != want {
 						t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
 					}
 					if got := count(t, s); got != tc.remain {
@@ -240,7 +247,7 @@ func TestLockHeldElsewhere(t *testing.T) {
 	if err != nil || !ran {
 		t.Fatalf("SweepOnce after release = (%+v, %t, %v), want a sweep", res, ran, err)
 	}
-	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens, AuthBlocks: 1}); res != want {
+	if want := (Result{Usage: oldUsage, Audit: oldAudit, Tokens: oldTokens, AuthBlocks: 1}); rowsOf(res) != want {
 		t.Errorf("SweepOnce deleted %+v, want %+v", res, want)
 	}
 }
@@ -292,7 +299,7 @@ func TestConcurrentSweeps(t *testing.T) {
 		t.Errorf("second SweepOnce during the first = (%+v, %t, %v), want (zero, false, nil)", res, ran, err)
 	}
 	first := <-done
-	if first.err != nil || !first.ran || first.res != (Result{Usage: 6}) {
+	if first.err != nil || !first.ran || rowsOf(first.res) != (Result{Usage: 6}) {
 		t.Errorf("first SweepOnce = (%+v, %t, %v), want 6 usage rows deleted", first.res, first.ran, first.err)
 	}
 	if got := count(t, b).usage; got != 1 {
@@ -352,5 +359,127 @@ func TestDefaults(t *testing.T) {
 	if sw.opts.Interval != DefaultInterval || sw.opts.BatchSize != DefaultBatchSize || sw.opts.Pause != DefaultPause ||
 		sw.opts.Logger == nil || sw.opts.Now == nil {
 		t.Errorf("New(Options{}) options = %+v, want the defaults", sw.opts)
+	}
+}
+
+// partitionNames lists the partitions of table named for a day of 2025.
+func partitionNames(t *testing.T, url, table string) []string {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(context.WithoutCancel(t.Context()))
+	rows, err := conn.Query(t.Context(), `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		WHERE i.inhparent = to_regclass($1) AND c.relname LIKE $2 ORDER BY 1`, table, table+"_p2025%")
+	if err != nil {
+		t.Fatalf("list partitions: %v", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("list partitions: %v", err)
+	}
+	return names
+}
+
+// TestPartitionsFollowTheClock moves the sweeper's clock: each sweep
+// creates the partitions of today and the days ahead, and drops those of
+// the days that ended before the retention period, rows and all.
+func TestPartitionsFollowTheClock(t *testing.T) {
+	url := teststore.PostgresURL(t)
+	s := openPostgres(t, url)
+	clock := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	sw := New(s, Options{Usage: 3 * day, Audit: 3 * day, PartitionsAhead: 2, Now: func() time.Time { return clock }})
+	sweep := func(want Result) {
+		t.Helper()
+		res, ran, err := sw.SweepOnce(t.Context())
+		if err != nil || !ran || res != want {
+			t.Fatalf("SweepOnce at %s = (%+v, %t, %v), want (%+v, true, nil)", clock, res, ran, err, want)
+		}
+	}
+	sweep(Result{PartitionsCreated: 6})
+	for _, table := range []string{"usage", "audit_events"} {
+		diffStrings(t, table+" partitions", []string{table + "_p20250601", table + "_p20250602", table + "_p20250603"},
+			partitionNames(t, url, table))
+	}
+	var rows []store.Usage
+	var events []store.AuditEvent
+	for d := range 3 {
+		for range d + 1 {
+			at := clock.Add(time.Duration(d) * day)
+			rows = append(rows, store.Usage{ID: uuid.NewString(), CreatedAt: at, RequestID: "r",
+				Endpoint: "/v1/chat/completions", Status: 200})
+			events = append(events, store.AuditEvent{ID: uuid.NewString(), CreatedAt: at, Actor: "management",
+				Action: "token.create", Outcome: store.OutcomeSuccess})
+		}
+	}
+	if err := s.InsertUsage(t.Context(), rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertAuditEvents(t.Context(), events); err != nil {
+		t.Fatal(err)
+	}
+
+	// Four days later the cutoff is June 2 00:00: June 1 goes (its one
+	// row), June 2 stays although part of it is older than three days.
+	// Days ahead start from today: June 4, passed while no sweep ran, gets
+	// no partition (a late row for it would go to the default partition).
+	clock = clock.Add(4 * day)
+	sweep(Result{Usage: 1, Audit: 1, PartitionsCreated: 6})
+	for _, table := range []string{"usage", "audit_events"} {
+		diffStrings(t, table+" partitions", []string{table + "_p20250602", table + "_p20250603",
+			table + "_p20250605", table + "_p20250606", table + "_p20250607"}, partitionNames(t, url, table))
+	}
+	if got := count(t, s); got.usage != 5 || got.audit != 5 {
+		t.Errorf("rows left %+v, want 5 usage rows and 5 audit events", got)
+	}
+}
+
+func diffStrings(t *testing.T, what string, want, got []string) {
+	t.Helper()
+	if !slices.Equal(want, got) {
+		t.Errorf("%s = %q, want %q", what, got, want)
+	}
+}
+
+// TestSweepMemory deletes summaries and transcripts older than the memory
+// period, and nothing when it is zero.
+func TestSweepMemory(t *testing.T) {
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) {
+			s := bk.open(t)
+			ctx := t.Context()
+			for i, at := range []time.Time{now.Add(-3 * day), now.Add(-2 * day), now.Add(-time.Hour)} {
+				sid := "s" + string(rune('0'+i))
+				if err := s.SaveTranscript(ctx, &store.MemorySession{UserID: "u", SessionID: sid, Transcript: "[]",
+					LastActivity: at, CreatedAt: at}); err != nil {
+					t.Fatal(err)
+				}
+				got, err := s.ClaimMemorySessions(ctx, store.MemoryClaim{Worker: "w", IdleBefore: at.Add(time.Second),
+					Now: at, LeaseUntil: at.Add(time.Minute), Limit: 1})
+				if err != nil || len(got) != 1 {
+					t.Fatalf("claim = (%d, %v)", len(got), err)
+				}
+				if err := s.CompleteMemorySession(ctx, "w", at, &store.SessionSummary{ID: uuid.NewString(), UserID: "u",
+					SessionID: sid, SummaryVersion: 1, CreatedAt: at}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, _, err := New(s, Options{Now: func() time.Time { return now }}).SweepOnce(ctx)
+			if err != nil || res.Summaries != 0 || res.MemorySessions != 0 {
+				t.Fatalf("zero period: SweepOnce = (%+v, %v), want memory kept", res, err)
+			}
+			res, _, err = New(s, Options{Memory: day, BatchSize: 1, Pause: time.Millisecond,
+				Now: func() time.Time { return now }}).SweepOnce(ctx)
+			if err != nil || res.Summaries != 2 || res.MemorySessions != 2 {
+				t.Fatalf("SweepOnce = (%+v, %v), want 2 summaries and 2 sessions", res, err)
+			}
+			if _, err := s.GetMemorySession(ctx, "u", "s2"); err != nil {
+				t.Errorf("recent session deleted: %v", err)
+			}
+			if _, total, _ := s.ListSessionSummaries(ctx, store.SummaryFilter{Page: store.Page{Page: 1, PageSize: 10}}); total != 1 {
+				t.Errorf("%d summaries left, want 1", total)
+			}
+		})
 	}
 }

@@ -74,14 +74,20 @@ func (s shape) table(name string) *table {
 	return tb
 }
 
+// postgresShape reads the logical schema of the current schema's tables.
+// Partitions are left out (their parent stands for them), and a
+// partitioned table's unique keys are read without its partition key
+// created_at, which PostgreSQL requires in them and SQLite, without
+// partitions, has no need of.
 func postgresShape(db *sql.DB) (shape, error) {
 	s := shape{}
 	rows, err := db.Query(`
 		SELECT c.table_name, c.column_name, c.is_nullable = 'NO'
 		FROM information_schema.columns c
 		JOIN information_schema.tables t USING (table_schema, table_name)
+		JOIN pg_class r ON r.oid = to_regclass(quote_ident(c.table_name))
 		WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
-		  AND c.table_name <> 'schema_migrations'`)
+		  AND NOT r.relispartition AND c.table_name <> 'schema_migrations'`)
 	if err != nil {
 		return nil, err
 	}
@@ -104,12 +110,13 @@ func postgresShape(db *sql.DB) (shape, error) {
 		           SELECT a.attname
 		           FROM unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 		           JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+		           WHERE NOT (t.relkind = 'p' AND ix.indisunique AND a.attname = 'created_at')
 		           ORDER BY k.ord), ',')
 		FROM pg_index ix
 		JOIN pg_class t ON t.oid = ix.indrelid
 		JOIN pg_class i ON i.oid = ix.indexrelid
 		JOIN pg_namespace n ON n.oid = t.relnamespace
-		WHERE n.nspname = current_schema() AND t.relname <> 'schema_migrations'`)
+		WHERE n.nspname = current_schema() AND NOT t.relispartition AND t.relname <> 'schema_migrations'`)
 	if err != nil {
 		return nil, err
 	}

@@ -166,9 +166,9 @@ func (m *Migrator) change(ctx context.Context, what string, op func() error) err
 	// A dirty schema, found or left behind, gets the recovery instructions.
 	if st, serr := m.Status(context.WithoutCancel(ctx)); serr == nil && st.Dirty {
 		if errors.As(err, new(migrate.ErrDirty)) {
-			return fmt.Errorf("%s: %w", what, &SchemaError{Status: st})
+			return fmt.Errorf("%s: %w", what, &SchemaError{Status: st, Driver: m.driver})
 		}
-		return fmt.Errorf("%s: %w; %w", what, err, &SchemaError{Status: st})
+		return fmt.Errorf("%s: %w; %w", what, err, &SchemaError{Status: st, Driver: m.driver})
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

@@ -32,6 +32,10 @@ type Status struct {
 // auto-migration, or dirty). Its message tells the operator what to run.
 type SchemaError struct {
 	Status Status
+	// Driver names the dialect, whose embedded versions tell the version
+	// before a dirty one (numbers may skip: one can be reserved for a
+	// migration that is not merged yet).
+	Driver string
 }
 
 func (e *SchemaError) Error() string {
@@ -45,7 +49,7 @@ func (e *SchemaError) Error() string {
 		return fmt.Sprintf("database schema is dirty at version %[1]d (a migration to version %[1]d failed half way); "+
 			"fix it by hand, then run `migrate force %[1]d` if the database now fully matches version %[1]d, "+
 			"or, after undoing the failed migration's partial changes, `migrate force %[2]d` followed by `migrate up`",
-			s.Current, s.Current-1)
+			s.Current, previous(e.Driver, s.Current))
 	}
 	current := fmt.Sprintf("version %d", s.Current)
 	if s.None {
@@ -76,6 +80,33 @@ func embedded(driver string) ([]Migration, error) {
 	}
 	slices.SortFunc(list, func(a, b Migration) int { return int(a.Version) - int(b.Version) })
 	return list, nil
+}
+
+// Versions returns the versions embedded in this build for driver, in
+// ascending order. Numbers may skip.
+func Versions(driver string) ([]uint, error) {
+	list, err := embedded(driver)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint, len(list))
+	for i, m := range list {
+		out[i] = m.Version
+	}
+	return out, nil
+}
+
+// previous returns the embedded version of driver before v (0 when there
+// is none, or the versions cannot be read).
+func previous(driver string, v uint) uint {
+	versions, _ := Versions(driver)
+	prev := uint(0)
+	for _, x := range versions {
+		if x < v {
+			prev = x
+		}
+	}
+	return prev
 }
 
 // Latest is the highest migration version embedded for driver.
@@ -142,7 +173,7 @@ func (m *Migrator) Check(ctx context.Context, autoMigrate bool) error {
 	}
 	switch {
 	case st.Dirty:
-		return &SchemaError{Status: st}
+		return &SchemaError{Status: st, Driver: m.driver}
 	case !st.None && st.Current > st.Latest:
 		m.logger.Warn(fmt.Sprintf("schema version %d is newer than this build knows (%d); serving — migrations are additive",
 			st.Current, st.Latest), "schema_version", st.Current, "build_schema_version", st.Latest)
@@ -150,7 +181,7 @@ func (m *Migrator) Check(ctx context.Context, autoMigrate bool) error {
 	case !st.None && st.Current == st.Latest:
 		return nil
 	case !autoMigrate:
-		return &SchemaError{Status: st}
+		return &SchemaError{Status: st, Driver: m.driver}
 	}
 	m.logger.Info("applying pending migrations", "schema_version", st.Current, "build_schema_version", st.Latest)
 	if err := m.Up(ctx); err != nil {
@@ -178,7 +209,7 @@ func (m *Migrator) Wait(ctx context.Context, timeout time.Duration) error {
 		case !st.Dirty && !st.None && st.Current >= st.Latest:
 			return nil
 		default:
-			last = (&SchemaError{Status: st}).Error()
+			last = (&SchemaError{Status: st, Driver: m.driver}).Error()
 		}
 		select {
 		case <-ctx.Done():

@@ -97,8 +97,15 @@ type Usage struct {
 	Latency          time.Duration // stored in milliseconds
 	TTFB             time.Duration // stored in milliseconds
 	Streamed         bool
-	Cached           bool // answered from the response cache
+	Cached           bool   // answered from the response cache
+	Purpose          string // PurposeClient ("" reads as it) or PurposeMemory
 }
+
+// Usage purposes: why the upstream was called.
+const (
+	PurposeClient = "client" // a proxied client request
+	PurposeMemory = "memory" // the memory summariser
+)
 
 // Audit outcomes.
 const (
@@ -135,6 +142,92 @@ type AuthBlock struct {
 	LastAttemptAt  time.Time
 	BlockedUntil   time.Time
 }
+
+// Pending authorization states (SPEC §6.5).
+const (
+	PendingStatusPending  = "pending"
+	PendingStatusApproved = "approved"
+	PendingStatusDenied   = "denied"
+	PendingStatusExpired  = "expired"
+)
+
+// PendingAuthorization is one device-login attempt (SPEC §6.5). Only the
+// SHA-256 of its device code and of its user code is stored. The identity
+// fields are set when a signed-in person approves or denies it.
+type PendingAuthorization struct {
+	ID             string
+	DeviceCodeHash string // hex SHA-256 of the device code
+	UserCodeHash   string // hex SHA-256 of the normalised user code
+	Status         string // one of the PendingStatus* values
+	Label          string // the device's client_name
+	Provider       string // the approving person's issuer
+	Subject        string
+	Email          string
+	ClientIP       string // the device's address when it asked for the code
+	LastPolledAt   *time.Time
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+}
+
+// AgentToken is a credential issued to a person's device after SSO
+// (SPEC §6.5). Only the SHA-256 of its secret (hex) is stored; the person
+// is (Provider, Subject), never Subject alone.
+type AgentToken struct {
+	ID                  string
+	Hash                string // hex SHA-256 of the secret
+	Prefix              string // short display prefix of the secret
+	Provider            string // the OIDC issuer
+	Subject             string
+	Email               string
+	Label               string
+	IsActive            bool
+	CreatedAt           time.Time
+	LastAuthenticatedAt *time.Time // when the person signed in to approve it
+	AuthExpiresAt       time.Time
+}
+
+// UserID is the person an agent token belongs to, as usage rows and memory
+// name them: the provider and the subject.
+func (a *AgentToken) UserID() string { return a.Provider + "#" + a.Subject }
+
+// AgentTokenFilter selects agent tokens. Empty or nil fields do not
+// filter; Provider and Subject filter together.
+type AgentTokenFilter struct {
+	Email    string
+	Provider string
+	Subject  string
+	Active   *bool
+	Page
+}
+
+// SSOSession is a browser's sign-in with the OIDC provider (SPEC §6.5).
+// The cookie holds a secret whose SHA-256 (hex) is SecretHash. Until the
+// provider's callback, State, Nonce and Verifier hold the login in flight
+// and the identity is empty; the callback clears them and sets the
+// identity. PendingID names the device authorization the sign-in is for
+// ("" for a sign-in to list one's own devices).
+type SSOSession struct {
+	ID         string
+	SecretHash string
+	State      string
+	Nonce      string
+	Verifier   string
+	PendingID  string
+	Provider   string
+	Subject    string
+	Email      string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+}
+
+// Outcomes of a device code poll (Store.PollDeviceCode).
+const (
+	PollPending  = "pending"
+	PollSlowDown = "slow_down"
+	PollExpired  = "expired"
+	PollDenied   = "denied"
+	PollIssued   = "issued"
+)
 
 // TokenTouch adds Requests to a token's request_count and moves its
 // last_used_at forward to LastUsedAt (never backwards; a zero LastUsedAt
@@ -178,15 +271,16 @@ type AuditFilter struct {
 
 // Usage groupings.
 const (
-	GroupByDay   = "day"
-	GroupByModel = "model"
-	GroupByToken = "token"
-	GroupByCache = "cache"
+	GroupByDay     = "day"
+	GroupByModel   = "model"
+	GroupByToken   = "token"
+	GroupByCache   = "cache"
+	GroupByPurpose = "purpose"
 )
 
 // UsageFilter selects usage rows for aggregation. Zero fields do not filter.
-// GroupBy is one of GroupByDay, GroupByModel, GroupByToken, GroupByCache or
-// "" (one total).
+// GroupBy is one of GroupByDay, GroupByModel, GroupByToken, GroupByCache,
+// GroupByPurpose or "" (one total).
 type UsageFilter struct {
 	ProjectID string
 	TokenID   string
@@ -196,7 +290,7 @@ type UsageFilter struct {
 
 // UsageTotal is one group of aggregated usage. Key is the day
 // ("2006-01-02", UTC), the model, the token ID, "hit" or "miss" (cached or
-// not), or "" for the overall total.
+// not), the purpose, or "" for the overall total.
 type UsageTotal struct {
 	Key              string
 	Requests         int64
@@ -262,11 +356,18 @@ type Store interface {
 	// in sorted ID order so concurrent batches cannot deadlock.
 	TouchTokens(ctx context.Context, touches []TokenTouch) error
 
-	// InsertUsage writes a batch of usage rows in one statement (or COPY).
+	// InsertUsage writes a batch of usage rows in one statement (or COPY)
+	// and adds them to the usage roll-up, in one transaction: all or none.
+	// A row whose ID is already stored with the same CreatedAt (a retried
+	// batch) is ErrConflict. On PostgreSQL, whose usage table is
+	// partitioned by time, an ID is unique only together with CreatedAt.
 	InsertUsage(ctx context.Context, rows []Usage) error
+	// SumUsage aggregates usage rows; its answers are the raw rows'
+	// exactly, whether they come from the roll-up or not.
 	SumUsage(ctx context.Context, f UsageFilter) ([]UsageTotal, error)
 
-	// InsertAuditEvents writes a batch of audit events.
+	// InsertAuditEvents writes a batch of audit events. Like usage rows,
+	// an event is unique by ID and CreatedAt together on PostgreSQL.
 	InsertAuditEvents(ctx context.Context, events []AuditEvent) error
 	GetAuditEvent(ctx context.Context, id string) (*AuditEvent, error)
 	ListAuditEvents(ctx context.Context, f AuditFilter) ([]*AuditEvent, int, error)
@@ -281,9 +382,23 @@ type Store interface {
 	// it.
 	TryLock(ctx context.Context, name string) (release func(), ok bool, err error)
 	// DeleteUsageBefore deletes at most limit (> 0) usage rows created
-	// before t, oldest first, in one short statement, and returns how many
-	// it deleted.
+	// before t, oldest first, in one short transaction that also takes
+	// them out of the usage roll-up, and returns how many it deleted.
 	DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	// EnsurePartitions gives usage and audit events of every UTC day
+	// overlapping [from, to) a partition of their own, and every day with
+	// rows in a default partition too, moving those rows into it. It
+	// returns how many partitions it created. Without partitions (SQLite)
+	// it does nothing.
+	EnsurePartitions(ctx context.Context, from, to time.Time) (int, error)
+	// DropUsagePartitionsBefore drops the usage partitions whose whole day
+	// is before t, and their roll-up rows with them, and returns how many
+	// rows they held; rows before t outside them are left to
+	// DeleteUsageBefore. Without partitions (SQLite) it does nothing.
+	DropUsagePartitionsBefore(ctx context.Context, t time.Time) (int64, error)
+	// DropAuditPartitionsBefore is DropUsagePartitionsBefore for audit
+	// events.
+	DropAuditPartitionsBefore(ctx context.Context, t time.Time) (int64, error)
 	// DeleteAuditBefore deletes at most limit (> 0) audit events created
 	// before t, oldest first, and returns how many it deleted.
 	DeleteAuditBefore(ctx context.Context, t time.Time, limit int) (int64, error)
@@ -325,6 +440,66 @@ type Store interface {
 	// expires_at is before expired or whose last_seen_at is before idle,
 	// and returns how many it deleted.
 	DeleteConsoleSessionsBefore(ctx context.Context, expired, idle time.Time, limit int) (int64, error)
+	// CreatePendingAuthorization inserts p; p.ID must be set. A duplicate
+	// device or user code hash is ErrConflict.
+	CreatePendingAuthorization(ctx context.Context, p *PendingAuthorization) error
+	GetPendingAuthorization(ctx context.Context, id string) (*PendingAuthorization, error)
+	GetPendingAuthorizationByUserCode(ctx context.Context, userCodeHash string) (*PendingAuthorization, error)
+	// DecidePendingAuthorization sets the status of a pending, unexpired
+	// authorization to approved or denied and records who decided, in one
+	// conditional update. ErrNotFound when there is none; ErrConflict when
+	// it was already decided or has expired at now.
+	DecidePendingAuthorization(ctx context.Context, id, status, provider, subject, email string, now time.Time) error
+	// PollDeviceCode answers one poll of a device code, atomically: it
+	// returns PollExpired past expires_at; PollSlowDown when the previous
+	// poll was less than interval before now; else PollPending or
+	// PollDenied by status; and for an approved authorization it inserts
+	// tok (ID, Hash, Prefix, IsActive, CreatedAt, LastAuthenticatedAt and
+	// AuthExpiresAt set by the caller; the identity and label copied from
+	// the authorization into tok) and deletes the authorization, in one
+	// transaction, so a device code is redeemed at most once: PollIssued.
+	// Every poll but an issuing one records now as last_polled_at.
+	// ErrNotFound for an unknown (or redeemed) device code.
+	PollDeviceCode(ctx context.Context, deviceCodeHash string, now time.Time, interval time.Duration, tok *AgentToken) (string, error)
+	// DeletePendingAuthorizationsExpiredBefore deletes at most limit (> 0)
+	// authorizations that expired before t, earliest first.
+	DeletePendingAuthorizationsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+
+	GetAgentToken(ctx context.Context, id string) (*AgentToken, error)
+	GetAgentTokenByHash(ctx context.Context, hash string) (*AgentToken, error)
+	// ListAgentTokens returns a page of agent tokens, newest first.
+	ListAgentTokens(ctx context.Context, f AgentTokenFilter) ([]*AgentToken, int, error)
+	// RevokeAgentToken deactivates an agent token (idempotent); ErrNotFound
+	// when there is none.
+	RevokeAgentToken(ctx context.Context, id string) error
+	// DeleteAgentTokensExpiredBefore deletes at most limit (> 0) agent
+	// tokens whose auth_expires_at is before t, earliest first.
+	DeleteAgentTokensExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+
+	// CreateSSOSession inserts s; s.ID must be set.
+	CreateSSOSession(ctx context.Context, s *SSOSession) error
+	GetSSOSessionByHash(ctx context.Context, secretHash string) (*SSOSession, error)
+	// CompleteSSOSession records the signed-in identity of the session
+	// whose login (State) is in flight and clears State, Nonce and
+	// Verifier, in one conditional update, so a callback is used once.
+	// ErrNotFound when there is no such session; ErrConflict when its
+	// login is no longer in flight.
+	CompleteSSOSession(ctx context.Context, id, provider, subject, email string) error
+	// DeleteSSOSession deletes a session (idempotent).
+	DeleteSSOSession(ctx context.Context, id string) error
+	// DeleteSSOSessionsExpiredBefore deletes at most limit (> 0) sessions
+	// that expired before t, earliest first.
+	DeleteSSOSessionsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+
+	// CountAuthFailure counts one failed attempt of identifier at now and
+	// returns the count: the stored count plus one, or 1 when the last
+	// attempt was before resetBefore. It keeps blocked_until.
+	CountAuthFailure(ctx context.Context, identifier string, now, resetBefore time.Time) (int, error)
+	// GetAuthBlock returns the row of identifier (BlockedUntil zero when it
+	// is not blocked); ErrNotFound when there is none.
+	GetAuthBlock(ctx context.Context, identifier string) (*AuthBlock, error)
+
+	MemoryStore
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
@@ -332,4 +507,23 @@ type Store interface {
 	Stats() PoolStats
 	// Close releases every connection; the Store is unusable afterwards.
 	Close() error
+}
+
+// PollOutcome is the answer to a poll of p at now, before any redemption
+// (the rule both implementations of Store.PollDeviceCode apply): expired
+// past its expiry, slow_down when polled again within interval, else by
+// status.
+func PollOutcome(p *PendingAuthorization, now time.Time, interval time.Duration) string {
+	switch {
+	case !now.Before(p.ExpiresAt) || p.Status == PendingStatusExpired:
+		return PollExpired
+	case p.LastPolledAt != nil && now.Sub(*p.LastPolledAt) < interval:
+		return PollSlowDown
+	case p.Status == PendingStatusApproved:
+		return PollIssued
+	case p.Status == PendingStatusDenied:
+		return PollDenied
+	default:
+		return PollPending
+	}
 }

@@ -334,3 +334,26 @@ func (m *Metrics) RegisterQueue(stats func() QueueStats) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "batch_flush_errors_total", Help: "Batch writes that failed and will be retried."},
 		func() float64 { return float64(stats().FlushErrors) }))
 }
+
+// MemoryStats are the memory capture figures (package memory's Stats).
+type MemoryStats struct {
+	Queued                                          int
+	Dropped, Written, WriteErrors, Injected, Errors int64
+}
+
+// RegisterMemory exports the memory capture queue and injections, read
+// from stats at scrape time.
+func (m *Metrics) RegisterMemory(stats func() MemoryStats) {
+	counter := func(name, help string, f func(MemoryStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(stats())) })
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llm_memory_capture_queued", Help: "Sessions whose transcript waits to be written."},
+			func() float64 { return float64(stats().Queued) }),
+		counter("llm_memory_capture_dropped_total", "Transcripts dropped because the capture queue was full (the request was served).", func(s MemoryStats) int64 { return s.Dropped }),
+		counter("llm_memory_capture_written_total", "Transcripts written.", func(s MemoryStats) int64 { return s.Written }),
+		counter("llm_memory_capture_errors_total", "Transcripts that could not be written.", func(s MemoryStats) int64 { return s.WriteErrors }),
+		counter("llm_memory_injected_total", "Requests that received summaries of earlier sessions.", func(s MemoryStats) int64 { return s.Injected }),
+		counter("llm_memory_lookup_errors_total", "Session first requests served without memory after a database error.", func(s MemoryStats) int64 { return s.Errors }),
+	)
+}

@@ -594,3 +594,58 @@ func TestTouchLastUsedDoesNotCount(t *testing.T) {
 			got.RequestCount, got.LastUsedAt, now.Add(4*time.Second))
 	}
 }
+
+// lostAck is a store whose first usage batch commits but reports an error,
+// as when the connection drops before the commit is acknowledged.
+type lostAck struct {
+	store.Store
+	once sync.Once
+}
+
+func (s *lostAck) InsertUsage(ctx context.Context, rows []store.Usage) error {
+	err := s.Store.InsertUsage(ctx, rows)
+	lost := false
+	s.once.Do(func() { lost = err == nil })
+	if lost {
+		return errDown
+	}
+	return err
+}
+
+// TestRetriedBatchCountedOnce: the recorder retries a batch whose commit it
+// did not hear of; the rows and the usage roll-up (which SumUsage reads)
+// count it once, on both stores.
+func TestRetriedBatchCountedOnce(t *testing.T) {
+	for name, open := range map[string]func(testing.TB) store.Store{
+		"SQLite":   func(t testing.TB) store.Store { return teststore.SQLite(t) },
+		"Postgres": func(t testing.TB) store.Store { return teststore.Postgres(t) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &lostAck{Store: open(t)}
+			r := usage.New(s, usage.Options{BatchSize: 10, FlushInterval: time.Hour})
+			stop := start(t, r)
+			for i := range 25 {
+				u := row(i)
+				u.Model = []string{"a", "b"}[i%2]
+				r.Usage(u)
+			}
+			if err := stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			got, err := s.SumUsage(context.Background(), store.UsageFilter{GroupBy: store.GroupByModel})
+			if err != nil {
+				t.Fatalf("SumUsage: %v", err)
+			}
+			want := []store.UsageTotal{
+				{Key: "a", Requests: 13, PromptTokens: 39, CompletionTokens: 52, TotalTokens: 91},
+				{Key: "b", Requests: 12, PromptTokens: 36, CompletionTokens: 48, TotalTokens: 84},
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("usage by model after a retried batch (-want +got):\n%s", diff)
+			}
+			if st := r.Stats(); st.FlushErrors == 0 {
+				t.Errorf("FlushErrors = 0: the lost acknowledgement never happened, so nothing was retried")
+			}
+		})
+	}
+}

@@ -6,7 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 // unlockTimeout bounds the pg_advisory_unlock of a lock release.
@@ -59,14 +62,45 @@ func discard(c *pgxpool.Conn) {
 }
 
 // DeleteUsageBefore deletes the oldest usage rows created before t, at most
-// limit of them, through the created_at index.
+// limit of them, through the created_at index, and takes them out of
+// usage_rollup in the same transaction. With partitions dropped whole
+// (DropUsagePartitionsBefore), what is left for it are the rows of the
+// default partition.
 func (db *DB) DeleteUsageBefore(ctx context.Context, t time.Time, limit int) (int64, error) {
-	n, err := db.deleteBatch(ctx, `DELETE FROM usage WHERE id IN
-		(SELECT id FROM usage WHERE created_at < $1 ORDER BY created_at LIMIT $2)`, t, limit)
-	if err != nil {
-		return 0, fmt.Errorf("delete usage: %w", err)
+	if limit < 1 {
+		return 0, fmt.Errorf("delete usage: limit %d must be positive", limit)
 	}
-	return n, nil
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Release()
+	var deleted []store.Usage
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM usage WHERE (id, created_at) IN
+			(SELECT id, created_at FROM usage WHERE created_at < $1 ORDER BY created_at LIMIT $2)
+			RETURNING created_at, coalesce(project_id::text, ''), coalesce(token_id::text, ''),
+				coalesce(agent_token_id::text, ''), model, cached, purpose, prompt_tokens, completion_tokens, total_tokens`,
+			t, limit)
+		if err != nil {
+			return err
+		}
+		deleted, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Usage, error) {
+			var u store.Usage
+			err := r.Scan(&u.CreatedAt, &u.ProjectID, &u.TokenID, &u.AgentTokenID, &u.Model, &u.Cached, &u.Purpose,
+				&u.PromptTokens, &u.CompletionTokens, &u.TotalTokens)
+			return u, err
+		})
+		if err != nil || len(deleted) == 0 {
+			return err
+		}
+		_, err = tx.Exec(ctx, subtractRollup, rollupArrays(store.RollUp(deleted))...)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete usage: %w", translate(err))
+	}
+	return int64(len(deleted)), nil
 }
 
 // DeleteAuditBefore deletes the oldest audit events created before t, at

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -67,13 +66,20 @@ func Check(ctx context.Context, path string) (version int64, dirty bool, err err
 	return version, dirty, nil
 }
 
-// Restore replaces the database at path with a copy of the file src
-// (checked with Check first). It holds the database's lock file
+// Restore replaces the database at path with the database in the file
+// src (checked with Check first). It holds the database's lock file
 // throughout, so it fails with ErrInUse while a DB (a proxy) has the
-// database open. The copy is written beside the database, synced, and
-// renamed over it; the old database's -wal and -shm files are removed
-// first, so that they can never be applied to the restored file.
-func Restore(path, src string) (err error) {
+// database open.
+//
+// The copy is made by SQLite, not byte by byte: VACUUM INTO reads src as
+// one transaction, so transactions committed to src but still in its -wal
+// file (a backup taken by copying a live database, say) are included, as
+// a checkpoint would. The copy is written beside the database, verified
+// (PRAGMA integrity_check and its schema version), synced, and only then
+// renamed over the database; the old database's -wal and -shm files are
+// removed first, so that they can never be applied to the restored file.
+// On any error the database is left as it was.
+func Restore(ctx context.Context, path, src string) (err error) {
 	lock, err := acquireLock(path + ".lock")
 	if errors.Is(err, errLocked) {
 		return &inUseError{path: path}
@@ -84,16 +90,41 @@ func Restore(path, src string) (err error) {
 	defer func() { err = errors.Join(err, lock.release()) }()
 
 	tmp := path + ".restore"
-	if err := copyFile(src, tmp); err != nil {
-		return errors.Join(fmt.Errorf("restore: %w", err), removeIfExists(tmp))
+	if err := removeIfExists(tmp); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	fail := func(err error) error { return errors.Join(fmt.Errorf("restore: %w", err), removeIfExists(tmp)) }
+	want, _, err := Check(ctx, src)
+	if err != nil {
+		return fail(err)
+	}
+	err = withConn(ctx, src, url.Values{"mode": {"ro"}}, func(conn *sql.Conn) error {
+		_, err := conn.ExecContext(ctx, `VACUUM INTO ?`, tmp)
+		return translate(err)
+	})
+	if err != nil {
+		return fail(fmt.Errorf("copy %s: %w", src, err))
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(err)
+	}
+	got, _, err := Check(ctx, tmp)
+	if err != nil {
+		return fail(fmt.Errorf("verify the copy: %w", err))
+	}
+	if got != want {
+		return fail(fmt.Errorf("verify the copy: schema version %d, the backup's is %d", got, want))
+	}
+	if err := syncFile(tmp); err != nil {
+		return fail(err)
 	}
 	for _, suffix := range []string{"-wal", "-shm"} {
 		if err := removeIfExists(path + suffix); err != nil {
-			return errors.Join(fmt.Errorf("restore: %w", err), removeIfExists(tmp))
+			return fail(err)
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return errors.Join(fmt.Errorf("restore: %w", err), removeIfExists(tmp))
+		return fail(err)
 	}
 	if err := syncFile(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -116,27 +147,6 @@ func withConn(ctx context.Context, path string, query url.Values, fn func(*sql.C
 	}
 	defer conn.Close()
 	return fn(conn)
-}
-
-// copyFile copies src to a new file dst (mode 0600, replacing a leftover
-// of an interrupted restore) and syncs it.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := removeIfExists(dst); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		return errors.Join(err, out.Close())
-	}
-	return errors.Join(out.Sync(), out.Close())
 }
 
 // syncFile flushes a file or directory to disk.

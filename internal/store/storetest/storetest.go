@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TimePrecision", testTimePrecision},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"SumUsage", testSumUsage},
+		{"RollupExact", testRollupExact},
 		{"AuditEventRoundTrip", testAuditEventRoundTrip},
 		{"ListAuditEvents", testListAuditEvents},
 		{"PingStats", testPingStats},
@@ -54,6 +55,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuthBlockMerge", testAuthBlockMerge},
 		{"UsageSeries", testUsageSeries},
 		{"ConsoleSessions", testConsoleSessions},
+		{"PendingAuthorizationRoundTrip", testPendingAuthorizationRoundTrip},
+		{"DecidePendingAuthorization", testDecidePendingAuthorization},
+		{"PollDeviceCode", testPollDeviceCode},
+		{"PollDeviceCodeRedeemsOnce", testPollDeviceCodeRedeemsOnce},
+		{"AgentTokens", testAgentTokens},
+		{"SSOSessions", testSSOSessions},
+		{"CountAuthFailure", testCountAuthFailure},
+		{"SSORetention", testSSORetention},
+		{"ProjectDirConcurrent", testProjectDirConcurrent},
+		{"MemorySessionLifecycle", testMemorySessionLifecycle},
+		{"MemoryFailures", testMemoryFailures},
+		{"MemoryClaimConcurrent", testMemoryClaimConcurrent},
+		{"MemoryRetention", testMemoryRetention},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -223,8 +223,18 @@ func (r *run) setup(ctx context.Context) error {
 	_, _ = rand.Read(encKey)
 	common := []string{"MANAGEMENT_TOKEN=" + b.mgmtKey, "LOG_LEVEL=warn", "DRAIN_DELAY=0s", "SHUTDOWN_GRACE=5s",
 		"ENCRYPTION_KEY=" + base64.StdEncoding.EncodeToString(encKey)}
+	// Memory is on for (a): requests without X-Session-ID (all but the
+	// memory row's) skip it at no cost. So is SSO, with an agent token
+	// issued before the start (the provider is only asked at sign-in).
+	aPath := filepath.Join(r.dir, "a", "proxy.db")
+	agentSecret, err := seedAgentToken(ctx, aPath)
+	if err != nil {
+		return err
+	}
 	a, err := r.startProxy(ctx, KeyA, "proxy (a) SQLite", b, maxConc, upURL, append(common,
-		"DATABASE_URL=sqlite:///"+filepath.Join(r.dir, "a", "proxy.db")))
+		"DATABASE_URL=sqlite:///"+aPath, "MEMORY_ENABLED=true",
+		"SSO_ISSUER=http://127.0.0.1:9/bench-issuer", "SSO_CLIENT_ID=bench", "SSO_PROJECT=bench-"+KeyAAgent,
+		"PUBLIC_URL=http://127.0.0.1"))
 	if err != nil {
 		return err
 	}
@@ -243,7 +253,17 @@ func (r *run) setup(ctx context.Context) error {
 		return err
 	}
 	hits.chatOnly = true
-	r.targets = append(r.targets, pol, hits)
+	mem, err := a.variant(ctx, KeyAMemory, "proxy (a) + memory capture", upURL, nil,
+		http.Header{"X-Session-Id": {"bench-session"}, "X-Project-Root": {"/bench/app"}})
+	if err != nil {
+		return err
+	}
+	agent, err := a.variant(ctx, KeyAAgent, "proxy (a) agent token", upURL, nil, nil)
+	if err != nil {
+		return err
+	}
+	agent.auth = "Bearer " + agentSecret
+	r.targets = append(r.targets, pol, hits, mem, agent)
 
 	if err := r.startCluster(ctx, b, maxConc, upURL, common); err != nil {
 		return err

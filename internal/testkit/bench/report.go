@@ -32,6 +32,13 @@ const (
 	// KeyACache is set-up (a) answering from its response cache (chat
 	// scenarios only: streams are never cached).
 	KeyACache = "a+cache"
+	// KeyAMemory is set-up (a) with memory capture: every request carries
+	// X-Session-ID (one agent session, as an agent sends it), so its
+	// transcript is collected while relaying and written in the background.
+	KeyAMemory = "a+memory"
+	// KeyAAgent is set-up (a) serving an SSO agent token (SPEC §6.5)
+	// instead of a withering token, from the SSO_PROJECT.
+	KeyAAgent = "a+agent"
 )
 
 // Row summarises one target in one scenario over all rounds.

@@ -323,7 +323,6 @@ func requireRedisDegraded(t *testing.T, c *testbed.Cluster, policy string) {
 // replica stays in service (/readyz 200, "degraded"); limits apply again
 // once Redis returns.
 func TestRedisOutage(t *testing.T) {
-	t.Parallel()
 	t.Run("FailOpen", func(t *testing.T) {
 		c := testbed.StartCluster(t, testbed.Options{Env: []string{"REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
