@@ -127,10 +127,10 @@ func parseTime(field, s string) (t time.Time, isDate bool, err error) {
 	return t.UTC(), false, nil
 }
 
-// SeriesQuery selects a usage time series: the window [From, To) cut into
-// Bucket-sized steps (store.BucketHour or store.BucketDay), split by Split
-// ("" or store.SplitProject, SplitModel, SplitToken). ProjectID and TokenID
-// filter when set.
+// SeriesQuery selects a usage time series: the window [From, To), on
+// Bucket boundaries, cut into Bucket-sized steps (store.BucketHour or
+// store.BucketDay), split by Split ("" or store.SplitProject, SplitModel,
+// SplitToken). ProjectID and TokenID filter when set.
 type SeriesQuery struct {
 	ProjectID string
 	TokenID   string
@@ -143,30 +143,28 @@ type SeriesQuery struct {
 // about six weeks of hours), so a query cannot ask for millions.
 const maxSeriesBuckets = 1000
 
-// UsageSeries returns the usage points of q; buckets without usage are
-// absent. A *ValidationError names a bad parameter.
+// UsageSeries returns the usage points of q from the usage roll-up; buckets
+// without usage are absent. A *ValidationError names a bad parameter.
 func (s *Service) UsageSeries(ctx context.Context, q SeriesQuery) ([]store.UsagePoint, error) {
-	step := time.Hour
-	switch q.Bucket {
-	case store.BucketHour:
-	case store.BucketDay:
-		step = 24 * time.Hour
-	default:
+	f := store.UsageSeriesFilter{ProjectID: q.ProjectID, TokenID: q.TokenID, From: q.From.UTC(), To: q.To.UTC(),
+		Bucket: q.Bucket, Split: q.Split}
+	switch {
+	case f.Bucket != store.BucketHour && f.Bucket != store.BucketDay:
 		return nil, invalid("bucket", "must be one of hour, day")
-	}
-	switch q.Split {
-	case "", store.SplitProject, store.SplitModel, store.SplitToken:
-	default:
+	case f.Split != "" && f.Split != store.SplitProject && f.Split != store.SplitModel && f.Split != store.SplitToken:
 		return nil, invalid("by", "must be one of project, model, token")
 	}
-	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
-		return nil, invalid("to", "must be after from")
+	if err := f.Check(); err != nil {
+		return nil, invalid("from", "%s", err)
 	}
-	if q.To.Sub(q.From) > maxSeriesBuckets*step {
-		return nil, invalid("from", "the window must span at most %d buckets of one %s", maxSeriesBuckets, q.Bucket)
+	step := time.Hour
+	if f.Bucket == store.BucketDay {
+		step = 24 * time.Hour
 	}
-	points, err := s.store.UsageSeries(ctx, store.UsageSeriesFilter{ProjectID: q.ProjectID, TokenID: q.TokenID,
-		From: q.From, To: q.To, Bucket: q.Bucket, Split: q.Split})
+	if f.To.Sub(f.From) > maxSeriesBuckets*step {
+		return nil, invalid("from", "the window must span at most %d buckets of one %s", maxSeriesBuckets, f.Bucket)
+	}
+	points, err := s.store.UsageSeries(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("usage series: %w", err)
 	}

@@ -421,8 +421,10 @@ type Store interface {
 	// and returns how many it deleted.
 	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 
-	// UsageSeries aggregates the usage rows matching f by bucket and split
-	// key, ordered by bucket then key; empty buckets are absent.
+	// UsageSeries sums the roll-up rows matching f by bucket and split key,
+	// ordered by bucket then key; empty buckets are absent. The sums equal
+	// the usage rows' (the roll-up is written with them). A filter that
+	// fails f.Check is an error.
 	UsageSeries(ctx context.Context, f UsageSeriesFilter) ([]UsagePoint, error)
 
 	// CreateConsoleSession inserts s; a duplicate IDHash is ErrConflict.

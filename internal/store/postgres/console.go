@@ -10,50 +10,26 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// seriesLayouts are the bucket strings UsageSeries selects, by bucket.
-var seriesLayouts = map[string]struct{ expr, layout string }{
-	store.BucketHour: {`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24')`, "2006-01-02T15"},
-	store.BucketDay:  {`to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`, "2006-01-02"},
-}
-
-// UsageSeries aggregates usage rows by bucket and split key.
+// UsageSeries sums usage_rollup rows by bucket and split key.
 func (db *DB) UsageSeries(ctx context.Context, f store.UsageSeriesFilter) ([]store.UsagePoint, error) {
-	b, ok := seriesLayouts[f.Bucket]
-	if !ok {
-		return nil, fmt.Errorf("usage series: unknown bucket %q", f.Bucket)
+	if err := f.Check(); err != nil {
+		return nil, fmt.Errorf("usage series: %w", err)
 	}
-	var key string
-	switch f.Split {
-	case "":
-		key = `''`
-	case store.SplitProject:
-		key = `coalesce(project_id::text, '')`
-	case store.SplitModel:
-		key = `model`
-	case store.SplitToken:
-		key = `coalesce(token_id::text, '')`
-	default:
-		return nil, fmt.Errorf("usage series: unknown split %q", f.Split)
-	}
+	key := map[string]string{"": `''`, store.SplitProject: `project_id`, store.SplitModel: `model`, store.SplitToken: `token_id`}[f.Split]
 	var q query
-	for _, idf := range []struct{ col, id string }{{"project_id", f.ProjectID}, {"token_id", f.TokenID}} {
-		if idf.id == "" {
-			continue
-		}
-		if !isUUID(idf.id) {
-			return nil, nil
-		}
-		q.where(idf.col+` = ?`, idf.id)
+	q.where(`granularity = ?`, f.Bucket)
+	q.where(`bucket >= ?`, f.From)
+	q.where(`bucket < ?`, f.To)
+	// The roll-up holds IDs as text in canonical form.
+	if f.ProjectID != "" {
+		q.where(`project_id = ?`, canonicalUUID(f.ProjectID))
 	}
-	if !f.From.IsZero() {
-		q.where(`created_at >= ?`, f.From)
+	if f.TokenID != "" {
+		q.where(`token_id = ?`, canonicalUUID(f.TokenID))
 	}
-	if !f.To.IsZero() {
-		q.where(`created_at < ?`, f.To)
-	}
-	stmt := `SELECT ` + b.expr + `, ` + key + `, count(*), coalesce(sum(prompt_tokens), 0),
-		coalesce(sum(completion_tokens), 0), coalesce(sum(total_tokens), 0)
-		FROM usage` + q.clause() + ` GROUP BY 1, 2 ORDER BY 1, 2`
+	stmt := `SELECT bucket, ` + key + `, sum(requests)::bigint, sum(prompt_tokens)::bigint,
+		sum(completion_tokens)::bigint, sum(total_tokens)::bigint
+		FROM usage_rollup` + q.clause() + ` GROUP BY 1, 2 ORDER BY 1, 2`
 	c, err := db.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -64,15 +40,9 @@ func (db *DB) UsageSeries(ctx context.Context, f store.UsageSeriesFilter) ([]sto
 		return nil, fmt.Errorf("usage series: %w", translate(err))
 	}
 	points, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.UsagePoint, error) {
-		var (
-			p      store.UsagePoint
-			bucket string
-		)
-		if err := r.Scan(&bucket, &p.Key, &p.Requests, &p.PromptTokens, &p.CompletionTokens, &p.TotalTokens); err != nil {
-			return p, err
-		}
-		var err error
-		p.Bucket, err = time.Parse(b.layout, bucket)
+		var p store.UsagePoint
+		err := r.Scan(&p.Bucket, &p.Key, &p.Requests, &p.PromptTokens, &p.CompletionTokens, &p.TotalTokens)
+		p.Bucket = p.Bucket.UTC()
 		return p, err
 	})
 	if err != nil {

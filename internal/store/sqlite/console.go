@@ -8,47 +8,24 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// seriesLayouts are the bucket strings seriesBucket produces, by bucket.
-var seriesLayouts = map[string]struct{ expr, layout string }{
-	store.BucketHour: {"substr(created_at, 1, 13)", "2006-01-02T15"},
-	store.BucketDay:  {"substr(created_at, 1, 10)", "2006-01-02"},
-}
-
-// UsageSeries aggregates usage rows by bucket and split key.
+// UsageSeries sums usage_rollup rows by bucket and split key.
 func (db *DB) UsageSeries(ctx context.Context, f store.UsageSeriesFilter) ([]store.UsagePoint, error) {
-	b, ok := seriesLayouts[f.Bucket]
-	if !ok {
-		return nil, fmt.Errorf("usage series: unknown bucket %q", f.Bucket)
+	if err := f.Check(); err != nil {
+		return nil, fmt.Errorf("usage series: %w", err)
 	}
-	var key string
-	switch f.Split {
-	case "":
-		key = "''"
-	case store.SplitProject:
-		key = "COALESCE(project_id, '')"
-	case store.SplitModel:
-		key = "model"
-	case store.SplitToken:
-		key = "COALESCE(token_id, '')"
-	default:
-		return nil, fmt.Errorf("usage series: unknown split %q", f.Split)
-	}
+	key := map[string]string{"": "''", store.SplitProject: "project_id", store.SplitModel: "model", store.SplitToken: "token_id"}[f.Split]
 	var w where
+	w.add("granularity = ?", f.Bucket)
+	w.add("bucket >= ?", timeArg(f.From))
+	w.add("bucket < ?", timeArg(f.To))
 	if f.ProjectID != "" {
 		w.add("project_id = ?", f.ProjectID)
 	}
 	if f.TokenID != "" {
 		w.add("token_id = ?", f.TokenID)
 	}
-	if !f.From.IsZero() {
-		w.add("created_at >= ?", timeArg(f.From))
-	}
-	if !f.To.IsZero() {
-		w.add("created_at < ?", timeArg(f.To))
-	}
-	q := `SELECT ` + b.expr + `, ` + key + `, COUNT(*), COALESCE(SUM(prompt_tokens), 0),
-		COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0) FROM usage` + w.String() +
-		` GROUP BY 1, 2 ORDER BY 1, 2`
+	q := `SELECT bucket, ` + key + `, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(total_tokens)
+		FROM usage_rollup` + w.String() + ` GROUP BY 1, 2 ORDER BY 1, 2`
 	rows, err := db.query(ctx, db.reader, q, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("usage series: %w", err)
@@ -56,15 +33,9 @@ func (db *DB) UsageSeries(ctx context.Context, f store.UsageSeriesFilter) ([]sto
 	defer rows.Close()
 	var out []store.UsagePoint
 	for rows.Next() {
-		var (
-			p      store.UsagePoint
-			bucket string
-		)
-		if err := rows.Scan(&bucket, &p.Key, &p.Requests, &p.PromptTokens, &p.CompletionTokens, &p.TotalTokens); err != nil {
+		var p store.UsagePoint
+		if err := rows.Scan(timeCol{&p.Bucket}, &p.Key, &p.Requests, &p.PromptTokens, &p.CompletionTokens, &p.TotalTokens); err != nil {
 			return nil, fmt.Errorf("usage series: %w", err)
-		}
-		if p.Bucket, err = time.Parse(b.layout, bucket); err != nil {
-			return nil, fmt.Errorf("usage series: bucket: %w", err)
 		}
 		out = append(out, p)
 	}

@@ -68,14 +68,16 @@ func testUsageSeries(t *testing.T, s store.Store) {
 	if err := s.InsertUsage(ctx, rows); err != nil {
 		t.Fatalf("InsertUsage: %v", err)
 	}
-	from, to := rows[50].CreatedAt, rows[500].CreatedAt
+	// The rows span 20:00 on 10 March to about 2:00 on 13 March (UTC).
+	day := func(d int) time.Time { return time.Date(2025, 3, d, 0, 0, 0, 0, time.UTC) }
+	from, to := rows[50].CreatedAt.UTC().Truncate(time.Hour), rows[500].CreatedAt.UTC().Truncate(time.Hour)
 	for _, f := range []store.UsageSeriesFilter{
-		{Bucket: store.BucketDay},
-		{Bucket: store.BucketHour},
-		{Bucket: store.BucketDay, Split: store.SplitProject},
-		{Bucket: store.BucketDay, Split: store.SplitModel},
+		{Bucket: store.BucketDay, From: day(1), To: day(20)},
+		{Bucket: store.BucketHour, From: day(10), To: day(14)},
+		{Bucket: store.BucketDay, Split: store.SplitProject, From: day(10), To: day(14)},
+		{Bucket: store.BucketDay, Split: store.SplitModel, From: day(11), To: day(12)},
 		{Bucket: store.BucketHour, Split: store.SplitToken, From: from, To: to},
-		{Bucket: store.BucketDay, Split: store.SplitModel, ProjectID: projects[1], TokenID: tokens[2]},
+		{Bucket: store.BucketDay, Split: store.SplitModel, ProjectID: projects[1], TokenID: tokens[2], From: day(1), To: day(20)},
 	} {
 		got, err := s.UsageSeries(ctx, f)
 		if err != nil {
@@ -86,11 +88,16 @@ func testUsageSeries(t *testing.T, s store.Store) {
 		}
 		diff(t, "UsageSeries", expectSeries(rows, f), got)
 	}
-	if _, err := s.UsageSeries(ctx, store.UsageSeriesFilter{Bucket: "week"}); err == nil {
-		t.Fatal("UsageSeries with an unknown bucket: want an error")
-	}
-	if _, err := s.UsageSeries(ctx, store.UsageSeriesFilter{Bucket: store.BucketDay, Split: "user"}); err == nil {
-		t.Fatal("UsageSeries with an unknown split: want an error")
+	for _, f := range []store.UsageSeriesFilter{
+		{Bucket: "week", From: day(1), To: day(20)},
+		{Bucket: store.BucketDay, Split: "user", From: day(1), To: day(20)},
+		{Bucket: store.BucketDay},
+		{Bucket: store.BucketDay, From: day(1).Add(time.Hour), To: day(20)},
+		{Bucket: store.BucketHour, From: from, To: to.Add(time.Minute)},
+	} {
+		if _, err := s.UsageSeries(ctx, f); err == nil {
+			t.Errorf("UsageSeries(%+v): want an error", f)
+		}
 	}
 }
 
