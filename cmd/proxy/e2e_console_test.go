@@ -244,6 +244,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shoot(t, ctx, shots, "08-audit-event")
 
+	do(t, ctx, "open devices", chromedp.Navigate(base+"/devices"), chromedp.WaitVisible(chromedp.ID("devices")))
+	shoot(t, ctx, shots, "09-devices")
+	do(t, ctx, "open memory", chromedp.Navigate(base+"/memory"), chromedp.WaitVisible(chromedp.ID("summaries")))
+	shoot(t, ctx, shots, "09-memory")
 	do(t, ctx, "open cluster", chromedp.Navigate(base+"/cluster"), chromedp.WaitVisible(chromedp.CSS("main table")))
 	if body := text(t, ctx, "main"); !strings.Contains(body, "Database schema: version") || !strings.Contains(body, "database_connections_total") {
 		t.Fatalf("cluster page lacks the schema version or the pool figures:\n%s", body)

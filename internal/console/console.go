@@ -130,6 +130,10 @@ func (cn *Console) Routes(g *echo.Group) {
 	p.GET("/usage", cn.usage)
 	p.GET("/audit", cn.audit)
 	p.GET("/audit/:id", cn.auditDetail)
+	p.GET("/devices", cn.devices)
+	p.POST("/devices/:id/revoke", cn.revokeDevice)
+	p.GET("/memory", cn.memory)
+	p.POST("/memory/summaries/:id/delete", cn.deleteSummary)
 	p.GET("/cluster", cn.cluster)
 }
 

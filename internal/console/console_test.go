@@ -594,3 +594,33 @@ func TestConsoleNeedsItsOptions(t *testing.T) {
 		t.Fatal("New without options: want an error")
 	}
 }
+
+func TestDevicesAndMemoryPages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, teststore.SQLite(t))
+	srv := e.server(t, mgmtToken)
+	b := newBrowser(t, srv.URL)
+	csrf := b.signIn(mgmtToken)
+	for path, want := range map[string]string{
+		"/console/devices?email=a@example.com&active=true": "No devices match.",
+		"/console/memory?user_id=u1&project_id=proj-1":     "No summaries match.",
+	} {
+		if status, page := b.get(path); status != http.StatusOK || !strings.Contains(page, want) {
+			t.Errorf("GET %s: status %d, want 200 with %q", path, status, want)
+		}
+	}
+	if e.audit.find("agent_token.list", store.OutcomeSuccess) == nil || e.audit.find("memory.summaries.list", store.OutcomeSuccess) == nil {
+		t.Error("page views not audited")
+	}
+	for _, path := range []string{"/console/devices/" + uuid.NewString() + "/revoke", "/console/memory/summaries/" + uuid.NewString() + "/delete"} {
+		if resp, _ := b.post(path, url.Values{}); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST %s without CSRF token: status %d, want 403", path, resp.StatusCode)
+		}
+		if resp, _ := b.post(path, url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("POST %s for an unknown id: status %d, want 404", path, resp.StatusCode)
+		}
+	}
+	if e.audit.find("agent_token.revoke", store.OutcomeFailure) == nil || e.audit.find("memory.summary.delete", store.OutcomeFailure) == nil {
+		t.Error("refused revoke/delete not audited as failures")
+	}
+}

@@ -100,7 +100,7 @@ func (cn *Console) asset(c echo.Context) error {
 
 // pageNames are the templates/*.html files that are whole pages; each
 // defines "title" and "content" for layout.html.
-var pageNames = []string{"signin", "error", "projects", "project", "tokens", "token_created", "usage", "audit", "audit_event", "cluster"}
+var pageNames = []string{"signin", "error", "projects", "project", "tokens", "token_created", "usage", "audit", "audit_event", "devices", "memory", "cluster"}
 
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -161,7 +161,7 @@ type view struct {
 // pageNav maps pages to the navigation entry they highlight.
 var pageNav = map[string]string{
 	"projects": "projects", "project": "projects", "tokens": "tokens", "token_created": "tokens",
-	"usage": "usage", "audit": "audit", "audit_event": "audit", "cluster": "cluster",
+	"usage": "usage", "audit": "audit", "audit_event": "audit", "devices": "devices", "memory": "memory", "cluster": "cluster",
 }
 
 // render writes the named page with status. Pages are never cached: they
