@@ -7,7 +7,10 @@
 #                            (installing the Debian package postgresql when
 #                            missing) and sets SERVICES_POSTGRES_URL;
 #   services_start_redis     starts Redis likewise (package redis-server)
-#                            and sets SERVICES_REDIS_URL.
+#                            and sets SERVICES_REDIS_URL;
+#   services_need_chromium   installs the Debian package chromium when no
+#                            chromium is on PATH (the console's browser
+#                            tests drive it headless).
 
 services_tmp=$(mktemp -d)
 services_pgdata=""
@@ -33,6 +36,13 @@ services_apt_install() {
 	services_log "installing $*"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+services_need_chromium() {
+	if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+		return 0
+	fi
+	services_apt_install chromium
 }
 
 # services_free_port prints a TCP port below 32768 that nothing listens on.

@@ -212,6 +212,19 @@ func schemaCheck(probe *schema.Probe) httpapi.ReadyCheck {
 	}}
 }
 
+// schemaVersion describes the schema for the console's cluster page.
+func (sh *shared) schemaVersion(ctx context.Context) (string, error) {
+	st, err := sh.probe.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	v := fmt.Sprintf("%d (this build: %d)", st.Current, st.Latest)
+	if st.Dirty {
+		v += ", dirty"
+	}
+	return v, nil
+}
+
 // redisDown tells the breaker which errors mean Redis is away (refused,
 // reset, closed connections). Timeouts do not count: they may be this
 // replica's own overload (a saturated CPU, a full pool) rather than Redis,

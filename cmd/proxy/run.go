@@ -25,6 +25,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/cli"
 	"github.com/llmproxy/llm-proxy/internal/config"
+	"github.com/llmproxy/llm-proxy/internal/console"
 	"github.com/llmproxy/llm-proxy/internal/httpapi"
 	"github.com/llmproxy/llm-proxy/internal/invalidate"
 	"github.com/llmproxy/llm-proxy/internal/manage"
@@ -212,19 +213,31 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 			Logger: logger,
 		}, st, sh.bus, recorder)
 	}
+	manager := manage.New(manage.Options{
+		Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
+	})
+	var cons *console.Console
+	if cfg.Console.Enabled {
+		if cons, err = console.New(console.Options{
+			Manager: manager, Sessions: st, Failures: failures, Metrics: metrics.Gatherer(), SchemaVersion: sh.schemaVersion,
+			ManagementToken: cfg.ManagementToken, TrustedProxies: cfg.TrustedProxies,
+			SessionIdle: cfg.Console.SessionIdle, SessionMax: cfg.Console.SessionMax, Logger: logger,
+		}); err != nil {
+			return err
+		}
+	}
 	srv := httpapi.New(httpapi.Deps{
-		Database:  st,
-		Auth:      authn,
-		Failures:  failures,
-		Origins:   origins,
-		Admission: sh.admission,
-		Forwarder: forwarder,
-		Recorder:  recorder,
-		Cache:     respCache,
-		Memory:    mem,
-		Manager: manage.New(manage.Options{
-			Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
-		}),
+		Database:           st,
+		Auth:               authn,
+		Failures:           failures,
+		Origins:            origins,
+		Admission:          sh.admission,
+		Forwarder:          forwarder,
+		Recorder:           recorder,
+		Cache:              respCache,
+		Memory:             mem,
+		Manager:            manager,
+		Console:            cons,
 		SSO:                deviceLogin,
 		Metrics:            metrics,
 		Logger:             logger,

@@ -59,11 +59,12 @@ type Config struct {
 	AuthFailureLimit    int            // AUTH_FAILURE_LIMIT, default 20 per client IP per minute
 	TrustedProxies      []netip.Prefix // TRUSTED_PROXIES; nil: the peer address is the client
 	MetricsToken        string         // METRICS_TOKEN; "" leaves /metrics open without project names
-	CacheMaxBytes       int64          // CACHE_MAX_BYTES, default 64 MiB; 0 = no in-process response cache
-	CacheMaxEntryBytes  int64          // CACHE_MAX_ENTRY_BYTES, default 1 MiB
-	UsageBatchSize      int            // USAGE_BATCH_SIZE, 1..10000, default 500
-	UsageFlushInterval  time.Duration  // USAGE_FLUSH_INTERVAL, default 1s
-	UsageBufferSize     int            // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
+	Console             Console
+	CacheMaxBytes       int64         // CACHE_MAX_BYTES, default 64 MiB; 0 = no in-process response cache
+	CacheMaxEntryBytes  int64         // CACHE_MAX_ENTRY_BYTES, default 1 MiB
+	UsageBatchSize      int           // USAGE_BATCH_SIZE, 1..10000, default 500
+	UsageFlushInterval  time.Duration // USAGE_FLUSH_INTERVAL, default 1s
+	UsageBufferSize     int           // USAGE_BUFFER_SIZE, >= UsageBatchSize, default 100000
 	Retention           Retention
 	SSO                 SSO
 	PublicURL           string // PUBLIC_URL without a trailing slash; "" = from each request
@@ -71,6 +72,13 @@ type Config struct {
 	LogLevel            string // LOG_LEVEL: debug|info|warn|error, default info
 	LogFormat           string // LOG_FORMAT: json|text, default json
 	ConfigFile          string // --config / CONFIG_FILE; "" when none
+}
+
+// Console configures the admin console (SPEC §6.8).
+type Console struct {
+	Enabled     bool          // CONSOLE_ENABLED, default false
+	SessionIdle time.Duration // CONSOLE_SESSION_IDLE, default 30m
+	SessionMax  time.Duration // CONSOLE_SESSION_MAX, default 12h
 }
 
 // Retention says how long rows are kept; 0 keeps them forever.
@@ -253,14 +261,19 @@ func build(s *settings, p *parser, opts Options) *Config {
 		AuthFailureLimit:    p.integer(s.AuthFailureLimit, 1, 100000),
 		TrustedProxies:      p.prefixes(s.TrustedProxies),
 		MetricsToken:        s.MetricsToken.text,
-		CacheMaxBytes:       int64(p.integer(s.CacheMaxBytes, 0, 1<<40)),
-		CacheMaxEntryBytes:  int64(p.integer(s.CacheMaxEntryBytes, 1, 1<<30)),
-		UsageBatchSize:      p.integer(s.UsageBatchSize, 1, 10000),
-		UsageFlushInterval:  p.duration(s.UsageFlushInterval),
-		UsageBufferSize:     p.integer(s.UsageBufferSize, 1, 100_000_000),
-		LogLevel:            p.oneOf(s.LogLevel, "debug", "info", "warn", "error"),
-		LogFormat:           p.oneOf(s.LogFormat, "json", "text"),
-		ConfigFile:          s.ConfigFile.text,
+		Console: Console{
+			Enabled:     p.boolean(s.ConsoleEnabled),
+			SessionIdle: p.duration(s.ConsoleSessionIdle),
+			SessionMax:  p.duration(s.ConsoleSessionMax),
+		},
+		CacheMaxBytes:      int64(p.integer(s.CacheMaxBytes, 0, 1<<40)),
+		CacheMaxEntryBytes: int64(p.integer(s.CacheMaxEntryBytes, 1, 1<<30)),
+		UsageBatchSize:     p.integer(s.UsageBatchSize, 1, 10000),
+		UsageFlushInterval: p.duration(s.UsageFlushInterval),
+		UsageBufferSize:    p.integer(s.UsageBufferSize, 1, 100_000_000),
+		LogLevel:           p.oneOf(s.LogLevel, "debug", "info", "warn", "error"),
+		LogFormat:          p.oneOf(s.LogFormat, "json", "text"),
+		ConfigFile:         s.ConfigFile.text,
 	}
 	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
 		p.add(s.ListenAddr, "must be host:port or :port, such as :8080")
@@ -280,6 +293,12 @@ func build(s *settings, p *parser, opts Options) *Config {
 		} else {
 			c.RedisURL = s.RedisURL.text
 		}
+	}
+	if c.Console.Enabled && c.ManagementToken == "" {
+		p.problems = append(p.problems, "CONSOLE_ENABLED: the console signs in with the management token; set MANAGEMENT_TOKEN too")
+	}
+	if c.Console.SessionMax > 0 && c.Console.SessionIdle > c.Console.SessionMax {
+		p.add(s.ConsoleSessionIdle, fmt.Sprintf("must not exceed CONSOLE_SESSION_MAX (%s)", c.Console.SessionMax))
 	}
 	c.PublicURL, c.SSO = buildSSO(s, p)
 	c.Memory.Redact, c.Memory.RedactDefault = p.patterns(s.MemoryRedact)

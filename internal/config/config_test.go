@@ -80,6 +80,7 @@ func TestDefaults(t *testing.T) {
 		RequestBodyTimeout:  time.Minute,
 		UpstreamIdleTimeout: 5 * time.Minute,
 		AuthFailureLimit:    20,
+		Console:             Console{SessionIdle: 30 * time.Minute, SessionMax: 12 * time.Hour},
 		CacheMaxBytes:       64 << 20,
 		CacheMaxEntryBytes:  1 << 20,
 		UsageBatchSize:      500,
@@ -138,6 +139,9 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"AUTH_FAILURE_LIMIT":         "5",
 		"TRUSTED_PROXIES":            "fd00::/8",
 		"METRICS_TOKEN":              "metrics-secret",
+		"CONSOLE_ENABLED":            "true",
+		"CONSOLE_SESSION_IDLE":       "10m",
+		"CONSOLE_SESSION_MAX":        "1h",
 		"CACHE_MAX_BYTES":            "0",
 		"CACHE_MAX_ENTRY_BYTES":      "4096",
 		"USAGE_BATCH_SIZE":           "100",
@@ -192,6 +196,7 @@ func TestEverySettingFromEnv(t *testing.T) {
 		AuthFailureLimit:    5,
 		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("fd00::/8")},
 		MetricsToken:        "metrics-secret",
+		Console:             Console{Enabled: true, SessionIdle: 10 * time.Minute, SessionMax: time.Hour},
 		CacheMaxEntryBytes:  4096,
 		UsageBatchSize:      100,
 		UsageFlushInterval:  250 * time.Millisecond,
@@ -315,6 +320,10 @@ upstream_idle_timeout: 2m
 auth_failure_limit: 7
 trusted_proxies: "10.0.0.0/8, 192.168.1.10"
 metrics_token: mtok
+console:
+  enabled: true
+  session_idle: 5m
+  session_max: 2h
 cache:
   max_bytes: 1000000
   max_entry_bytes: 2000
@@ -376,6 +385,7 @@ log:
 		AuthFailureLimit:    7,
 		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.10/32")},
 		MetricsToken:        "mtok",
+		Console:             Console{Enabled: true, SessionIdle: 5 * time.Minute, SessionMax: 2 * time.Hour},
 		CacheMaxBytes:       1000000,
 		CacheMaxEntryBytes:  2000,
 		UsageBatchSize:      50,
@@ -549,6 +559,11 @@ func TestRangeChecks(t *testing.T) {
 		{"USAGE_BUFFER_SIZE", "0", "USAGE_BUFFER_SIZE: "},
 		{"LOG_LEVEL", "verbose", "LOG_LEVEL: "},
 		{"LOG_FORMAT", "xml", "LOG_FORMAT: "},
+		{"CONSOLE_ENABLED", "true", "CONSOLE_ENABLED: the console signs in with the management token"},
+		{"CONSOLE_ENABLED", "on", "CONSOLE_ENABLED: "},
+		{"CONSOLE_SESSION_IDLE", "0s", "CONSOLE_SESSION_IDLE: "},
+		{"CONSOLE_SESSION_IDLE", "13h", "CONSOLE_SESSION_IDLE: must not exceed CONSOLE_SESSION_MAX"},
+		{"CONSOLE_SESSION_MAX", "-1h", "CONSOLE_SESSION_MAX: "},
 		{"MEMORY_ENABLED", "yes please", "MEMORY_ENABLED: "},
 		{"MEMORY_IDLE_TIMEOUT", "0s", "MEMORY_IDLE_TIMEOUT: "},
 		{"MEMORY_MAX_INJECT", "21", "MEMORY_MAX_INJECT: "},

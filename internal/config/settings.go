@@ -60,6 +60,10 @@ type settings struct {
 	TrustedProxies      value `env:"TRUSTED_PROXIES" key:"trusted_proxies" doc:"comma list of CIDRs whose X-Forwarded-For names the client; empty: the peer address is the client"`
 	MetricsToken        value `env:"METRICS_TOKEN" key:"metrics_token" secret:"true" doc:"bearer token required by /metrics; when set, /metrics also serves llm_project_info (project names)"`
 
+	ConsoleEnabled     value `env:"CONSOLE_ENABLED" key:"console.enabled" def:"false" doc:"serve the admin console under /console (needs MANAGEMENT_TOKEN to sign in); false answers 404 there"`
+	ConsoleSessionIdle value `env:"CONSOLE_SESSION_IDLE" key:"console.session_idle" def:"30m" doc:"a console session ends after this long without a request (Go duration)"`
+	ConsoleSessionMax  value `env:"CONSOLE_SESSION_MAX" key:"console.session_max" def:"12h" doc:"a console session ends this long after sign-in, however active (Go duration)"`
+
 	CacheMaxBytes      value `env:"CACHE_MAX_BYTES" key:"cache.max_bytes" def:"67108864" doc:"byte budget of the in-process response cache, least recently used entries evicted (0-1099511627776; 0 turns the cache off); unused with REDIS_URL, where entries live in Redis"`
 	CacheMaxEntryBytes value `env:"CACHE_MAX_ENTRY_BYTES" key:"cache.max_entry_bytes" def:"1048576" doc:"largest answer body the response cache stores (1-1073741824)"`
 

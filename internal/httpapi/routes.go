@@ -39,6 +39,10 @@ func (s *Server) routes() {
 	m.GET("/usage", s.getUsage)
 	m.GET("/audit", s.listAudit)
 	m.GET("/audit/:id", s.getAudit)
+
+	if s.d.Console != nil {
+		s.d.Console.Routes(e.Group("/console"))
+	}
 	m.GET("/agent-tokens", s.listAgentTokens)
 	m.DELETE("/agent-tokens/:id", s.revokeAgentToken)
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
 	"github.com/llmproxy/llm-proxy/internal/cache"
+	"github.com/llmproxy/llm-proxy/internal/console"
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/memory"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
@@ -57,6 +58,8 @@ type Deps struct {
 	// memory off (MEMORY_ENABLED=false) at no cost.
 	Memory  *memory.Memory
 	Manager *manage.Service
+	// Console serves /console; nil leaves it unrouted (404).
+	Console *console.Console
 	// SSO serves the device login under /auth; nil (SSO_ISSUER unset)
 	// leaves those routes out.
 	SSO     *sso.Service

@@ -126,3 +126,47 @@ func parseTime(field, s string) (t time.Time, isDate bool, err error) {
 	}
 	return t.UTC(), false, nil
 }
+
+// SeriesQuery selects a usage time series: the window [From, To), on
+// Bucket boundaries, cut into Bucket-sized steps (store.BucketHour or
+// store.BucketDay), split by Split ("" or store.SplitProject, SplitModel,
+// SplitToken). ProjectID and TokenID filter when set.
+type SeriesQuery struct {
+	ProjectID string
+	TokenID   string
+	From, To  time.Time
+	Bucket    string
+	Split     string
+}
+
+// maxSeriesBuckets bounds the points of one series (a year of days, or
+// about six weeks of hours), so a query cannot ask for millions.
+const maxSeriesBuckets = 1000
+
+// UsageSeries returns the usage points of q from the usage roll-up; buckets
+// without usage are absent. A *ValidationError names a bad parameter.
+func (s *Service) UsageSeries(ctx context.Context, q SeriesQuery) ([]store.UsagePoint, error) {
+	f := store.UsageSeriesFilter{ProjectID: q.ProjectID, TokenID: q.TokenID, From: q.From.UTC(), To: q.To.UTC(),
+		Bucket: q.Bucket, Split: q.Split}
+	switch {
+	case f.Bucket != store.BucketHour && f.Bucket != store.BucketDay:
+		return nil, invalid("bucket", "must be one of hour, day")
+	case f.Split != "" && f.Split != store.SplitProject && f.Split != store.SplitModel && f.Split != store.SplitToken:
+		return nil, invalid("by", "must be one of project, model, token")
+	}
+	if err := f.Check(); err != nil {
+		return nil, invalid("from", "%s", err)
+	}
+	step := time.Hour
+	if f.Bucket == store.BucketDay {
+		step = 24 * time.Hour
+	}
+	if f.To.Sub(f.From) > maxSeriesBuckets*step {
+		return nil, invalid("from", "the window must span at most %d buckets of one %s", maxSeriesBuckets, f.Bucket)
+	}
+	points, err := s.store.UsageSeries(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("usage series: %w", err)
+	}
+	return points, nil
+}

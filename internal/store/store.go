@@ -421,6 +421,27 @@ type Store interface {
 	// and returns how many it deleted.
 	DeleteAuthBlocksBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 
+	// UsageSeries sums the roll-up rows matching f by bucket and split key,
+	// ordered by bucket then key; empty buckets are absent. The sums equal
+	// the usage rows' (the roll-up is written with them). A filter that
+	// fails f.Check is an error.
+	UsageSeries(ctx context.Context, f UsageSeriesFilter) ([]UsagePoint, error)
+
+	// CreateConsoleSession inserts s; a duplicate IDHash is ErrConflict.
+	CreateConsoleSession(ctx context.Context, s *ConsoleSession) error
+	// GetConsoleSession returns the session whose id hashes to idHash, or
+	// ErrNotFound.
+	GetConsoleSession(ctx context.Context, idHash string) (*ConsoleSession, error)
+	// TouchConsoleSession moves the session's last_seen_at forward to at
+	// (never backwards); an unknown session is not an error.
+	TouchConsoleSession(ctx context.Context, idHash string, at time.Time) error
+	// DeleteConsoleSession deletes the session; an unknown one is not an
+	// error.
+	DeleteConsoleSession(ctx context.Context, idHash string) error
+	// DeleteConsoleSessionsBefore deletes at most limit (> 0) sessions whose
+	// expires_at is before expired or whose last_seen_at is before idle,
+	// and returns how many it deleted.
+	DeleteConsoleSessionsBefore(ctx context.Context, expired, idle time.Time, limit int) (int64, error)
 	// CreatePendingAuthorization inserts p; p.ID must be set. A duplicate
 	// device or user code hash is ErrConflict.
 	CreatePendingAuthorization(ctx context.Context, p *PendingAuthorization) error

@@ -213,6 +213,10 @@ func (m *Metrics) Handler(projects ProjectNames) http.Handler {
 	})
 }
 
+// Gatherer returns the registry Handler serves (without llm_project_info),
+// for the console's cluster page.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
+
 // RegisterPool exports database pool figures as database_* metrics, read
 // from stats at scrape time.
 func (m *Metrics) RegisterPool(driver string, stats func() store.PoolStats) {

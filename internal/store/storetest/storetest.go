@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RetentionDeletes", testRetentionDeletes},
 		{"AuthBlockRoundTrip", testAuthBlockRoundTrip},
 		{"AuthBlockMerge", testAuthBlockMerge},
+		{"UsageSeries", testUsageSeries},
+		{"ConsoleSessions", testConsoleSessions},
 		{"PendingAuthorizationRoundTrip", testPendingAuthorizationRoundTrip},
 		{"DecidePendingAuthorization", testDecidePendingAuthorization},
 		{"PollDeviceCode", testPollDeviceCode},
