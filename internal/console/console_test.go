@@ -24,6 +24,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/secret"
 	"github.com/llmproxy/llm-proxy/internal/store"
+	"github.com/llmproxy/llm-proxy/internal/testkit/testclock"
 	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
@@ -52,29 +53,11 @@ func (a *auditLog) find(action, outcome string) *store.AuditEvent {
 	return nil
 }
 
-// clock is a settable test clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type env struct {
 	st      store.Store
 	manager *manage.Service
 	audit   *auditLog
-	clock   *clock
+	clock   *testclock.Clock
 }
 
 func newEnv(t *testing.T, st store.Store) *env {
@@ -84,7 +67,7 @@ func newEnv(t *testing.T, st store.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{st: st, audit: &auditLog{}, clock: &clock{now: time.Now().UTC()}}
+	e := &env{st: st, audit: &auditLog{}, clock: testclock.New(time.Now().UTC())}
 	e.manager = manage.New(manage.Options{Store: st, Cipher: cipher, Auditor: e.audit, Now: e.clock.Now})
 	return e
 }
@@ -369,11 +352,11 @@ func TestSessionExpiry(t *testing.T) {
 
 	b := newBrowser(t, srv.URL)
 	b.signIn(mgmtToken)
-	e.clock.advance(29 * time.Minute)
+	e.clock.Advance(29 * time.Minute)
 	if _, page := b.get("/console/projects"); !strings.Contains(page, "Sign out") {
 		t.Fatal("signed out before the idle limit")
 	}
-	e.clock.advance(31 * time.Minute) // idle 31 minutes since the last request
+	e.clock.Advance(31 * time.Minute) // idle 31 minutes since the last request
 	if _, page := b.get("/console/projects"); !strings.Contains(page, "inactivity") {
 		t.Fatalf("not signed out after 31 idle minutes:\n%s", page)
 	}
@@ -381,12 +364,12 @@ func TestSessionExpiry(t *testing.T) {
 	b = newBrowser(t, srv.URL)
 	b.signIn(mgmtToken)
 	for range 12*3 - 1 { // active every 20 minutes for 11 hours 40 minutes
-		e.clock.advance(20 * time.Minute)
+		e.clock.Advance(20 * time.Minute)
 		if _, page := b.get("/console/audit"); !strings.Contains(page, "Sign out") {
 			t.Fatal("an active session ended before its maximum length")
 		}
 	}
-	e.clock.advance(20 * time.Minute)
+	e.clock.Advance(20 * time.Minute)
 	if _, page := b.get("/console/projects"); !strings.Contains(page, "maximum length") {
 		t.Fatalf("not signed out after 12 hours:\n%s", page)
 	}
