@@ -44,6 +44,7 @@ const pgNotifyChannel = "llmproxy_invalidate"
 // (which /readyz pings on its own): the schema and Redis.
 type shared struct {
 	admission httpapi.Admission
+	limiter   ratelimit.Limiter // the admission's; the device login counts its starts on it too
 	bus       *invalidate.Bus
 	checks    []httpapi.ReadyCheck
 	probe     *schema.Probe
@@ -80,15 +81,16 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, caches i
 		}
 	}()
 	if cfg.RedisURL == "" {
-		sh := &shared{probe: probe, checks: []httpapi.ReadyCheck{schemaCheck(probe)}}
+		lim := ratelimit.NewMemory()
+		sh := &shared{limiter: lim, probe: probe, checks: []httpapi.ReadyCheck{schemaCheck(probe)}}
 		if pg, ok := st.(*postgres.DB); ok {
 			logger.Warn("REDIS_URL is not set with PostgreSQL: rate limits are per replica; " +
 				"max_requests is counted in the database and invalidations travel over LISTEN/NOTIFY")
-			sh.admission = admission.NewSplit(ratelimit.NewMemory(), quota.NewDB(st, recorder), logger)
+			sh.admission = admission.NewSplit(lim, quota.NewDB(st, recorder), logger)
 			sh.bus = invalidate.NewPostgres(pg.Pool(), pgNotifyChannel, caches, logger)
 		} else {
 			mem := quota.NewMemory(quota.MemoryOptions{Store: st, Toucher: recorder})
-			sh.admission, sh.closeQuota = admission.NewSplit(ratelimit.NewMemory(), mem, logger), mem.Close
+			sh.admission, sh.closeQuota = admission.NewSplit(lim, mem, logger), mem.Close
 			sh.bus = invalidate.NewLocal(caches)
 		}
 		return sh, nil
@@ -161,6 +163,7 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, caches i
 	sh := &shared{
 		admission: admission.NewCombined(limiter,
 			quota.NewRedis(quota.RedisOptions{Limiter: limiter, Store: st, Toucher: recorder, Logger: logger}), logger),
+		limiter: limiter,
 		bus:     invalidate.NewRedis(client, cfg.RedisKeyPrefix+"invalidate", caches, logger),
 		probe:   probe,
 		redis:   client,

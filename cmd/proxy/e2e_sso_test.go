@@ -20,8 +20,10 @@ import (
 // settings, the store, the auth cache, the routes): the device endpoints
 // wait for SSO_PROJECT, then a browser signs in at a test provider and
 // approves, the agent's poll gets a token, and the token proxies a chat
-// completion. The proxy sits behind a front server, as behind a load
-// balancer, so PUBLIC_URL and the redirect URL are known before it starts.
+// completion; the address has then spent its SSO_START_LIMIT of 3 starts
+// (two device codes and a sign-in) and the next device code is refused.
+// The proxy sits behind a front server, as behind a load balancer, so
+// PUBLIC_URL and the redirect URL are known before it starts.
 func TestDeviceLoginThroughRun(t *testing.T) {
 	const mgmt, secret = "mgmt-token-sso-e2e-0123456789", "sso-client-secret-e2e"
 	provider := idp.Start(t, "llm-proxy", secret)
@@ -34,7 +36,7 @@ func TestDeviceLoginThroughRun(t *testing.T) {
 	}})
 	t.Cleanup(front.Close)
 	p := startProxy(t, t.TempDir(), "MANAGEMENT_TOKEN="+mgmt, "SSO_ISSUER="+provider.URL, "SSO_CLIENT_ID=llm-proxy",
-		"SSO_CLIENT_SECRET="+secret, "SSO_PROJECT=agents", "PUBLIC_URL="+front.URL, "LOG_LEVEL=debug")
+		"SSO_CLIENT_SECRET="+secret, "SSO_PROJECT=agents", "PUBLIC_URL="+front.URL, "SSO_START_LIMIT=3", "LOG_LEVEL=debug")
 	u, err := url.Parse(p.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +99,9 @@ func TestDeviceLoginThroughRun(t *testing.T) {
 	if code := call(t, "POST", front.URL+"/v1/chat/completions", tok[1], map[string]any{"model": "gpt-4o-mini",
 		"messages": []map[string]string{{"role": "user", "content": "hi"}}}, &chat); code != http.StatusOK {
 		t.Fatalf("chat with the agent token: %d %v", code, chat)
+	}
+	if code, body := post("/auth/device/code", nil); code != http.StatusTooManyRequests || !strings.Contains(body, `"slow_down"`) {
+		t.Errorf("a fourth start: %d %s, want 429 slow_down", code, body)
 	}
 	if logs := p.output.String(); strings.Contains(logs, tok[1]) || strings.Contains(logs, secret) || strings.Contains(logs, codes.DeviceCode) {
 		t.Errorf("the logs carry a secret:\n%s", logs)

@@ -210,7 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		deviceLogin = sso.New(sso.Config{
 			Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: c.RedirectURL,
 			AllowedDomains: c.AllowedDomains, Project: c.Project, TokenTTL: c.TokenTTL, PublicURL: cfg.PublicURL,
-			Logger: logger,
+			StartLimit: c.StartLimit, Limiter: sh.limiter, Logger: logger,
 		}, st, sh.bus, recorder)
 	}
 	manager := manage.New(manage.Options{

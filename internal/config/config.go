@@ -98,6 +98,7 @@ type SSO struct {
 	AllowedDomains []string      // SSO_ALLOWED_DOMAINS, lower case; nil: any verified email
 	Project        string        // SSO_PROJECT: project name or id
 	TokenTTL       time.Duration // SSO_TOKEN_TTL, default 720h
+	StartLimit     int           // SSO_START_LIMIT: starts per client IP per minute, default 20; 0: no limit
 }
 
 // Memory configures cross-session memory (SPEC §6.6).
@@ -323,6 +324,7 @@ func buildSSO(s *settings, p *parser) (string, SSO) {
 		RedirectURL:  strings.TrimSpace(s.SSORedirectURL.text),
 		Project:      strings.TrimSpace(s.SSOProject.text),
 		TokenTTL:     p.duration(s.SSOTokenTTL),
+		StartLimit:   p.integer(s.SSOStartLimit, 0, 100000),
 	}
 	for _, d := range strings.Split(s.SSOAllowedDomains.text, ",") {
 		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {

@@ -90,7 +90,7 @@ func TestDefaults(t *testing.T) {
 		RedisTimeout:        50 * time.Millisecond,
 		RedisDialTimeout:    time.Second,
 		Retention:           Retention{Usage: 2160 * time.Hour, Audit: 8760 * time.Hour, Tokens: 720 * time.Hour, Interval: time.Hour},
-		SSO:                 SSO{TokenTTL: 720 * time.Hour},
+		SSO:                 SSO{TokenTTL: 720 * time.Hour, StartLimit: 20},
 		Memory: Memory{IdleTimeout: 30 * time.Minute, MaxInject: 3, MinScore: 0.3, MaxBytes: 65536, RedactDefault: true,
 			RetentionDays: 90},
 		LogLevel:  "info",
@@ -163,6 +163,7 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"SSO_ALLOWED_DOMAINS":        " Example.COM ,,corp.example",
 		"SSO_PROJECT":                "agents",
 		"SSO_TOKEN_TTL":              "48h",
+		"SSO_START_LIMIT":            "0",
 		"PUBLIC_URL":                 "https://llm.example.com/",
 	})
 	got, _ := mustLoad(t)
@@ -339,6 +340,7 @@ sso:
   allowed_domains: a.example
   project: p
   token_ttl: 1h
+  start_limit: 5
 public_url: http://127.0.0.1:8080
 memory:
   enabled: true
@@ -392,7 +394,7 @@ log:
 		UsageFlushInterval:  3 * time.Second,
 		UsageBufferSize:     500,
 		SSO: SSO{Issuer: "http://127.0.0.1:9999", ClientID: "cid", ClientSecret: "cs", RedirectURL: "http://127.0.0.1:8080/auth/callback",
-			AllowedDomains: []string{"a.example"}, Project: "p", TokenTTL: time.Hour},
+			AllowedDomains: []string{"a.example"}, Project: "p", TokenTTL: time.Hour, StartLimit: 5},
 		PublicURL:  "http://127.0.0.1:8080",
 		LogLevel:   "warn",
 		LogFormat:  "text",
@@ -689,11 +691,12 @@ func TestSecretsNeverPrinted(t *testing.T) {
 func TestSSOSettings(t *testing.T) {
 	clearEnv(t)
 	setEnv(t, map[string]string{"SSO_ISSUER": "http://idp.example.com", "SSO_CLIENT_SECRET": "ssoSecretValue",
-		"SSO_REDIRECT_URL": "https://llm.example.com/elsewhere", "PUBLIC_URL": "ftp://x", "SSO_TOKEN_TTL": "-1h"})
+		"SSO_REDIRECT_URL": "https://llm.example.com/elsewhere", "PUBLIC_URL": "ftp://x", "SSO_TOKEN_TTL": "-1h", "SSO_START_LIMIT": "-1"})
 	_, _, err := Load("proxy", nil, &bytes.Buffer{})
 	got := strings.Join(problems(t, err), "\n")
 	for _, want := range []string{"SSO_ISSUER: must be the provider's https://", "SSO_CLIENT_ID: required", "SSO_PROJECT: required",
-		"SSO_REDIRECT_URL: must be an http(s) URL ending in /auth/callback", "PUBLIC_URL: must be", "SSO_TOKEN_TTL: must be a positive"} {
+		"SSO_REDIRECT_URL: must be an http(s) URL ending in /auth/callback", "PUBLIC_URL: must be", "SSO_TOKEN_TTL: must be a positive",
+		"SSO_START_LIMIT: must be an integer from 0 to 100000"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
 		}
@@ -711,7 +714,7 @@ func TestSSOSettings(t *testing.T) {
 
 	clearEnv(t)
 	c, _ := mustLoad(t)
-	if c.SSO.Issuer != "" || c.SSO.TokenTTL != 720*time.Hour {
+	if c.SSO.Issuer != "" || c.SSO.TokenTTL != 720*time.Hour || c.SSO.StartLimit != 20 {
 		t.Errorf("defaults: %+v", c.SSO)
 	}
 }

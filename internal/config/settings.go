@@ -83,6 +83,7 @@ type settings struct {
 	SSOAllowedDomains   value `env:"SSO_ALLOWED_DOMAINS" key:"sso.allowed_domains" doc:"comma list of email domains allowed to sign in; empty: any verified email"`
 	SSOProject          value `env:"SSO_PROJECT" key:"sso.project" doc:"project (name or id) whose upstream serves agent tokens; resolved when used, device endpoints answer 503 until it exists; required with SSO_ISSUER"`
 	SSOTokenTTL         value `env:"SSO_TOKEN_TTL" key:"sso.token_ttl" def:"720h" doc:"lifetime of an agent token (Go duration)"`
+	SSOStartLimit       value `env:"SSO_START_LIMIT" key:"sso.start_limit" def:"20" doc:"device-login starts (device codes and browser sign-ins together) per client IP per minute before 429, counted in Redis when configured (0-100000; 0 = no limit)"`
 	PublicURL           value `env:"PUBLIC_URL" key:"public_url" doc:"the proxy's external URL (https://llm.example.com), for the device verification URI and Secure cookies; empty: taken from each request"`
 	MemoryEnabled       value `env:"MEMORY_ENABLED" key:"memory.enabled" def:"false" doc:"cross-session memory for requests with X-Session-ID: capture, summarise, inject (SPEC §6.6)"`
 	MemoryIdleTimeout   value `env:"MEMORY_IDLE_TIMEOUT" key:"memory.idle_timeout" def:"30m" doc:"a session quiet this long is summarised (Go duration)"`

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
@@ -134,6 +135,24 @@ func (s *Service) DeviceCode(c echo.Context) error {
 	if !ok {
 		return writeOAuthError(c, http.StatusBadRequest, "invalid_request", "client_name: at most 200 bytes of printable text")
 	}
+	// Limited before the project lookup, so a client past its budget costs
+	// no database round trip.
+	wait, err := s.startWait(ctx, c.RealIP())
+	if err != nil {
+		return s.unavailable(c, err)
+	}
+	if wait > 0 {
+		// slow_down is the device flow's own code for "too fast" (RFC 8628
+		// §3.5), which every device-flow client already knows; an
+		// unregistered code such as rate_limited is known to none.
+		// Clients take any error from this endpoint as final and show its
+		// code and description (golang.org/x/oauth2's DeviceAuth, proxy
+		// login), so the description says how long to wait, and
+		// Retry-After says it to clients that honour it.
+		setRetryAfter(c, wait)
+		return writeOAuthError(c, http.StatusTooManyRequests, "slow_down",
+			"too many device logins were started from your address; retry in "+formatWait(wait))
+	}
 	if err := s.checkProject(ctx); err != nil {
 		return s.unavailable(c, err)
 	}
@@ -224,7 +243,9 @@ func (s *Service) DeviceToken(c echo.Context) error {
 }
 
 // unavailable answers a device endpoint that cannot serve now: 503 while
-// SSO_PROJECT names no project, else 500 (logged; the cause is not sent).
+// SSO_PROJECT names no project or the start limiter cannot decide (Redis
+// away while REDIS_FAIL_OPEN is false, as the proxy's rate limits), else
+// 500. All but the first are logged; the cause is not sent.
 func (s *Service) unavailable(c echo.Context, err error) error {
 	if errors.Is(err, errNoProject) {
 		c.Response().Header().Set("Retry-After", "60")
@@ -233,6 +254,11 @@ func (s *Service) unavailable(c echo.Context, err error) error {
 	}
 	s.log.ErrorContext(c.Request().Context(), "device login failed", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 		"path", c.Path(), "err", err)
+	if errors.Is(err, ratelimit.ErrUnavailable) {
+		c.Response().Header().Set("Retry-After", "1")
+		return writeOAuthError(c, http.StatusServiceUnavailable, "temporarily_unavailable",
+			"device login cannot be rate limited right now; retry shortly")
+	}
 	return writeOAuthError(c, http.StatusInternalServerError, "server_error", "internal error")
 }
 

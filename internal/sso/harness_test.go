@@ -126,6 +126,12 @@ type envOptions struct {
 	// callback is the replica whose /auth/callback is every replica's
 	// redirect URL (SSO_REDIRECT_URL is one URL for the whole cluster).
 	callback int
+	// startLimit is SSO_START_LIMIT (0: no limit).
+	startLimit int
+	// limiter, when set, counts every replica's starts; else each replica
+	// has a Redis limiter of its own on the shared Redis (PostgreSQL), or
+	// the Service's default in-process one (SQLite).
+	limiter ratelimit.Limiter
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -155,7 +161,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		wg      sync.WaitGroup
 		closers []func() error // after the background work stopped
 		rdb     *redis.Client
-		channel string
+		prefix  string
 	)
 	t.Cleanup(func() {
 		for _, s := range servers {
@@ -168,12 +174,14 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 	})
 	if o.postgresURL != "" {
-		u, prefix := testenv.Redis(t)
+		var u string
+		u, prefix = testenv.Redis(t)
 		opt, err := redis.ParseURL(u)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rdb, channel = redis.NewClient(opt), prefix+"invalidate"
+		opt.ContextTimeoutEnabled = true
+		rdb = redis.NewClient(opt)
 		closers = append(closers, rdb.Close)
 	}
 	for _, hs := range servers {
@@ -199,7 +207,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		} else {
 			target := busTarget{Authenticator: authn, flushed: make(chan struct{}, 1), invalidated: make(chan string, 16)}
 			invalidated = target.invalidated
-			bus = invalidate.NewRedis(rdb, channel, target, logger)
+			bus = invalidate.NewRedis(rdb, prefix+"invalidate", target, logger)
 			wg.Go(func() { _ = bus.Run(runCtx) })
 			select {
 			case <-target.flushed:
@@ -207,11 +215,17 @@ func newEnv(t *testing.T, o envOptions) *env {
 				t.Fatal("the invalidation bus did not subscribe")
 			}
 		}
+		lim := o.limiter
+		if lim == nil && rdb != nil {
+			// A generous timeout: a loaded test machine must not turn a
+			// slow answer into a 503.
+			lim = ratelimit.NewRedis(rdb, ratelimit.RedisOptions{Prefix: prefix, Timeout: 2 * time.Second, Logger: logger})
+		}
 		svc := sso.New(sso.Config{
 			Issuer: e.idp.URL, ClientID: clientID, ClientSecret: clientSecret,
 			RedirectURL:    "http://" + servers[o.callback].Listener.Addr().String() + "/auth/callback",
 			AllowedDomains: o.domains, Project: projectName, TokenTTL: tokenTTL, CodeTTL: codeTTL, Interval: interval,
-			Now: e.clock.Now, Logger: logger,
+			StartLimit: o.startLimit, Limiter: lim, Now: e.clock.Now, Logger: logger,
 		}, st, bus, rec)
 		mgr := manage.New(manage.Options{Store: st, Cipher: cipher, Invalidator: bus, Auditor: rec})
 		fwd := proxy.New(proxy.Options{})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
@@ -84,8 +85,12 @@ func (s *Service) message(c echo.Context, status int, title, msg string, problem
 // shown.
 func (s *Service) failed(c echo.Context, err error) error {
 	status, msg := http.StatusInternalServerError, "Something went wrong on our side. Try again in a moment."
-	if errors.Is(err, errProvider) {
+	switch {
+	case errors.Is(err, errProvider):
 		status, msg = http.StatusBadGateway, "The identity provider cannot be reached right now. Try again in a moment."
+	case errors.Is(err, ratelimit.ErrUnavailable):
+		setRetryAfter(c, time.Second)
+		status, msg = http.StatusServiceUnavailable, "Sign-in is paused for a moment. Try again shortly."
 	}
 	s.log.ErrorContext(c.Request().Context(), "device login page failed", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
 		"path", c.Path(), "err", err)
@@ -101,6 +106,11 @@ func formatWait(d time.Duration) string {
 		return strconv.Itoa(secs) + " seconds"
 	}
 	return strconv.Itoa((secs+59)/60) + " minutes"
+}
+
+// setRetryAfter sets Retry-After to wait in whole seconds, rounded up.
+func setRetryAfter(c echo.Context, wait time.Duration) {
+	c.Response().Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
 }
 
 func (s *Service) setCookie(c echo.Context, name, value string, maxAge int, sameSite http.SameSite) {
@@ -168,9 +178,17 @@ func (s *Service) signedIn(c echo.Context) (*store.SSOSession, string, error) {
 }
 
 // startLogin opens a browser session for pendingID ("" to list devices)
-// and sends the browser to the provider.
+// and sends the browser to the provider, unless the client's address has
+// spent its starts.
 func (s *Service) startLogin(c echo.Context, pendingID string) error {
 	ctx := c.Request().Context()
+	wait, err := s.startWait(ctx, c.RealIP())
+	if err != nil {
+		return s.failed(c, err)
+	}
+	if wait > 0 {
+		return s.tooMany(c, wait, "Too many sign-ins were started from your network.")
+	}
 	idp, err := s.provider(ctx)
 	if err != nil {
 		return s.failed(c, err)
@@ -229,7 +247,7 @@ func (s *Service) SubmitCode(c echo.Context) error {
 		return s.failed(c, err)
 	}
 	if wait > 0 {
-		return s.tooManyCodes(c, wait)
+		return s.tooMany(c, wait, tooManyCodes)
 	}
 	code := normalizeUserCode(c.FormValue("user_code"))
 	var pa *store.PendingAuthorization
@@ -266,7 +284,7 @@ func (s *Service) wrongUserCode(c echo.Context, ip string) error {
 		ev.Reason = "too many wrong user codes"
 		ev.Metadata = map[string]any{"blocked_seconds": int(wait.Seconds())}
 		s.audit.Audit(ev)
-		return s.tooManyCodes(c, wait)
+		return s.tooMany(c, wait, tooManyCodes)
 	}
 	tok, err := s.formCSRF(c)
 	if err != nil {
@@ -276,10 +294,14 @@ func (s *Service) wrongUserCode(c echo.Context, ip string) error {
 		Problem: fmt.Sprintf("That code is not valid. Check it on your device and try again (%d more before a pause).", left)})
 }
 
-func (s *Service) tooManyCodes(c echo.Context, wait time.Duration) error {
-	c.Response().Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+const tooManyCodes = "Too many wrong codes were entered from your network."
+
+// tooMany renders the 429 page of an address that must wait: msg says
+// why, the page and Retry-After how long.
+func (s *Service) tooMany(c echo.Context, wait time.Duration, msg string) error {
+	setRetryAfter(c, wait)
 	return s.render(c, http.StatusTooManyRequests, "message", pageData{Title: "Too many attempts", Problem: "1",
-		Message: "Too many wrong codes were entered from your network.", Wait: formatWait(wait)})
+		Message: msg, Wait: formatWait(wait)})
 }
 
 // Callback serves GET /auth/callback, where the provider sends the browser

@@ -15,12 +15,14 @@
 // The agent token appears only in the body of the poll that redeems the
 // device code: never in a URL, a page or a log. Wrong user codes are
 // limited per client address with exponential back-off in
-// auth_rate_limits. The JSON endpoints answer in the OAuth error shape
-// (RFC 8628) rather than the OpenAI one; the pages are html/template
-// documents embedded in the binary, usable without JavaScript, whose POST
-// forms carry a CSRF token. Because they answer in those shapes, the
-// handlers write their own error responses and log their own 5xx (with the
-// request ID), never the cause to the client.
+// auth_rate_limits, and starts — device codes and browser sign-ins, the
+// requests that write a row for an unauthenticated client — per client
+// address in a per-minute budget (Config.StartLimit). The JSON endpoints
+// answer in the OAuth error shape (RFC 8628) rather than the OpenAI one;
+// the pages are html/template documents embedded in the binary, usable
+// without JavaScript, whose POST forms carry a CSRF token. Because they
+// answer in those shapes, the handlers write their own error responses and
+// log their own 5xx (with the request ID), never the cause to the client.
 package sso
 
 import (
@@ -30,6 +32,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -38,6 +41,7 @@ import (
 	"time"
 
 	"github.com/llmproxy/llm-proxy/internal/auth"
+	"github.com/llmproxy/llm-proxy/internal/ratelimit"
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
@@ -75,6 +79,16 @@ type Config struct {
 	// PublicURL is the proxy's external root (PUBLIC_URL), for the
 	// verification URI; empty derives it from each request.
 	PublicURL string
+
+	// StartLimit is how many device-login starts — device codes and
+	// browser sign-ins together, each of which writes a row — one client
+	// address may make per minute (SSO_START_LIMIT); 0 is no limit.
+	StartLimit int
+	// Limiter counts the starts under "sso-start:<address>": cmd/proxy
+	// passes its rate limiter, which with Redis is shared by the replicas
+	// and fails open or closed as REDIS_FAIL_OPEN says (default: an
+	// in-process limiter).
+	Limiter ratelimit.Limiter
 
 	CodeTTL    time.Duration // device code lifetime (default 10m)
 	Interval   time.Duration // polling interval (default 5s)
@@ -150,6 +164,9 @@ func New(cfg Config, st Store, inval Invalidator, audit Auditor) *Service {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = ratelimit.NewMemory()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -310,6 +327,29 @@ func (s *Service) wrongCode(ctx context.Context, ip string) (wait time.Duration,
 	}
 	err = s.st.RecordAuthBlocks(ctx, []store.AuthBlock{{Identifier: id, FailedAttempts: n, LastAttemptAt: now, BlockedUntil: now.Add(wait)}})
 	return wait, 0, err
+}
+
+// startKey is the rate-limit key of device-login starts from ip (an IPv6
+// address counts by its /64, like wrong codes).
+func startKey(ip string) string { return "sso-start:" + auth.ClientKey(ip) }
+
+// startWait spends one of ip's device-login starts and returns 0, or how
+// long ip must wait when its budget is spent (nothing is spent then). A
+// limiter that cannot decide (Redis away, failing closed) is an error
+// wrapping ratelimit.ErrUnavailable. Refusals are not audited: a row per
+// refusal would be the very write the limit is there to bound.
+func (s *Service) startWait(ctx context.Context, ip string) (time.Duration, error) {
+	if s.cfg.StartLimit <= 0 {
+		return 0, nil
+	}
+	d, err := s.cfg.Limiter.Allow(ctx, ratelimit.Request{Key: startKey(ip), Limit: int64(s.cfg.StartLimit), Cost: 1})
+	if err != nil {
+		return 0, fmt.Errorf("limit device-login starts: %w", err)
+	}
+	if d.Allowed {
+		return 0, nil
+	}
+	return d.RetryAfter, nil
 }
 
 // auditEvent returns an audit event of the device login.
