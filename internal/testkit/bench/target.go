@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +27,7 @@ type target struct {
 	client    *http.Client
 	bodies    *bodies
 	header    http.Header // sent with every measured request, besides the auth
-	chatOnly  bool        // measured in the chat scenarios only
+	only      []string    // the scenarios it is measured in; nil: all
 }
 
 // bodies are the fixed request bodies and the shortest valid answers.
@@ -259,4 +260,9 @@ func requestBody(stream bool, size int) []byte {
 		return b
 	}
 	return build(max(0, size-len(build(0))))
+}
+
+// measures tells whether t is measured in scenario sc.
+func (t *target) measures(sc Scenario) bool {
+	return t.only == nil || slices.Contains(t.only, sc.Name)
 }
