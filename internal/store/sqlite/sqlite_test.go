@@ -15,25 +15,14 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store/sqlite"
 	"github.com/llmproxy/llm-proxy/internal/store/storetest"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // openMigrated migrates a fresh database at path and opens the store on it.
 func openMigrated(t *testing.T, path string, opts sqlite.Options) *sqlite.DB {
 	t.Helper()
 	ctx := t.Context()
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	m, err := schema.New(ctx, schema.DriverSQLite, path, nil)
-	if err != nil {
-		t.Fatalf("schema.New: %v", err)
-	}
-	if err := m.Up(ctx); err != nil {
-		t.Fatalf("migrate up: %v", err)
-	}
-	if err := m.Close(); err != nil {
-		t.Fatalf("close migrator: %v", err)
-	}
+	teststore.Migrate(t, schema.DriverSQLite, path)
 	opts.Path = path
 	db, err := sqlite.Open(ctx, opts)
 	if err != nil {
