@@ -20,8 +20,10 @@ import (
 // settings, the store, the auth cache, the routes): the device endpoints
 // wait for SSO_PROJECT, then a browser signs in at a test provider and
 // approves, the agent's poll gets a token, and the token proxies a chat
-// completion. The proxy sits behind a front server, as behind a load
-// balancer, so PUBLIC_URL and the redirect URL are known before it starts.
+// completion; then the person signs in to the admin console by SSO
+// (CONSOLE_ADMINS) through the same callback. The proxy sits behind a front
+// server, as behind a load balancer, so PUBLIC_URL and the redirect URL are
+// known before it starts.
 func TestDeviceLoginThroughRun(t *testing.T) {
 	const mgmt, secret = "mgmt-token-sso-e2e-0123456789", "sso-client-secret-e2e"
 	provider := idp.Start(t, "llm-proxy", secret)
@@ -34,7 +36,8 @@ func TestDeviceLoginThroughRun(t *testing.T) {
 	}})
 	t.Cleanup(front.Close)
 	p := startProxy(t, t.TempDir(), "MANAGEMENT_TOKEN="+mgmt, "SSO_ISSUER="+provider.URL, "SSO_CLIENT_ID=llm-proxy",
-		"SSO_CLIENT_SECRET="+secret, "SSO_PROJECT=agents", "PUBLIC_URL="+front.URL, "LOG_LEVEL=debug")
+		"SSO_CLIENT_SECRET="+secret, "SSO_PROJECT=agents", "PUBLIC_URL="+front.URL, "LOG_LEVEL=debug",
+		"CONSOLE_ENABLED=true", "CONSOLE_ADMINS=Ada@example.com")
 	u, err := url.Parse(p.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +100,23 @@ func TestDeviceLoginThroughRun(t *testing.T) {
 	if code := call(t, "POST", front.URL+"/v1/chat/completions", tok[1], map[string]any{"model": "gpt-4o-mini",
 		"messages": []map[string]string{{"role": "user", "content": "hi"}}}, &chat); code != http.StatusOK {
 		t.Fatalf("chat with the agent token: %d %v", code, chat)
+	}
+	// The console: its SSO form, the page that moves on to the provider
+	// (Refresh), the callback, the console page naming the person.
+	signin := page(browser.Get(front.URL + "/console/signin"))
+	res, err := browser.PostForm(front.URL+"/console/signin/sso", url.Values{"csrf": {csrf.FindStringSubmatch(signin)[1]}})
+	onward := page(res, err)
+	authorize, ok := strings.CutPrefix(res.Header.Get("Refresh"), "0; url=")
+	if !ok {
+		t.Fatalf("console SSO start: no Refresh to the provider: %s", onward)
+	}
+	res, err = browser.Get(authorize)
+	page(res, err)
+	if res.Request.URL.Path != "/auth/callback" || res.Header.Get("Refresh") != "0; url=/console/usage" {
+		t.Fatalf("console SSO callback at %s, Refresh %q", res.Request.URL, res.Header.Get("Refresh"))
+	}
+	if usage := page(browser.Get(front.URL + "/console/usage")); !strings.Contains(usage, "Signed in as ada@example.com") {
+		t.Fatalf("console after SSO: %s", usage)
 	}
 	if logs := p.output.String(); strings.Contains(logs, tok[1]) || strings.Contains(logs, secret) || strings.Contains(logs, codes.DeviceCode) {
 		t.Errorf("the logs carry a secret:\n%s", logs)
