@@ -20,10 +20,12 @@ import (
 // settings, the store, the auth cache, the routes): the device endpoints
 // wait for SSO_PROJECT, then a browser signs in at a test provider and
 // approves, the agent's poll gets a token, and the token proxies a chat
-// completion; the address has then spent its SSO_START_LIMIT of 3 starts
-// (two device codes and a sign-in) and the next device code is refused.
-// The proxy sits behind a front server, as behind a load balancer, so
-// PUBLIC_URL and the redirect URL are known before it starts.
+// completion; then the person signs in to the admin console by SSO
+// (CONSOLE_ADMINS) through the same callback; the address has then spent
+// its SSO_START_LIMIT of 4 starts (two device codes and two sign-ins) and
+// the next device code is refused. The proxy sits behind a front server,
+// as behind a load balancer, so PUBLIC_URL and the redirect URL are known
+// before it starts.
 func TestDeviceLoginThroughRun(t *testing.T) {
 	const mgmt, secret = "mgmt-token-sso-e2e-0123456789", "sso-client-secret-e2e"
 	provider := idp.Start(t, "llm-proxy", secret)
@@ -36,7 +38,8 @@ func TestDeviceLoginThroughRun(t *testing.T) {
 	}})
 	t.Cleanup(front.Close)
 	p := startProxy(t, t.TempDir(), "MANAGEMENT_TOKEN="+mgmt, "SSO_ISSUER="+provider.URL, "SSO_CLIENT_ID=llm-proxy",
-		"SSO_CLIENT_SECRET="+secret, "SSO_PROJECT=agents", "PUBLIC_URL="+front.URL, "SSO_START_LIMIT=3", "LOG_LEVEL=debug")
+		"SSO_CLIENT_SECRET="+secret, "SSO_PROJECT=agents", "PUBLIC_URL="+front.URL, "SSO_START_LIMIT=4", "LOG_LEVEL=debug",
+		"CONSOLE_ENABLED=true", "CONSOLE_ADMINS=Ada@example.com")
 	u, err := url.Parse(p.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -100,8 +103,25 @@ func TestDeviceLoginThroughRun(t *testing.T) {
 		"messages": []map[string]string{{"role": "user", "content": "hi"}}}, &chat); code != http.StatusOK {
 		t.Fatalf("chat with the agent token: %d %v", code, chat)
 	}
+	// The console: its SSO form, the page that moves on to the provider
+	// (Refresh), the callback, the console page naming the person.
+	signin := page(browser.Get(front.URL + "/console/signin"))
+	res, err := browser.PostForm(front.URL+"/console/signin/sso", url.Values{"csrf": {csrf.FindStringSubmatch(signin)[1]}})
+	onward := page(res, err)
+	authorize, ok := strings.CutPrefix(res.Header.Get("Refresh"), "0; url=")
+	if !ok {
+		t.Fatalf("console SSO start: no Refresh to the provider: %s", onward)
+	}
+	res, err = browser.Get(authorize)
+	page(res, err)
+	if res.Request.URL.Path != "/auth/callback" || res.Header.Get("Refresh") != "0; url=/console/usage" {
+		t.Fatalf("console SSO callback at %s, Refresh %q", res.Request.URL, res.Header.Get("Refresh"))
+	}
+	if usage := page(browser.Get(front.URL + "/console/usage")); !strings.Contains(usage, "Signed in as ada@example.com") {
+		t.Fatalf("console after SSO: %s", usage)
+	}
 	if code, body := post("/auth/device/code", nil); code != http.StatusTooManyRequests || !strings.Contains(body, `"slow_down"`) {
-		t.Errorf("a fourth start: %d %s, want 429 slow_down", code, body)
+		t.Errorf("a fifth start: %d %s, want 429 slow_down", code, body)
 	}
 	if logs := p.output.String(); strings.Contains(logs, tok[1]) || strings.Contains(logs, secret) || strings.Contains(logs, codes.DeviceCode) {
 		t.Errorf("the logs carry a secret:\n%s", logs)

@@ -218,12 +218,20 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	})
 	var cons *console.Console
 	if cfg.Console.Enabled {
-		if cons, err = console.New(console.Options{
+		o := console.Options{
 			Manager: manager, Sessions: st, Failures: failures, Metrics: metrics.Gatherer(), SchemaVersion: sh.schemaVersion,
 			ManagementToken: cfg.ManagementToken, TrustedProxies: cfg.TrustedProxies,
 			SessionIdle: cfg.Console.SessionIdle, SessionMax: cfg.Console.SessionMax, Logger: logger,
-		}); err != nil {
+		}
+		// config checked that CONSOLE_ADMINS comes with SSO_ISSUER.
+		if len(cfg.Console.Admins) > 0 {
+			o.SSO, o.Admins = deviceLogin, cfg.Console.Admins
+		}
+		if cons, err = console.New(o); err != nil {
 			return err
+		}
+		if o.SSO != nil {
+			deviceLogin.SetConsole(cons)
 		}
 	}
 	srv := httpapi.New(httpapi.Deps{

@@ -79,6 +79,9 @@ type Console struct {
 	Enabled     bool          // CONSOLE_ENABLED, default false
 	SessionIdle time.Duration // CONSOLE_SESSION_IDLE, default 30m
 	SessionMax  time.Duration // CONSOLE_SESSION_MAX, default 12h
+	// Admins may sign in by SSO (CONSOLE_ADMINS): lower-case emails or
+	// "@domain"; nil offers only the management token.
+	Admins []string
 }
 
 // Retention says how long rows are kept; 0 keeps them forever.
@@ -302,6 +305,7 @@ func build(s *settings, p *parser, opts Options) *Config {
 		p.add(s.ConsoleSessionIdle, fmt.Sprintf("must not exceed CONSOLE_SESSION_MAX (%s)", c.Console.SessionMax))
 	}
 	c.PublicURL, c.SSO = buildSSO(s, p)
+	c.Console.Admins = consoleAdmins(s, p, c.SSO)
 	c.Memory.Redact, c.Memory.RedactDefault = p.patterns(s.MemoryRedact)
 	if c.UsageBatchSize > 0 && c.UsageBufferSize > 0 && c.UsageBufferSize < c.UsageBatchSize {
 		p.add(s.UsageBufferSize, fmt.Sprintf("must be at least the usage batch size (%d)", c.UsageBatchSize))
@@ -353,6 +357,31 @@ func buildSSO(s *settings, p *parser) (string, SSO) {
 		p.add(s.SSORedirectURL, "must be an http(s) URL ending in /auth/callback")
 	}
 	return public, c
+}
+
+// consoleAdmins checks CONSOLE_ADMINS: emails or "@domain" entries, in
+// lower case, each within SSO_ALLOWED_DOMAINS (a person outside them could
+// never sign in), and SSO configured to sign them in.
+func consoleAdmins(s *settings, p *parser, sso SSO) []string {
+	var admins []string
+	for _, a := range strings.Split(s.ConsoleAdmins.text, ",") {
+		if a = strings.ToLower(strings.TrimSpace(a)); a == "" {
+			continue
+		}
+		at := strings.IndexByte(a, '@')
+		if at < 0 || at == len(a)-1 || strings.Count(a, "@") != 1 || strings.ContainsAny(a, " \t<>\"(),;:") {
+			p.add(s.ConsoleAdmins, fmt.Sprintf("%q is neither an email address nor @domain", a))
+			continue
+		}
+		if len(sso.AllowedDomains) > 0 && !slices.Contains(sso.AllowedDomains, a[at+1:]) {
+			p.add(s.ConsoleAdmins, fmt.Sprintf("%s is outside SSO_ALLOWED_DOMAINS, so it could never sign in", a))
+		}
+		admins = append(admins, a)
+	}
+	if len(admins) > 0 && sso.Issuer == "" {
+		p.add(s.ConsoleAdmins, "people sign in to the console by SSO: set SSO_ISSUER (and the other SSO_ settings) too")
+	}
+	return admins
 }
 
 // httpURL reports whether u is an absolute http or https URL without

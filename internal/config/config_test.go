@@ -142,6 +142,7 @@ func TestEverySettingFromEnv(t *testing.T) {
 		"CONSOLE_ENABLED":            "true",
 		"CONSOLE_SESSION_IDLE":       "10m",
 		"CONSOLE_SESSION_MAX":        "1h",
+		"CONSOLE_ADMINS":             " Ada@Example.com, ,@corp.example",
 		"CACHE_MAX_BYTES":            "0",
 		"CACHE_MAX_ENTRY_BYTES":      "4096",
 		"USAGE_BATCH_SIZE":           "100",
@@ -197,11 +198,12 @@ func TestEverySettingFromEnv(t *testing.T) {
 		AuthFailureLimit:    5,
 		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("fd00::/8")},
 		MetricsToken:        "metrics-secret",
-		Console:             Console{Enabled: true, SessionIdle: 10 * time.Minute, SessionMax: time.Hour},
-		CacheMaxEntryBytes:  4096,
-		UsageBatchSize:      100,
-		UsageFlushInterval:  250 * time.Millisecond,
-		UsageBufferSize:     1000,
+		Console: Console{Enabled: true, SessionIdle: 10 * time.Minute, SessionMax: time.Hour,
+			Admins: []string{"ada@example.com", "@corp.example"}},
+		CacheMaxEntryBytes: 4096,
+		UsageBatchSize:     100,
+		UsageFlushInterval: 250 * time.Millisecond,
+		UsageBufferSize:    1000,
 		SSO: SSO{Issuer: "https://idp.example.com/realms/x", ClientID: "llm-proxy", ClientSecret: "client-secret",
 			RedirectURL: "https://llm.example.com/auth/callback", AllowedDomains: []string{"example.com", "corp.example"},
 			Project: "agents", TokenTTL: 48 * time.Hour},
@@ -325,6 +327,7 @@ console:
   enabled: true
   session_idle: 5m
   session_max: 2h
+  admins: grace@a.example
 cache:
   max_bytes: 1000000
   max_entry_bytes: 2000
@@ -387,7 +390,7 @@ log:
 		AuthFailureLimit:    7,
 		TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.10/32")},
 		MetricsToken:        "mtok",
-		Console:             Console{Enabled: true, SessionIdle: 5 * time.Minute, SessionMax: 2 * time.Hour},
+		Console:             Console{Enabled: true, SessionIdle: 5 * time.Minute, SessionMax: 2 * time.Hour, Admins: []string{"grace@a.example"}},
 		CacheMaxBytes:       1000000,
 		CacheMaxEntryBytes:  2000,
 		UsageBatchSize:      50,
@@ -566,6 +569,7 @@ func TestRangeChecks(t *testing.T) {
 		{"CONSOLE_SESSION_IDLE", "0s", "CONSOLE_SESSION_IDLE: "},
 		{"CONSOLE_SESSION_IDLE", "13h", "CONSOLE_SESSION_IDLE: must not exceed CONSOLE_SESSION_MAX"},
 		{"CONSOLE_SESSION_MAX", "-1h", "CONSOLE_SESSION_MAX: "},
+		{"CONSOLE_ADMINS", "ada@example.com", "CONSOLE_ADMINS: people sign in to the console by SSO: set SSO_ISSUER"},
 		{"MEMORY_ENABLED", "yes please", "MEMORY_ENABLED: "},
 		{"MEMORY_IDLE_TIMEOUT", "0s", "MEMORY_IDLE_TIMEOUT: "},
 		{"MEMORY_MAX_INJECT", "21", "MEMORY_MAX_INJECT: "},
@@ -716,6 +720,46 @@ func TestSSOSettings(t *testing.T) {
 	c, _ := mustLoad(t)
 	if c.SSO.Issuer != "" || c.SSO.TokenTTL != 720*time.Hour || c.SSO.StartLimit != 20 {
 		t.Errorf("defaults: %+v", c.SSO)
+	}
+}
+
+func TestConsoleAdmins(t *testing.T) {
+	sso := map[string]string{"SSO_ISSUER": "https://idp.example.com", "SSO_CLIENT_ID": "c", "SSO_PROJECT": "p",
+		"PUBLIC_URL": "https://llm.example.com", "SSO_ALLOWED_DOMAINS": "example.com"}
+	for _, tt := range []struct {
+		admins string
+		want   []string // the problems must contain these, in order; nil: none
+	}{
+		{"ada@example.com,@EXAMPLE.com", nil},
+		{"ada", []string{`CONSOLE_ADMINS: "ada" is neither an email address nor @domain`}},
+		{"ada@", []string{`CONSOLE_ADMINS: "ada@" is neither`}},
+		{"a@b@example.com", []string{`CONSOLE_ADMINS: "a@b@example.com" is neither`}},
+		{"Ada <ada@example.com>", []string{`CONSOLE_ADMINS: "ada <ada@example.com>" is neither`}},
+		{"ada@other.example, @other.example", []string{
+			"CONSOLE_ADMINS: ada@other.example is outside SSO_ALLOWED_DOMAINS",
+			"CONSOLE_ADMINS: @other.example is outside SSO_ALLOWED_DOMAINS"}},
+	} {
+		t.Run(tt.admins, func(t *testing.T) {
+			clearEnv(t)
+			setEnv(t, sso)
+			t.Setenv("CONSOLE_ADMINS", tt.admins)
+			_, _, err := Load("proxy", nil, &bytes.Buffer{})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				return
+			}
+			got := problems(t, err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("problems = %q, want %d", got, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("problem %d = %q, want it to start with %q", i, got[i], w)
+				}
+			}
+		})
 	}
 }
 

@@ -63,6 +63,7 @@ type settings struct {
 	ConsoleEnabled     value `env:"CONSOLE_ENABLED" key:"console.enabled" def:"false" doc:"serve the admin console under /console (needs MANAGEMENT_TOKEN to sign in); false answers 404 there"`
 	ConsoleSessionIdle value `env:"CONSOLE_SESSION_IDLE" key:"console.session_idle" def:"30m" doc:"a console session ends after this long without a request (Go duration)"`
 	ConsoleSessionMax  value `env:"CONSOLE_SESSION_MAX" key:"console.session_max" def:"12h" doc:"a console session ends this long after sign-in, however active (Go duration)"`
+	ConsoleAdmins      value `env:"CONSOLE_ADMINS" key:"console.admins" doc:"comma list of emails, or @domain for a whole domain (any case), who may sign in to the console by SSO; needs SSO_ISSUER, and each must be within SSO_ALLOWED_DOMAINS; removing someone ends their console sessions at their next request"`
 
 	CacheMaxBytes      value `env:"CACHE_MAX_BYTES" key:"cache.max_bytes" def:"67108864" doc:"byte budget of the in-process response cache, least recently used entries evicted (0-1099511627776; 0 turns the cache off); unused with REDIS_URL, where entries live in Redis"`
 	CacheMaxEntryBytes value `env:"CACHE_MAX_ENTRY_BYTES" key:"cache.max_entry_bytes" def:"1048576" doc:"largest answer body the response cache stores (1-1073741824)"`

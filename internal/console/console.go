@@ -4,13 +4,16 @@
 // embedded in the binary, so the console needs no CDN, no Node and no
 // separate process.
 //
-// Operators sign in with the management token. Sessions live in the
+// Operators sign in with the management token or, when SSO is configured,
+// by SSO if their email is in CONSOLE_ADMINS. Sessions live in the
 // database (any replica accepts them); the browser holds only a random
-// session id in an HttpOnly, SameSite=Strict cookie. Every state-changing
-// form carries a CSRF token derived from the session. The pages call
+// session id in an HttpOnly, SameSite=Strict cookie. A token session ends
+// when the management token changes, an SSO session when its person leaves
+// CONSOLE_ADMINS (checked on every request). Every state-changing form
+// carries a CSRF token derived from the session. The pages call
 // internal/manage, the logic the management API uses, so validation and its
-// messages are the API's, and every action leaves an audit event with actor
-// "console".
+// messages are the API's, and every action leaves an audit event whose
+// actor is "console" (token sessions) or the person's email (SSO).
 package console
 
 import (
@@ -22,6 +25,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -51,8 +55,15 @@ type FailureLimiter interface {
 	Fail(ctx context.Context, f auth.Failure)
 }
 
+// SSO starts sign-ins at the identity provider for the console
+// (*sso.Service). The provider's callback comes back through
+// Console.FinishSSO.
+type SSO interface {
+	StartConsoleSignIn(c echo.Context) error
+}
+
 // Options configure a Console. Manager, Sessions, Failures and
-// ManagementToken are required.
+// ManagementToken are required; SSO and Admins go together.
 type Options struct {
 	Manager  *manage.Service
 	Sessions Sessions
@@ -63,8 +74,14 @@ type Options struct {
 	// SchemaVersion describes the database schema's version for the
 	// cluster page (e.g. "7 (this build: 7)"); nil leaves it out.
 	SchemaVersion func(ctx context.Context) (string, error)
-	// ManagementToken signs operators in; changing it ends every session.
+	// ManagementToken signs operators in; changing it ends every session
+	// opened with it.
 	ManagementToken string
+	// SSO, when set, offers "Sign in with SSO" to the people in Admins
+	// (CONSOLE_ADMINS): emails, or "@domain" for everyone of a domain,
+	// matched without regard to case.
+	SSO    SSO
+	Admins []string
 	// TrustedProxies are the peers whose X-Forwarded-Proto is believed when
 	// deciding whether the cookie is Secure.
 	TrustedProxies []netip.Prefix
@@ -80,6 +97,7 @@ type Options struct {
 // Console serves the admin console. It is safe for concurrent use.
 type Console struct {
 	o      Options
+	admins map[string]bool // Admins in lower case
 	pages  map[string]*template.Template
 	assets *assetSet
 }
@@ -96,6 +114,13 @@ func New(o Options) (*Console, error) {
 	if o.Manager == nil || o.Sessions == nil || o.Failures == nil || o.ManagementToken == "" {
 		return nil, errors.New("console: Manager, Sessions, Failures and ManagementToken are required")
 	}
+	if (o.SSO == nil) != (len(o.Admins) == 0) {
+		return nil, errors.New("console: SSO and Admins go together")
+	}
+	admins := make(map[string]bool, len(o.Admins))
+	for _, a := range o.Admins {
+		admins[strings.ToLower(a)] = true
+	}
 	pages, err := parsePages()
 	if err != nil {
 		return nil, err
@@ -104,7 +129,7 @@ func New(o Options) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Console{o: o, pages: pages, assets: assets}, nil
+	return &Console{o: o, admins: admins, pages: pages, assets: assets}, nil
 }
 
 // Routes registers the console's routes on g, the /console group.
@@ -113,6 +138,7 @@ func (cn *Console) Routes(g *echo.Group) {
 	g.GET("/assets/:name", cn.asset)
 	g.GET("/signin", cn.signInPage)
 	g.POST("/signin", cn.signIn)
+	g.POST("/signin/sso", cn.signInSSO)
 
 	p := g.Group("", cn.requireSession)
 	p.GET("", cn.home)

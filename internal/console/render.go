@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
 //go:embed assets/*.css assets/*.js assets/vendor/*
@@ -100,7 +102,7 @@ func (cn *Console) asset(c echo.Context) error {
 
 // pageNames are the templates/*.html files that are whole pages; each
 // defines "title" and "content" for layout.html.
-var pageNames = []string{"signin", "error", "projects", "project", "tokens", "token_created", "usage", "audit", "audit_event", "devices", "memory", "cluster"}
+var pageNames = []string{"signin", "signed_in", "error", "projects", "project", "tokens", "token_created", "usage", "audit", "audit_event", "devices", "memory", "cluster"}
 
 func parsePages() (map[string]*template.Template, error) {
 	pages := map[string]*template.Template{}
@@ -153,6 +155,7 @@ var funcs = template.FuncMap{
 type view struct {
 	Nav      string
 	SignedIn bool
+	Email    string // who signed in by SSO; "" for the management token
 	CSRF     string
 	CSS, JS  []string
 	Page     any
@@ -171,6 +174,9 @@ func (cn *Console) render(c echo.Context, status int, name string, page any) err
 	v := view{Nav: pageNav[name], Page: page}
 	if s := currentSession(c); s != nil {
 		v.SignedIn, v.CSRF = true, s.csrf
+		if s.method == store.SessionMethodSSO {
+			v.Email = s.subject
+		}
 	}
 	for _, a := range []string{"console.css"} {
 		u, err := cn.assets.url(a)

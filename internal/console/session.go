@@ -29,7 +29,7 @@ const (
 	csrfField     = "csrf"
 	csrfHeader    = "X-CSRF-Token"
 	// actorToken is the audit actor of a session opened with the
-	// management token; an SSO session (#11) will use the person's email.
+	// management token; an SSO session's is the person's email.
 	actorToken = "console"
 	// touchEvery is how stale last_seen_at may get before a request writes
 	// it: idle expiry is this much coarse, and a page view is not a write.
@@ -43,6 +43,7 @@ const (
 // session is the signed-in session of a request.
 type session struct {
 	idHash  string
+	method  string
 	subject string
 	csrf    string
 }
@@ -156,6 +157,12 @@ func (cn *Console) lookup(c echo.Context) (*session, string, error) {
 		reason = "Your session reached its maximum length. Sign in again."
 	case now.Sub(s.LastSeenAt) >= cn.o.SessionIdle:
 		reason = "Your session ended after a period of inactivity. Sign in again."
+	case s.Method == store.SessionMethodSSO:
+		// An SSO session does not depend on the management token; it lasts
+		// while its person is in CONSOLE_ADMINS.
+		if !cn.admin(s.Subject) {
+			reason = "Your account may no longer use the console (it is not in CONSOLE_ADMINS)."
+		}
 	case s.Method != store.SessionMethodToken || !hmac.Equal([]byte(s.TokenMAC), []byte(tokenMAC(cn.o.ManagementToken, ck.Value))):
 		reason = "The management token has changed. Sign in with the new one."
 	}
@@ -170,7 +177,7 @@ func (cn *Console) lookup(c echo.Context) (*session, string, error) {
 			return nil, "", err
 		}
 	}
-	return &session{idHash: idHash, subject: s.Subject, csrf: csrfToken(ck.Value)}, "", nil
+	return &session{idHash: idHash, method: s.Method, subject: s.Subject, csrf: csrfToken(ck.Value)}, "", nil
 }
 
 // requireSession lets signed-in requests through, with their session in
@@ -224,6 +231,7 @@ type signInPage struct {
 	CSRF    string
 	Message string
 	Error   string
+	SSO     bool // offer "Sign in with SSO"
 }
 
 func (cn *Console) signInPage(c echo.Context) error {
@@ -253,7 +261,7 @@ func (cn *Console) signInFormError(c echo.Context, status int, msg, errMsg strin
 		return err
 	}
 	cn.setCookie(c, signInCookie, tok, "/console/signin", cn.o.Now().Add(time.Hour))
-	return cn.render(c, status, "signin", signInPage{CSRF: tok, Message: msg, Error: errMsg})
+	return cn.render(c, status, "signin", signInPage{CSRF: tok, Message: msg, Error: errMsg, SSO: cn.o.SSO != nil})
 }
 
 func (cn *Console) signIn(c echo.Context) error {
@@ -279,25 +287,39 @@ func (cn *Console) signIn(c echo.Context) error {
 		}
 		return cn.signInFormError(c, http.StatusUnauthorized, "", "That is not the management token.")
 	}
+	if err := cn.openSession(c, store.SessionMethodToken, actorToken); err != nil {
+		return err
+	}
+	cn.setCookie(c, signInCookie, "", "/console/signin", time.Time{})
+	ev := cn.auditEvent(c, "console.signin")
+	ev.Outcome, ev.Metadata = store.OutcomeSuccess, map[string]any{"method": store.SessionMethodToken}
+	cn.o.Manager.Audit(ev)
+	return c.Redirect(http.StatusSeeOther, "/console/usage")
+}
+
+// openSession creates a session for subject, opened by method, and sets
+// its cookie. A token session carries the MAC that ties it to the
+// management token.
+func (cn *Console) openSession(c echo.Context, method, subject string) error {
+	ctx := c.Request().Context()
 	id, err := newSecret()
 	if err != nil {
 		return err
 	}
 	now := cn.o.Now().UTC().Truncate(time.Microsecond)
-	s := &store.ConsoleSession{IDHash: hashID(id), Method: store.SessionMethodToken, Subject: actorToken,
-		TokenMAC: tokenMAC(cn.o.ManagementToken, id), CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(cn.o.SessionMax)}
-	if _, err := cn.o.Sessions.DeleteConsoleSessionsBefore(r.Context(), now, now.Add(-cn.o.SessionIdle), purgeLimit); err != nil {
+	s := &store.ConsoleSession{IDHash: hashID(id), Method: method, Subject: subject,
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(cn.o.SessionMax)}
+	if method == store.SessionMethodToken {
+		s.TokenMAC = tokenMAC(cn.o.ManagementToken, id)
+	}
+	if _, err := cn.o.Sessions.DeleteConsoleSessionsBefore(ctx, now, now.Add(-cn.o.SessionIdle), purgeLimit); err != nil {
 		return err
 	}
-	if err := cn.o.Sessions.CreateConsoleSession(r.Context(), s); err != nil {
+	if err := cn.o.Sessions.CreateConsoleSession(ctx, s); err != nil {
 		return err
 	}
-	cn.setCookie(c, signInCookie, "", "/console/signin", time.Time{})
 	cn.setCookie(c, sessionCookie, id, "/console", s.ExpiresAt)
-	ev := cn.auditEvent(c, "console.signin")
-	ev.Outcome = store.OutcomeSuccess
-	cn.o.Manager.Audit(ev)
-	return c.Redirect(http.StatusSeeOther, "/console/usage")
+	return nil
 }
 
 func (cn *Console) signOut(c echo.Context) error {

@@ -75,6 +75,7 @@ var (
 	errProviderNo  = errors.New("the identity provider refused the sign-in")
 	errNoSession   = errors.New("no sign-in is in progress in this browser, or it expired; start again")
 	errUsedSession = errors.New("this sign-in was already completed; start again")
+	errNoConsole   = errors.New("the admin console does not accept sign-ins by SSO here")
 )
 
 // exchange redeems the authorization code with the PKCE verifier and

@@ -47,6 +47,7 @@ type pageData struct {
 	ClientIP  string
 	Requested string
 	Devices   []deviceRow
+	Link      string // continue: where the browser goes on
 }
 
 type deviceRow struct {
@@ -178,9 +179,10 @@ func (s *Service) signedIn(c echo.Context) (*store.SSOSession, string, error) {
 }
 
 // startLogin opens a browser session for pendingID ("" to list devices)
-// and sends the browser to the provider, unless the client's address has
-// spent its starts.
-func (s *Service) startLogin(c echo.Context, pendingID string) error {
+// that returns to returnTo (store.SSOSession.ReturnTo) and sends the
+// browser to the provider, unless the client's address has spent its
+// starts.
+func (s *Service) startLogin(c echo.Context, pendingID, returnTo string) error {
 	ctx := c.Request().Context()
 	wait, err := s.startWait(ctx, c.RealIP())
 	if err != nil {
@@ -203,11 +205,14 @@ func (s *Service) startLogin(c echo.Context, pendingID string) error {
 	verifier := vals[3] + vals[0][:11] // 54 characters: RFC 7636 asks for 43 to 128
 	now := s.clock()
 	sess := &store.SSOSession{ID: newID(), SecretHash: hash(secret), State: state, Nonce: nonce, Verifier: verifier,
-		PendingID: pendingID, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
+		PendingID: pendingID, ReturnTo: returnTo, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
 	if err := s.st.CreateSSOSession(ctx, sess); err != nil {
 		return s.failed(c, err)
 	}
 	s.setCookie(c, sessionCookie, secret, int(s.cfg.SessionTTL.Seconds()), http.SameSiteLaxMode)
+	if returnTo == store.SSOReturnConsole {
+		return s.continueTo(c, idp.loginURL(state, nonce, verifier))
+	}
 	return c.Redirect(http.StatusSeeOther, idp.loginURL(state, nonce, verifier))
 }
 
@@ -268,7 +273,7 @@ func (s *Service) SubmitCode(c echo.Context) error {
 		return s.message(c, http.StatusConflict, "Code already used",
 			"This code was already approved or denied. Start the login on your device again if you need a new token.", true)
 	}
-	return s.startLogin(c, pa.ID)
+	return s.startLogin(c, pa.ID, "")
 }
 
 // wrongUserCode counts a wrong code and answers the form again, or the
@@ -345,6 +350,9 @@ func (s *Service) Callback(c echo.Context) error {
 	case err != nil:
 		return s.failed(c, err)
 	}
+	if sess.ReturnTo == store.SSOReturnConsole {
+		return s.finishConsole(c, sess, who)
+	}
 	if sess.PendingID != "" {
 		return c.Redirect(http.StatusSeeOther, "/auth/device/approve")
 	}
@@ -355,7 +363,7 @@ func (s *Service) Callback(c echo.Context) error {
 // as an unverifiable answer.
 func (s *Service) refuse(c echo.Context, status int, err error) error {
 	msg := errBadToken.Error()
-	for _, known := range []error{errNoSession, errUsedSession, errBadState, errProviderNo, errUnverified, errDomain} {
+	for _, known := range []error{errNoSession, errUsedSession, errBadState, errProviderNo, errUnverified, errDomain, errNoConsole} {
 		if errors.Is(err, known) {
 			msg = known.Error()
 			break
@@ -488,7 +496,7 @@ func (s *Service) SignIn(c echo.Context) error {
 		return s.message(c, http.StatusForbidden, "Form expired",
 			"This form could not be verified (missing or stale security token). Open the page again and retry.", true)
 	}
-	return s.startLogin(c, "")
+	return s.startLogin(c, "", "")
 }
 
 // RevokeDevice serves POST /auth/devices/{id}/revoke: the signed-in person

@@ -146,6 +146,8 @@ type Service struct {
 
 	mu  sync.Mutex
 	idp *provider // discovered on first use
+
+	console ConsoleSignIn // set before serving; nil without the console
 }
 
 // New returns a Service; cfg.Issuer must be set.

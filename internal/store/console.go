@@ -10,7 +10,8 @@ import (
 // session id itself is only in the browser's cookie; IDHash is its hex
 // SHA-256. TokenMAC is the hex HMAC-SHA256 of the session id keyed with the
 // credential the session depends on (the management token for Method
-// SessionMethodToken), so rotating that credential ends the session.
+// SessionMethodToken), so rotating that credential ends the session; an
+// SSO session depends on its Subject staying a console admin instead.
 // Subject is who signed in, the actor of the session's audit events.
 type ConsoleSession struct {
 	IDHash     string
@@ -22,8 +23,12 @@ type ConsoleSession struct {
 	ExpiresAt  time.Time // absolute expiry; idle expiry is judged from LastSeenAt
 }
 
-// SessionMethodToken is a console session opened with the management token.
-const SessionMethodToken = "token"
+// Methods of ConsoleSession: opened with the management token, or by SSO
+// (Subject is then the person's email and TokenMAC is empty).
+const (
+	SessionMethodToken = "token"
+	SessionMethodSSO   = "sso"
+)
 
 // Usage series buckets (the roll-up's granularities) and splits.
 const (

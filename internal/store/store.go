@@ -205,7 +205,10 @@ type AgentTokenFilter struct {
 // provider's callback, State, Nonce and Verifier hold the login in flight
 // and the identity is empty; the callback clears them and sets the
 // identity. PendingID names the device authorization the sign-in is for
-// ("" for a sign-in to list one's own devices).
+// ("" for a sign-in to list one's own devices). ReturnTo is where the
+// sign-in goes after the callback: "" the device pages, SSOReturnConsole
+// the admin console; the server sets it when the sign-in starts, and it is
+// never a URL from a request.
 type SSOSession struct {
 	ID         string
 	SecretHash string
@@ -213,12 +216,17 @@ type SSOSession struct {
 	Nonce      string
 	Verifier   string
 	PendingID  string
+	ReturnTo   string
 	Provider   string
 	Subject    string
 	Email      string
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 }
+
+// SSOReturnConsole is the SSOSession.ReturnTo of a sign-in to the admin
+// console.
+const SSOReturnConsole = "console"
 
 // Outcomes of a device code poll (Store.PollDeviceCode).
 const (

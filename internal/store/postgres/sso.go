@@ -258,8 +258,8 @@ func (db *DB) DeleteAgentTokensExpiredBefore(ctx context.Context, t time.Time, l
 	return n, nil
 }
 
-const sessionColumns = `id, secret_hash, oidc_state, oidc_nonce, pkce_verifier, pending_id, provider, subject, email,
-	created_at, expires_at`
+const sessionColumns = `id, secret_hash, oidc_state, oidc_nonce, pkce_verifier, pending_id, return_to, provider, subject,
+	email, created_at, expires_at`
 
 // CreateSSOSession inserts s.
 func (db *DB) CreateSSOSession(ctx context.Context, s *store.SSOSession) error {
@@ -273,8 +273,8 @@ func (db *DB) CreateSSOSession(ctx context.Context, s *store.SSOSession) error {
 	}
 	defer c.Release()
 	_, err = c.Exec(ctx, `INSERT INTO sso_sessions (`+sessionColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		s.ID, s.SecretHash, s.State, s.Nonce, s.Verifier, pending, s.Provider, s.Subject, s.Email, s.CreatedAt, s.ExpiresAt)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		s.ID, s.SecretHash, s.State, s.Nonce, s.Verifier, pending, s.ReturnTo, s.Provider, s.Subject, s.Email, s.CreatedAt, s.ExpiresAt)
 	if err != nil {
 		return fmt.Errorf("create sso session: %w", translate(err))
 	}
@@ -292,9 +292,9 @@ func (db *DB) GetSSOSessionByHash(ctx context.Context, hash string) (*store.SSOS
 		s       store.SSOSession
 		pending *string
 	)
-	err = c.QueryRow(ctx, `SELECT id, secret_hash, oidc_state, oidc_nonce, pkce_verifier, pending_id::text, provider,
-		subject, email, created_at, expires_at FROM sso_sessions WHERE secret_hash = $1`, hash).Scan(
-		&s.ID, &s.SecretHash, &s.State, &s.Nonce, &s.Verifier, &pending, &s.Provider, &s.Subject, &s.Email,
+	err = c.QueryRow(ctx, `SELECT id, secret_hash, oidc_state, oidc_nonce, pkce_verifier, pending_id::text, return_to,
+		provider, subject, email, created_at, expires_at FROM sso_sessions WHERE secret_hash = $1`, hash).Scan(
+		&s.ID, &s.SecretHash, &s.State, &s.Nonce, &s.Verifier, &pending, &s.ReturnTo, &s.Provider, &s.Subject, &s.Email,
 		&s.CreatedAt, &s.ExpiresAt)
 	if err != nil {
 		return nil, fmt.Errorf("load sso session: %w", translate(err))

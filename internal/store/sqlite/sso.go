@@ -216,14 +216,14 @@ func (db *DB) DeleteAgentTokensExpiredBefore(ctx context.Context, t time.Time, l
 	return n, nil
 }
 
-const sessionCols = `id, secret_hash, oidc_state, oidc_nonce, pkce_verifier, pending_id, provider, subject, email,
-	created_at, expires_at`
+const sessionCols = `id, secret_hash, oidc_state, oidc_nonce, pkce_verifier, pending_id, return_to, provider, subject,
+	email, created_at, expires_at`
 
 // CreateSSOSession inserts s.
 func (db *DB) CreateSSOSession(ctx context.Context, s *store.SSOSession) error {
 	_, err := db.exec(ctx, db.writer, `INSERT INTO sso_sessions (`+sessionCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		s.ID, s.SecretHash, s.State, s.Nonce, s.Verifier, nullIDArg(s.PendingID), s.Provider, s.Subject, s.Email,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.SecretHash, s.State, s.Nonce, s.Verifier, nullIDArg(s.PendingID), s.ReturnTo, s.Provider, s.Subject, s.Email,
 		timeArg(s.CreatedAt), timeArg(s.ExpiresAt))
 	if err != nil {
 		return fmt.Errorf("create sso session: %w", err)
@@ -235,8 +235,8 @@ func (db *DB) CreateSSOSession(ctx context.Context, s *store.SSOSession) error {
 func (db *DB) GetSSOSessionByHash(ctx context.Context, hash string) (*store.SSOSession, error) {
 	var s store.SSOSession
 	if err := db.queryRow(ctx, db.reader, `SELECT `+sessionCols+` FROM sso_sessions WHERE secret_hash = ?`,
-		[]any{hash}, &s.ID, &s.SecretHash, &s.State, &s.Nonce, &s.Verifier, nullIDCol{&s.PendingID}, &s.Provider,
-		&s.Subject, &s.Email, timeCol{&s.CreatedAt}, timeCol{&s.ExpiresAt}); err != nil {
+		[]any{hash}, &s.ID, &s.SecretHash, &s.State, &s.Nonce, &s.Verifier, nullIDCol{&s.PendingID}, &s.ReturnTo,
+		&s.Provider, &s.Subject, &s.Email, timeCol{&s.CreatedAt}, timeCol{&s.ExpiresAt}); err != nil {
 		return nil, fmt.Errorf("load sso session: %w", err)
 	}
 	return &s, nil

@@ -293,12 +293,13 @@ func testSSOSessions(t *testing.T, s store.Store) {
 	if got.State != "" || got.Nonce != "" || got.Verifier != "" || got.Subject != "sub" || got.Provider != "https://idp" {
 		t.Errorf("completed session: %+v", got)
 	}
-	plain := &store.SSOSession{ID: uuid.NewString(), SecretHash: "h2", State: "x", CreatedAt: base(), ExpiresAt: base().Add(time.Hour)}
+	plain := &store.SSOSession{ID: uuid.NewString(), SecretHash: "h2", State: "x", ReturnTo: store.SSOReturnConsole,
+		CreatedAt: base(), ExpiresAt: base().Add(time.Hour)}
 	if err := s.CreateSSOSession(ctx, plain); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.GetSSOSessionByHash(ctx, "h2"); got == nil || got.PendingID != "" {
-		t.Errorf("session without pending id: %+v", got)
+	if got, _ := s.GetSSOSessionByHash(ctx, "h2"); got == nil || got.PendingID != "" || got.ReturnTo != store.SSOReturnConsole {
+		t.Errorf("console session without pending id: %+v", got)
 	}
 	if err := s.DeleteSSOSession(ctx, plain.ID); err != nil {
 		t.Fatal(err)

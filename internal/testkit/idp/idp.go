@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"html/template"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -59,6 +60,7 @@ type Provider struct {
 	user   User
 	forge  func(*Claims)
 	badSig bool
+	page   bool
 	now    func() time.Time
 	codes  map[string]grant
 	logins int
@@ -117,6 +119,16 @@ func (p *Provider) SignWithUnknownKey(on bool) {
 	p.badSig = on
 }
 
+// ShowPage makes the authorization endpoint answer with a page of its own
+// whose link (id "continue") sends the browser back, as a real provider's
+// sign-in page does, instead of redirecting at once; a browser then treats
+// the way back as a navigation another site started.
+func (p *Provider) ShowPage(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.page = on
+}
+
 // SetNow sets the provider's clock for issued-at and expiry.
 func (p *Provider) SetNow(now func() time.Time) {
 	p.mu.Lock()
@@ -164,6 +176,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	p.codes[code] = grant{clientID: q.Get("client_id"), redirect: q.Get("redirect_uri"), nonce: q.Get("nonce"),
 		challenge: q.Get("code_challenge"), user: p.user}
 	p.logins++
+	page := p.page
 	p.mu.Unlock()
 	back, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil {
@@ -174,6 +187,11 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	v.Set("code", code)
 	v.Set("state", q.Get("state"))
 	back.RawQuery = v.Encode()
+	if page {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = signedInPage.Execute(w, back.String())
+		return
+	}
 	http.Redirect(w, r, back.String(), http.StatusFound)
 }
 
@@ -220,6 +238,9 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": rand.Text(), "token_type": "Bearer", "expires_in": 600,
 		"id_token": idToken})
 }
+
+var signedInPage = template.Must(template.New("").Parse(
+	`<!doctype html><title>Test provider</title><p>Signed in. <a id="continue" href="{{.}}">Continue</a></p>`))
 
 func sign(key *rsa.PrivateKey, c Claims) (string, error) {
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}},
