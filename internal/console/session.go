@@ -157,14 +157,18 @@ func (cn *Console) lookup(c echo.Context) (*session, string, error) {
 		reason = "Your session reached its maximum length. Sign in again."
 	case now.Sub(s.LastSeenAt) >= cn.o.SessionIdle:
 		reason = "Your session ended after a period of inactivity. Sign in again."
+	case !hmac.Equal([]byte(s.TokenMAC), []byte(tokenMAC(cn.o.ManagementToken, ck.Value))):
+		// Rotating the management token ends every session (SPEC §6.8),
+		// those opened by SSO too.
+		reason = "The management token has changed, which ends every console session. Sign in again."
 	case s.Method == store.SessionMethodSSO:
-		// An SSO session does not depend on the management token; it lasts
-		// while its person is in CONSOLE_ADMINS.
+		// An SSO session also lasts only while its person is in
+		// CONSOLE_ADMINS.
 		if !cn.admin(s.Subject) {
 			reason = "Your account may no longer use the console (it is not in CONSOLE_ADMINS)."
 		}
-	case s.Method != store.SessionMethodToken || !hmac.Equal([]byte(s.TokenMAC), []byte(tokenMAC(cn.o.ManagementToken, ck.Value))):
-		reason = "The management token has changed. Sign in with the new one."
+	case s.Method != store.SessionMethodToken:
+		reason = "Sign in again."
 	}
 	if reason != "" {
 		if err := cn.o.Sessions.DeleteConsoleSession(ctx, idHash); err != nil {
@@ -298,8 +302,8 @@ func (cn *Console) signIn(c echo.Context) error {
 }
 
 // openSession creates a session for subject, opened by method, and sets
-// its cookie. A token session carries the MAC that ties it to the
-// management token.
+// its cookie. Every session carries the MAC that ties it to the
+// management token, so rotating the token ends it.
 func (cn *Console) openSession(c echo.Context, method, subject string) error {
 	ctx := c.Request().Context()
 	id, err := newSecret()
@@ -309,9 +313,7 @@ func (cn *Console) openSession(c echo.Context, method, subject string) error {
 	now := cn.o.Now().UTC().Truncate(time.Microsecond)
 	s := &store.ConsoleSession{IDHash: hashID(id), Method: method, Subject: subject,
 		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(cn.o.SessionMax)}
-	if method == store.SessionMethodToken {
-		s.TokenMAC = tokenMAC(cn.o.ManagementToken, id)
-	}
+	s.TokenMAC = tokenMAC(cn.o.ManagementToken, id)
 	if _, err := cn.o.Sessions.DeleteConsoleSessionsBefore(ctx, now, now.Add(-cn.o.SessionIdle), purgeLimit); err != nil {
 		return err
 	}
