@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
@@ -275,4 +279,16 @@ func responseCache(cfg *config.Config, sh *shared, metrics *telemetry.Metrics, l
 		return telemetry.CacheStats{Entries: s.Entries, Bytes: s.Bytes}
 	})
 	return c
+}
+
+// thisReplica is this process's row in the replicas table: a random ID per
+// start, the host name, and the main module's version as the go command
+// stamped it (a tag or a VCS pseudo-version; "" for a build without one).
+func thisReplica() store.Replica {
+	host, _ := os.Hostname()
+	var version string
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "(devel)" {
+		version = bi.Main.Version
+	}
+	return store.Replica{ID: uuid.NewString(), Hostname: host, Version: version, StartedAt: time.Now()}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/manage"
 	"github.com/llmproxy/llm-proxy/internal/policy"
 	"github.com/llmproxy/llm-proxy/internal/proxy"
+	"github.com/llmproxy/llm-proxy/internal/replica"
 	"github.com/llmproxy/llm-proxy/internal/retention"
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/secret"
@@ -216,10 +217,12 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	manager := manage.New(manage.Options{
 		Store: st, Cipher: cipher, Invalidator: sh.bus, Auditor: recorder, Logger: logger,
 	})
+	self := thisReplica()
 	var cons *console.Console
 	if cfg.Console.Enabled {
 		o := console.Options{
 			Manager: manager, Sessions: st, Failures: failures, Metrics: metrics.Gatherer(), SchemaVersion: sh.schemaVersion,
+			Replicas: st, ReplicaID: self.ID,
 			ManagementToken: cfg.ManagementToken, TrustedProxies: cfg.TrustedProxies,
 			SessionIdle: cfg.Console.SessionIdle, SessionMax: cfg.Console.SessionMax, Logger: logger,
 		}
@@ -276,7 +279,10 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 		Usage: cfg.Retention.Usage, Audit: cfg.Retention.Audit, Tokens: cfg.Retention.Tokens,
 		Memory: memoryRetention(cfg), Interval: cfg.Retention.Interval, Logger: logger,
 	})
-	tasks := []*task{startTask(bgCtx, sh.bus.Run), startTask(bgCtx, sweeper.Run)}
+	// The heartbeat deletes this replica's row when it stops, after the
+	// drain: the cluster page lists it for as long as it serves.
+	heartbeat := replica.New(st, self, logger)
+	tasks := []*task{startTask(bgCtx, sh.bus.Run), startTask(bgCtx, sweeper.Run), startTask(bgCtx, heartbeat.Run)}
 	// Memory's writer, like the recorder, stops after the server drained,
 	// so finished requests keep their transcripts; the summariser records
 	// its usage through the recorder, so it stops before it.

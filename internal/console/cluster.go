@@ -1,14 +1,32 @@
 package console
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/llmproxy/llm-proxy/internal/store"
+)
+
+// Replicas lists the replicas table; store.Store satisfies it.
+type Replicas interface {
+	ListReplicas(ctx context.Context, limit int) ([]*store.Replica, error)
+}
+
+const (
+	// replicaLive is how recently a replica must have been seen to count
+	// as live: three heartbeats (every 10 s, package replica).
+	replicaLive = 30 * time.Second
+	// maxReplicas bounds the replicas listed (the latest started), should
+	// a crash loop have left many rows for retention to sweep.
+	maxReplicas = 100
 )
 
 // clusterGroups are the sections of the cluster page: each shows the
@@ -26,10 +44,24 @@ var clusterGroups = []struct {
 }
 
 type clusterPage struct {
-	Replica string
-	Schema  string
-	Groups  []metricGroup
-	Error   string
+	Replica  string
+	Schema   string
+	Replicas *replicaList // nil without Options.Replicas
+	Groups   []metricGroup
+	Error    string
+}
+
+type replicaList struct {
+	Rows  []replicaRow
+	More  bool   // more than maxReplicas rows; the latest started are shown
+	Error string // the list could not be read
+}
+
+type replicaRow struct {
+	store.Replica
+	ShortID string
+	Live    bool // seen within replicaLive
+	Self    bool // the replica serving the page
 }
 
 type metricGroup struct {
@@ -50,6 +82,9 @@ func (cn *Console) cluster(c echo.Context) error {
 			v = "unknown (the database did not answer)"
 		}
 		page.Schema = v
+	}
+	if cn.o.Replicas != nil {
+		page.Replicas = cn.replicas(c.Request().Context())
 	}
 	if cn.o.Metrics == nil {
 		page.Error = "Metrics are not collected by this process."
@@ -77,6 +112,27 @@ func (cn *Console) cluster(c echo.Context) error {
 		}
 	}
 	return cn.render(c, http.StatusOK, "cluster", page)
+}
+
+// replicas reads the replicas for the cluster page. A database that does
+// not answer leaves a message, not an error page: the page's other figures
+// help diagnose just that.
+func (cn *Console) replicas(ctx context.Context) *replicaList {
+	rs, err := cn.o.Replicas.ListReplicas(ctx, maxReplicas+1)
+	if err != nil {
+		return &replicaList{Error: "The replicas could not be read (the database did not answer)."}
+	}
+	l := &replicaList{More: len(rs) > maxReplicas}
+	now := cn.o.Now()
+	for _, r := range rs[:min(len(rs), maxReplicas)] {
+		short := r.ID
+		if id := []rune(r.ID); len(id) > 8 {
+			short = string(id[:8])
+		}
+		l.Rows = append(l.Rows, replicaRow{Replica: *r, ShortID: short, Live: now.Sub(r.LastSeenAt) < replicaLive,
+			Self: r.ID == cn.o.ReplicaID})
+	}
+	return l
 }
 
 func hasAnyPrefix(s string, prefixes []string) bool {

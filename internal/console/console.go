@@ -74,6 +74,10 @@ type Options struct {
 	// SchemaVersion describes the database schema's version for the
 	// cluster page (e.g. "7 (this build: 7)"); nil leaves it out.
 	SchemaVersion func(ctx context.Context) (string, error)
+	// Replicas lists the replicas seen for the cluster page, on which
+	// ReplicaID (this process's) is marked; nil leaves them out.
+	Replicas  Replicas
+	ReplicaID string
 	// ManagementToken signs operators in; changing it ends every session
 	// opened with it.
 	ManagementToken string

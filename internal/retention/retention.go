@@ -1,8 +1,9 @@
 // Package retention deletes rows that have outlived their retention period
 // (SPEC §4): old usage and audit rows, long-expired tokens and agent
 // tokens, ended failed-authentication blocks, expired device-login state
-// (pending authorizations, browser sign-ins), and old session summaries and
-// transcripts of memory (SPEC §6.6). Sweeps run on one replica at a time,
+// (pending authorizations, browser sign-ins), old session summaries and
+// transcripts of memory (SPEC §6.6), and the rows of replicas that stopped
+// without deleting their own (a crash). Sweeps run on one replica at a time,
 // under the store's "retention" lock (the leader job).
 //
 // Usage and audit events are kept in whole UTC days: a sweep removes the
@@ -74,6 +75,7 @@ type Result struct {
 	Usage, Audit, Tokens, AuthBlocks                int64
 	AgentTokens, PendingAuthorizations, SSOSessions int64
 	Summaries, MemorySessions                       int64
+	Replicas                                        int64
 	PartitionsCreated                               int
 }
 
@@ -86,6 +88,11 @@ const authBlockKeep = 24 * time.Hour
 // authorizations, browser sign-ins) is kept: it is state too, useless once
 // expired, kept a little so a late poll still gets expired_token.
 const loginStateKeep = time.Hour
+
+// replicaKeep is how long a replica's row is kept after its last
+// heartbeat. A clean shutdown deletes the row at once; this catches those
+// of crashed processes, which the console shows as gone meanwhile.
+const replicaKeep = 24 * time.Hour
 
 // Store is the part of store.Store a Sweeper uses; store.Store satisfies
 // it.
@@ -103,6 +110,7 @@ type Store interface {
 	DeleteSSOSessionsExpiredBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteSummariesBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 	DeleteMemorySessionsBefore(ctx context.Context, t time.Time, limit int) (int64, error)
+	DeleteReplicasSeenBefore(ctx context.Context, t time.Time, limit int) (int64, error)
 }
 
 var _ Store = store.Store(nil)
@@ -162,7 +170,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
 				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
 				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
-				"partitions_created", res.PartitionsCreated)
+				"replicas_deleted", res.Replicas, "partitions_created", res.PartitionsCreated)
 		case !ran:
 			s.opts.Logger.Debug("retention sweep skipped: another replica holds the lock")
 		default:
@@ -170,7 +178,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 				"tokens_deleted", res.Tokens, "auth_blocks_deleted", res.AuthBlocks, "agent_tokens_deleted", res.AgentTokens,
 				"pending_authorizations_deleted", res.PendingAuthorizations, "sso_sessions_deleted", res.SSOSessions,
 				"summaries_deleted", res.Summaries, "memory_sessions_deleted", res.MemorySessions,
-				"partitions_created", res.PartitionsCreated, "duration_ms", time.Since(start).Milliseconds())
+				"replicas_deleted", res.Replicas, "partitions_created", res.PartitionsCreated, "duration_ms", time.Since(start).Milliseconds())
 		}
 		timer.Reset(s.opts.Interval)
 	}
@@ -182,8 +190,8 @@ func (s *Sweeper) Run(ctx context.Context) error {
 // ended before now minus Usage and Audit, tokens and agent tokens that
 // expired more than Tokens ago, session summaries and transcripts older
 // than Memory (a zero period skips that kind), failed-authentication blocks
-// that ended more than a day ago, and pending authorizations and browser
-// sign-ins expired over an hour ago. It returns ran=false, doing nothing,
+// that ended more than a day ago, pending authorizations and browser
+// sign-ins expired over an hour ago, and replicas not seen for a day. It returns ran=false, doing nothing,
 // when another holder has the lock. On an error it stops and returns what
 // it did so far.
 func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
@@ -220,6 +228,7 @@ func (s *Sweeper) SweepOnce(ctx context.Context) (Result, bool, error) {
 		{"expired sso sessions", loginStateKeep, false, nil, s.store.DeleteSSOSessionsExpiredBefore, &res.SSOSessions},
 		{"session summaries", s.opts.Memory, false, nil, s.store.DeleteSummariesBefore, &res.Summaries},
 		{"memory transcripts", s.opts.Memory, false, nil, s.store.DeleteMemorySessionsBefore, &res.MemorySessions},
+		{"stale replicas", replicaKeep, false, nil, s.store.DeleteReplicasSeenBefore, &res.Replicas},
 	}
 	for _, k := range kinds {
 		if k.keep <= 0 {

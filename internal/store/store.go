@@ -510,6 +510,7 @@ type Store interface {
 	GetAuthBlock(ctx context.Context, identifier string) (*AuthBlock, error)
 
 	MemoryStore
+	ReplicaStore
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

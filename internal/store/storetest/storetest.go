@@ -68,6 +68,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MemoryFailures", testMemoryFailures},
 		{"MemoryClaimConcurrent", testMemoryClaimConcurrent},
 		{"MemoryRetention", testMemoryRetention},
+		{"Replicas", testReplicas},
+		{"ReplicaPurgeBatches", testReplicaPurgeBatches},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

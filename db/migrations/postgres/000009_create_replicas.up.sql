@@ -1,0 +1,15 @@
+-- Proxy processes seen by the cluster (SPEC §6.8, the console's cluster
+-- page). Each process picks a random id at start, upserts its row at start
+-- and every 10 s (last_seen_at), and deletes it on a clean shutdown; rows
+-- of processes that stopped without one (a crash, kill -9) are deleted by
+-- the retention sweeper a day after they were last seen. version is the
+-- build's version string ('' when the binary has none).
+CREATE TABLE replicas (
+    id           text PRIMARY KEY,
+    hostname     text NOT NULL,
+    version      text NOT NULL,
+    started_at   timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL
+);
+
+CREATE INDEX replicas_last_seen_at_idx ON replicas (last_seen_at);
