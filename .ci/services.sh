@@ -20,9 +20,18 @@ services_cleanup() {
 		services_as_pg "$services_pgctl" -D "$services_pgdata" -m immediate stop >/dev/null 2>&1 || true
 	fi
 	if [ -f "$services_tmp/redis.pid" ]; then
-		kill "$(cat "$services_tmp/redis.pid")" 2>/dev/null || true
+		local pid
+		pid=$(cat "$services_tmp/redis.pid")
+		kill "$pid" 2>/dev/null || true
+		# Redis writes its log and removes its pid file as it exits: wait
+		# (up to 10 s), or removing the directory races with it.
+		for _ in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
 	fi
-	rm -rf "$services_tmp"
+	# Cleaning up never fails the run: its result is the tests'.
+	rm -rf "$services_tmp" 2>/dev/null || { sleep 1; rm -rf "$services_tmp" || services_log "could not remove $services_tmp"; }
 }
 trap services_cleanup EXIT
 
