@@ -99,6 +99,15 @@ type browser struct {
 	base string
 }
 
+// signedIn is a console on a fresh SQLite store and a browser signed in to
+// it with the management token, with the session's CSRF token.
+func signedIn(t *testing.T) (*env, *browser, string) {
+	t.Helper()
+	e := newEnv(t, teststore.SQLite(t))
+	b := newBrowser(t, e.server(t, mgmtToken).URL)
+	return e, b, b.signIn(mgmtToken)
+}
+
 func newBrowser(t *testing.T, base string) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, base: base, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -402,10 +411,7 @@ func TestSignOut(t *testing.T) {
 
 func TestValidationMessagesAreTheAPIs(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, teststore.SQLite(t))
-	srv := e.server(t, mgmtToken)
-	b := newBrowser(t, srv.URL)
-	csrf := b.signIn(mgmtToken)
+	e, b, csrf := signedIn(t)
 	for _, tc := range []struct {
 		form url.Values
 		want string
@@ -432,10 +438,7 @@ func TestValidationMessagesAreTheAPIs(t *testing.T) {
 
 func TestTemplatesEscape(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, teststore.SQLite(t))
-	srv := e.server(t, mgmtToken)
-	b := newBrowser(t, srv.URL)
-	csrf := b.signIn(mgmtToken)
+	_, b, csrf := signedIn(t)
 	evil := `<script>alert(1)</script>"'`
 	resp, _ := b.post("/console/projects", url.Values{"csrf": {csrf}, "name": {evil}, "api_key": {"k"}})
 	if resp.StatusCode != http.StatusSeeOther {
@@ -585,10 +588,7 @@ func TestConsoleNeedsItsOptions(t *testing.T) {
 
 func TestDevicesAndMemoryPages(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, teststore.SQLite(t))
-	srv := e.server(t, mgmtToken)
-	b := newBrowser(t, srv.URL)
-	csrf := b.signIn(mgmtToken)
+	e, b, csrf := signedIn(t)
 	for path, want := range map[string]string{
 		"/console/devices?email=a@example.com&active=true": "No devices match.",
 		"/console/memory?user_id=u1&project_id=proj-1":     "No summaries match.",

@@ -225,32 +225,26 @@ func TestCacheProjectsNeverShare(t *testing.T) {
 func TestCacheCountsRequestsNotTokens(t *testing.T) {
 	t.Parallel()
 	body := chat("gpt-4o-mini")
-	t.Run("max_requests", func(t *testing.T) {
-		e := newCacheEnv(t)
-		p := e.project(manage.CreateProjectInput{Provider: "openai"})
-		ct, err := e.mgr.CreateToken(t.Context(), manage.CreateTokenInput{ProjectID: p.ID, DurationMinutes: new(60), MaxRequests: new(int64(2))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.expect(e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"), "MISS", 1)
-		e.expect(e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"), "HIT", 0)
-		if w := e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"); w.Code != http.StatusTooManyRequests {
-			t.Errorf("third request: status %d, want 429", w.Code)
-		}
-	})
-	t.Run("requests/min", func(t *testing.T) {
-		e := newCacheEnv(t)
-		p := e.project(manage.CreateProjectInput{Provider: "openai"})
-		ct, err := e.mgr.CreateToken(t.Context(), manage.CreateTokenInput{ProjectID: p.ID, DurationMinutes: new(60), RPMLimit: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.expect(e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"), "MISS", 1)
-		e.expect(e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"), "HIT", 0)
-		if w := e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"); w.Code != http.StatusTooManyRequests {
-			t.Errorf("third request: status %d, want 429", w.Code)
-		}
-	})
+	// A quota or a rate limit of 2 requests: the miss and the hit spend
+	// them, the third request is refused.
+	for name, in := range map[string]manage.CreateTokenInput{
+		"max_requests": {MaxRequests: new(int64(2))},
+		"requests/min": {RPMLimit: 2},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newCacheEnv(t)
+			in.ProjectID, in.DurationMinutes = e.project(manage.CreateProjectInput{Provider: "openai"}).ID, new(60)
+			ct, err := e.mgr.CreateToken(t.Context(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.expect(e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"), "MISS", 1)
+			e.expect(e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"), "HIT", 0)
+			if w := e.do("POST", "/v1/chat/completions", ct.Secret, body, "Cache-Control", "max-age=60"); w.Code != http.StatusTooManyRequests {
+				t.Errorf("third request: status %d, want 429", w.Code)
+			}
+		})
+	}
 	t.Run("tokens/min", func(t *testing.T) {
 		e := newCacheEnv(t)
 		p := e.project(manage.CreateProjectInput{Provider: "openai"})

@@ -329,7 +329,7 @@ func writer(ctx context.Context, st *postgres.DB, stop <-chan struct{}) (latenci
 			return latencies{}, err
 		}
 		took = append(took, time.Since(start))
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // the writer's pace (load, not a wait): a batch every 5 ms
 	}
 }
 
@@ -364,7 +364,7 @@ func timeRetention(ctx context.Context, st *postgres.DB, now time.Time) (sweepRe
 
 	stop = make(chan struct{})
 	wg.Go(func() { lat, werr = writer(ctx, st, stop) })
-	time.Sleep(elapsed)
+	time.Sleep(elapsed) // the same writer as long as the sweep took (load, not a wait)
 	close(stop)
 	wg.Wait()
 	if werr != nil {
