@@ -3,7 +3,7 @@ GO        ?= go
 BIN       ?= bin
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test lint tidy-check bench bench-usage
+.PHONY: help build run test lint tidy-check bench bench-soak bench-usage
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ tidy-check: ## fail when go mod tidy would change go.mod/go.sum (the product's a
 
 bench: ## run the benchmark (< 5 min): baseline reverse proxy vs the proxy on SQLite and on PostgreSQL + Redis; flags in BENCH_FLAGS (e.g. '-skip-cluster -soak 0')
 	$(GO) test -run '^TestBench$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.run $(BENCH_FLAGS)
+
+bench-soak: ## the 10-minute RSS soak of set-up (a) at chat c=32, and its start-up time (~11 min)
+	$(GO) test -run '^TestBench$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.run -soak-only -soak 10m -budget 12m -skip-cluster $(BENCH_FLAGS)
 
 bench-usage: ## usage at scale on PostgreSQL (TEST_DATABASE_URL or BENCH_DATABASE_URL): fill 10M rows over 90 days, time /manage/usage and retention under a concurrent writer (~5 min); flags in BENCH_FLAGS (e.g. '-usage.rows 1000000')
 	$(GO) test -run '^TestBenchUsage$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.usage $(BENCH_FLAGS)

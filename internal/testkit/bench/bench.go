@@ -42,6 +42,7 @@ type Scenario struct {
 const (
 	Chat1      = "chat c=1"
 	Chat32     = "chat c=32"
+	Chat64     = "chat c=64"
 	Chat128    = "chat c=128"
 	Stream32   = "stream c=32"
 	StreamGaps = "stream c=32, gaps"
@@ -52,6 +53,7 @@ func DefaultScenarios(gap time.Duration) []Scenario {
 	return []Scenario{
 		{Name: Chat1, Concurrency: 1},
 		{Name: Chat32, Concurrency: 32},
+		{Name: Chat64, Concurrency: 64},
 		{Name: Chat128, Concurrency: 128},
 		{Name: Stream32, Stream: true, Concurrency: 32},
 		{Name: StreamGaps, Stream: true, Concurrency: 32, EventGap: gap},
@@ -69,22 +71,26 @@ func SoakScenario(d time.Duration) string {
 	return fmt.Sprintf("soak: chat c=32, %s", d)
 }
 
-// Goals are the targets of the performance issue, for a soak of d.
+// Goals are the targets of the performance issues (SPEC §10), for a soak
+// of d. Set-up (a)'s and (b)'s tokens carry every per-request check the
+// targets name: project and token model allow-lists, requests/min and
+// tokens/min limits and a max_requests quota.
 func Goals(soak time.Duration) []Goal {
 	rps := func(r Row) float64 { return r.RPSRatio }
 	cpu := func(r Row) float64 { return r.CPURatio }
 	rss := func(r Row) float64 { return r.Med.PeakRSS }
 	return []Goal{
 		{Scenario: Chat1, Key: KeyA, Label: "added p50", Op: "<=", Limit: 0.05, Unit: " ms", Value: func(r Row) float64 { return r.AddedP50 }},
-		{Scenario: Chat32, Key: KeyA, Label: "req/s", Op: ">=", Limit: 1.2, Unit: "×", Value: rps},
-		{Scenario: Chat32, Key: KeyA, Label: "CPU/req", Op: "<=", Limit: 0.7, Unit: "×", Value: cpu},
-		{Scenario: Chat32, Key: KeyB, Label: "req/s", Op: ">=", Limit: 1.0, Unit: "×", Value: rps},
+		{Scenario: Chat32, Key: KeyA, Label: "req/s", Op: ">=", Limit: 1.3, Unit: "×", Value: rps},
+		{Scenario: Chat32, Key: KeyA, Label: "CPU/req", Op: "<=", Limit: 0.65, Unit: "×", Value: cpu},
+		{Scenario: Chat32, Key: KeyB, Label: "req/s", Op: ">=", Limit: 1.1, Unit: "×", Value: rps},
 		{Scenario: Chat32, Key: KeyB, Label: "DB round trips/req", Op: "<=", Limit: 0.05, Value: func(r Row) float64 { return r.Med.DBPerReq }},
 		{Scenario: Chat32, Key: KeyB, Label: "Redis round trips/req", Op: "<=", Limit: 1, Value: func(r Row) float64 { return r.RedisRoundTrips }},
+		{Scenario: Chat64, Key: KeyA, Label: "p99", Op: "<=", Limit: 0.8, Unit: "×", Value: func(r Row) float64 { return r.P99Ratio }},
 		{Scenario: Chat128, Key: KeyA, Label: "peak RSS", Op: "<=", Limit: 48, Unit: " MB", Value: rss},
 		{Scenario: Chat128, Key: KeyB, Label: "peak RSS", Op: "<=", Limit: 48, Unit: " MB", Value: rss},
-		{Scenario: Stream32, Key: KeyA, Label: "req/s", Op: ">=", Limit: 1.1, Unit: "×", Value: rps},
-		{Scenario: Stream32, Key: KeyA, Label: "CPU/req", Op: "<=", Limit: 0.9, Unit: "×", Value: cpu},
+		{Scenario: Stream32, Key: KeyA, Label: "req/s", Op: ">=", Limit: 1.15, Unit: "×", Value: rps},
+		{Scenario: Stream32, Key: KeyA, Label: "CPU/req", Op: "<=", Limit: 0.8, Unit: "×", Value: cpu},
 		{Scenario: StreamGaps, Key: KeyA, Label: "added TTFB p50", Op: "<=", Limit: 0.5, Unit: " ms", Value: func(r Row) float64 { return r.AddedTTFB }},
 		{Scenario: Startup, Key: KeyA, Label: "ready", Op: "<=", Limit: 300, Unit: " ms", Value: func(r Row) float64 { return r.Startup }},
 		{Scenario: SoakScenario(soak), Key: KeyA, Label: "RSS last third / first third", Op: "<=", Limit: 1.05, Unit: "×",
@@ -98,6 +104,7 @@ type Config struct {
 	Warmup    time.Duration // per target before measuring; default 1s
 	Rounds    int           // interleaved rounds per scenario; default 3
 	Soak      time.Duration // RSS soak of set-up (a); 0 turns it off; shortened to fit Budget
+	SoakOnly  bool          // measure only the soak and the start-up, no scenario
 	Budget    time.Duration // wall-time budget of the whole run; default 5m
 	Chunks    int           // content events per stream; default 20
 	EventGap  time.Duration // pause between events in the gaps scenario; default 5ms
@@ -241,9 +248,9 @@ func (r *run) setup(ctx context.Context) error {
 	r.targets = append(r.targets, a)
 	// The policies of browser apps and the response cache, on (a)'s
 	// process: the same request with an allowed Origin against an origin
-	// list and a model allow-list, and answered from the cache.
-	pol, err := a.variant(ctx, KeyAPolicies, "proxy (a) + origins, models", upURL, map[string]any{
-		"allowed_origins": []string{benchOrigin}, "allowed_models": []string{"gpt-4o-*", "gpt-4.1-*"},
+	// list, and answered from the cache.
+	pol, err := a.variant(ctx, KeyAPolicies, "proxy (a) + origins", upURL, map[string]any{
+		"allowed_origins": []string{benchOrigin},
 	}, http.Header{"Origin": {benchOrigin}})
 	if err != nil {
 		return err
@@ -395,7 +402,11 @@ func (r *run) measureAll(ctx context.Context) error {
 	loadStart := loadAvg()
 	var rows []Row
 	var invalid []string
-	for _, sc := range r.cfg.Scenarios {
+	scenarios := r.cfg.Scenarios
+	if r.cfg.SoakOnly {
+		scenarios = nil
+	}
+	for _, sc := range scenarios {
 		samples := map[string][]Sample{}
 		for round := range r.cfg.Rounds {
 			for _, t := range order(r.targets, round) {

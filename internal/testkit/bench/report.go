@@ -26,8 +26,8 @@ const (
 	KeyBaseline = "baseline"
 	KeyA        = "a"
 	KeyB        = "b"
-	// KeyAPolicies is set-up (a) serving a project with an origin list and
-	// a model allow-list, the requests carrying an allowed Origin.
+	// KeyAPolicies is set-up (a) serving a project with an origin list,
+	// the requests carrying an allowed Origin.
 	KeyAPolicies = "a+policies"
 	// KeyACache is set-up (a) answering from its response cache (chat
 	// scenarios only: streams are never cached).
@@ -49,7 +49,7 @@ type Row struct {
 	Med      Sample // per-field medians over the rounds; Requests and Errors are sums
 	// Per-round comparisons with the baseline run of the same round,
 	// medians over the rounds; NaN for the baseline itself.
-	RPSRatio, CPURatio, AddedP50, AddedTTFB float64
+	RPSRatio, CPURatio, P99Ratio, AddedP50, AddedTTFB float64
 	// RedisRoundTrips is the commands the proxy itself sent to Redis per
 	// request (counted with MONITOR), NaN when not measured.
 	RedisRoundTrips float64
@@ -99,6 +99,7 @@ func Summarize(scenario, key, setup string, runs, base []Sample) Row {
 	}
 	r.RPSRatio = paired(func(s, b Sample) float64 { return ratio(s.RPS, b.RPS) })
 	r.CPURatio = paired(func(s, b Sample) float64 { return ratio(s.CPUPerReq, b.CPUPerReq) })
+	r.P99Ratio = paired(func(s, b Sample) float64 { return ratio(s.P99, b.P99) })
 	r.AddedP50 = paired(func(s, b Sample) float64 { return s.P50 - b.P50 })
 	r.AddedTTFB = paired(func(s, b Sample) float64 { return s.TTFB50 - b.TTFB50 })
 	return r

@@ -121,7 +121,7 @@ func TestRender(t *testing.T) {
 	wantRows := []string{
 		"| chat c=32 | baseline | 1000 | — | 1.000 | 5.000 | — | — | 200 | — | 12.3 | — | — |  |",
 		"| chat c=32 | proxy (a) (2 errors) | 1250 | 1.25 | 0.988 | 4.000 | -0.012 | — | 130 | 0.65 | 30.0 | 0.000 | — | " +
-			"req/s ≥ 1.2×: 1.25× **PASS**; CPU/req ≤ 0.7×: 0.65× **PASS** |",
+			"req/s ≥ 1.3×: 1.25× **MISS**; CPU/req ≤ 0.65×: 0.65× **PASS** |",
 	}
 	for i, w := range wantRows {
 		if lines[2+i] != w {

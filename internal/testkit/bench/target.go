@@ -183,12 +183,15 @@ func (t *target) variant(ctx context.Context, key, name, upstream string, fields
 }
 
 // setupProject creates the project name (with the extra fields) and a
-// token of it, whose secret the target then sends.
+// token of it, whose secret the target then sends. Both carry a model
+// allow-list the benchmark's model passes, so every request runs both
+// checks.
 func (t *target) setupProject(ctx context.Context, upstream, name string, fields map[string]any) error {
 	var project struct {
 		ID string `json:"id"`
 	}
-	body := map[string]any{"name": name, "provider": "openai", "base_url": upstream + "/v1", "api_key": t.bodies.upstreamKey}
+	body := map[string]any{"name": name, "provider": "openai", "base_url": upstream + "/v1", "api_key": t.bodies.upstreamKey,
+		"allowed_models": []string{"gpt-4o-*", "gpt-4.1-*"}}
 	for k, v := range fields {
 		body[k] = v
 	}
@@ -204,6 +207,7 @@ func (t *target) setupProject(ctx context.Context, upstream, name string, fields
 	if err := t.manage(ctx, "/manage/tokens", map[string]any{
 		"project_id": project.ID, "duration_minutes": 1440, "label": "bench",
 		"max_requests": 1_000_000_000, "rpm_limit": 1_000_000_000, "tpm_limit": 2_000_000_000,
+		"allowed_models": []string{"gpt-4o-mini", "gpt-4.1-mini"},
 	}, &token); err != nil {
 		return err
 	}
