@@ -60,6 +60,23 @@ func DefaultScenarios(gap time.Duration) []Scenario {
 	}
 }
 
+// Select returns the scenarios of all named in names (comma-separated), in
+// all's order; all of them when names is empty.
+func Select(all []Scenario, names string) ([]Scenario, error) {
+	if strings.TrimSpace(names) == "" {
+		return all, nil
+	}
+	want := map[string]bool{}
+	for name := range strings.SplitSeq(names, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.ContainsFunc(all, func(sc Scenario) bool { return sc.Name == name }) {
+			return nil, fmt.Errorf("unknown scenario %q", name)
+		}
+		want[name] = true
+	}
+	return slices.DeleteFunc(slices.Clone(all), func(sc Scenario) bool { return !want[sc.Name] }), nil
+}
+
 // benchOrigin is the browser origin the policies target sends and allows.
 const benchOrigin = "https://app.example.com"
 
@@ -159,7 +176,7 @@ type run struct {
 	self    string // this executable, which serves the helpers
 	targets []*target
 	procs   []*process
-	cleanup []func(context.Context) error
+	cleanup []func(context.Context) error // run last first
 	notes   []string
 }
 
@@ -325,6 +342,10 @@ func (r *run) startCluster(ctx context.Context, b *bodies, maxConc int, upURL st
 		return err
 	}
 	t.redis = probe
+	if t.db, err = newDBProbe(ctx, dbURL); err != nil {
+		return err
+	}
+	r.cleanup = append(r.cleanup, t.db.close)
 	r.targets = append(r.targets, t)
 	return nil
 }
@@ -374,7 +395,7 @@ func (r *run) teardown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, c := range r.cleanup {
+	for _, c := range slices.Backward(r.cleanup) {
 		errs = append(errs, c(ctx))
 	}
 	errs = append(errs, os.RemoveAll(r.dir))
@@ -674,6 +695,7 @@ func (r *run) report(rows []Row, loadStart string) error {
 		"CPU µs/req: utime + stime of the server process (/proc/PID/stat) per successful request; the upstream and the load generator run in other processes. " +
 			"Peak RSS: VmHWM, reset before every run (clear_refs). MB = 2^20 bytes.",
 		"DB rt/req: the proxy's database_acquire_total delta per request. On SQLite that metric counts only waits for a connection, so (a)'s figure is a lower bound.",
+		"Redis + DB CPU µs/req (set-up (b)): the Redis server's CPU (INFO cpu, every thread; any other client of that Redis counts too) and the CPU of the PostgreSQL backends connected to (b)'s database (/proc), per request — CPU the proxy's work costs on the same cores besides its own.",
 		"Streaming clients ask for stream_options.include_usage themselves, so the upstream sends the same bytes to every target; TTFB is the time to the first body byte.",
 	}
 	notes = append(notes, r.notes...)

@@ -20,6 +20,7 @@ var (
 	warmup      = flag.Duration("warmup", time.Second, "warm-up per target before measuring")
 	rounds      = flag.Int("rounds", 3, "interleaved rounds per scenario (medians are reported)")
 	soak        = flag.Duration("soak", time.Minute, "RSS soak of set-up (a); 0 turns it off; shortened to fit -budget")
+	only        = flag.String("scenarios", "", "comma-separated scenario names to measure (e.g. 'stream c=32'); empty: all")
 	soakOnly    = flag.Bool("soak-only", false, "measure only the soak and the start-up (make bench-soak)")
 	budget      = flag.Duration("budget", 5*time.Minute, "wall-time budget of the whole run")
 	chunks      = flag.Int("chunks", 20, "content events per upstream stream")
@@ -67,7 +68,11 @@ func TestBench(t *testing.T) {
 	if redisURL == "" {
 		redisURL = os.Getenv("TEST_REDIS_URL")
 	}
-	err := Run(ctx, Config{
+	scenarios, err := Select(DefaultScenarios(*gap), *only)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(ctx, Config{Scenarios: scenarios,
 		Duration: *duration, Warmup: *warmup, Rounds: *rounds, Soak: *soak, SoakOnly: *soakOnly, Budget: *budget,
 		Chunks: *chunks, EventGap: *gap, SkipCluster: *skipCluster,
 		DatabaseURL: os.Getenv("BENCH_DATABASE_URL"), AdminDatabaseURL: os.Getenv("TEST_DATABASE_URL"), RedisURL: redisURL,

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"testing"
+	"time"
 )
 
 func TestParseMetric(t *testing.T) {
@@ -54,5 +55,40 @@ func TestParseMonitorLine(t *testing.T) {
 		if src != tt.src || cmd != tt.cmd || ok != tt.ok {
 			t.Errorf("ParseMonitorLine(%q) = %q, %q, %t; want %q, %q, %t", tt.line, src, cmd, ok, tt.src, tt.cmd, tt.ok)
 		}
+	}
+}
+
+func TestSelect(t *testing.T) {
+	all := DefaultScenarios(0)
+	got, err := Select(all, " stream c=32 ,chat c=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != Chat1 || got[1].Name != Stream32 {
+		t.Errorf("Select = %v, want chat c=1 then stream c=32", got)
+	}
+	if got, _ := Select(all, ""); len(got) != len(all) {
+		t.Errorf("empty selection gave %d scenarios, want all %d", len(got), len(all))
+	}
+	if _, err := Select(all, "chat c=7"); err == nil {
+		t.Error("an unknown scenario was accepted")
+	}
+}
+
+func TestParseInfoCPU(t *testing.T) {
+	got, err := ParseInfoCPU("# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.250000\r\nused_cpu_sys_children:9.0\r\n")
+	if err != nil || got != 3750*time.Millisecond {
+		t.Errorf("ParseInfoCPU = %v, %v; want 3.75s", got, err)
+	}
+	if _, err := ParseInfoCPU("used_cpu_sys:1.0\r\n"); err == nil {
+		t.Error("INFO without used_cpu_user was accepted")
+	}
+}
+
+func TestCPUDelta(t *testing.T) {
+	before := map[int]time.Duration{1: time.Second, 2: 2 * time.Second}
+	after := map[int]time.Duration{1: 3 * time.Second, 3: time.Second} // 2 exited, 3 is new
+	if got := CPUDelta(before, after); got != 3*time.Second {
+		t.Errorf("CPUDelta = %v, want 3s (2s of backend 1, 1s of new backend 3)", got)
 	}
 }

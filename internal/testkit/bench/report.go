@@ -16,6 +16,8 @@ type Sample struct {
 	PeakRSS     float64 // VmHWM during the run, MB (2^20 bytes)
 	DBPerReq    float64 // database_acquire_total delta per request; NaN when not measured
 	RedisPerReq float64 // Redis commands processed per request (INFO); NaN when not measured
+	RedisCPU    float64 // the Redis server's CPU per request, µs; NaN when not measured
+	DBCPU       float64 // the PostgreSQL backends' CPU per request, µs; NaN when not measured
 	Requests    int
 	Errors      int
 	FirstErr    string
@@ -79,6 +81,7 @@ func Summarize(scenario, key, setup string, runs, base []Sample) Row {
 		P99: col(func(s Sample) float64 { return s.P99 }), TTFB50: col(func(s Sample) float64 { return s.TTFB50 }),
 		CPUPerReq: col(func(s Sample) float64 { return s.CPUPerReq }), PeakRSS: col(func(s Sample) float64 { return s.PeakRSS }),
 		DBPerReq: col(func(s Sample) float64 { return s.DBPerReq }), RedisPerReq: col(func(s Sample) float64 { return s.RedisPerReq }),
+		RedisCPU: col(func(s Sample) float64 { return s.RedisCPU }), DBCPU: col(func(s Sample) float64 { return s.DBCPU }),
 	}
 	for _, s := range runs {
 		r.Med.Requests += s.Requests
@@ -164,8 +167,8 @@ func Apply(rows []Row, goals []Goal) {
 // Render writes rows as one Markdown table.
 func Render(w io.Writer, rows []Row) error {
 	var b strings.Builder
-	b.WriteString("| scenario | set-up | req/s | ×base | p50 ms | p99 ms | +p50 ms | TTFB p50 ms | CPU µs/req | ×base | peak RSS MB | DB rt/req | Redis cmd/req | targets |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	b.WriteString("| scenario | set-up | req/s | ×base | p50 ms | p99 ms | +p50 ms | TTFB p50 ms | CPU µs/req | ×base | peak RSS MB | DB rt/req | Redis cmd/req | Redis + DB CPU µs/req | targets |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, r := range rows {
 		checks := make([]string, len(r.Checks))
 		for i, c := range r.Checks {
@@ -175,11 +178,15 @@ func Render(w io.Writer, rows []Row) error {
 		if r.Med.Errors > 0 {
 			setup += fmt.Sprintf(" (%d errors)", r.Med.Errors)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		services := "—"
+		if !math.IsNaN(r.Med.RedisCPU) || !math.IsNaN(r.Med.DBCPU) {
+			services = fmtFloat(r.Med.RedisCPU, 0) + " + " + fmtFloat(r.Med.DBCPU, 0)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.Scenario, setup, fmtFloat(r.Med.RPS, 0), fmtFloat(r.RPSRatio, 2),
 			fmtFloat(r.Med.P50, 3), fmtFloat(r.Med.P99, 3), fmtSigned(r.AddedP50, 3), fmtFloat(r.Med.TTFB50, 3),
 			fmtFloat(r.Med.CPUPerReq, 0), fmtFloat(r.CPURatio, 2), fmtFloat(r.Med.PeakRSS, 1),
-			fmtFloat(r.Med.DBPerReq, 3), fmtFloat(r.Med.RedisPerReq, 2), strings.Join(checks, "; "))
+			fmtFloat(r.Med.DBPerReq, 3), fmtFloat(r.Med.RedisPerReq, 2), services, strings.Join(checks, "; "))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -99,9 +99,10 @@ func TestRender(t *testing.T) {
 	nan := math.NaN()
 	rows := []Row{
 		{Scenario: Chat32, Key: KeyBaseline, Setup: "baseline", RPSRatio: nan, CPURatio: nan, AddedP50: nan, AddedTTFB: nan,
-			Med: Sample{RPS: 1000, P50: 1, P99: 5, TTFB50: nan, CPUPerReq: 200, PeakRSS: 12.34, DBPerReq: nan, RedisPerReq: nan}},
+			Med: Sample{RPS: 1000, P50: 1, P99: 5, TTFB50: nan, CPUPerReq: 200, PeakRSS: 12.34, DBPerReq: nan, RedisPerReq: nan, RedisCPU: nan, DBCPU: nan}},
 		{Scenario: Chat32, Key: KeyA, Setup: "proxy (a)", RPSRatio: 1.25, CPURatio: 0.65, AddedP50: -0.0123, AddedTTFB: nan,
-			Med: Sample{RPS: 1250, P50: 0.9877, P99: 4, TTFB50: nan, CPUPerReq: 130, PeakRSS: 30, DBPerReq: 0, RedisPerReq: nan, Errors: 2}},
+			Med: Sample{RPS: 1250, P50: 0.9877, P99: 4, TTFB50: nan, CPUPerReq: 130, PeakRSS: 30, DBPerReq: 0, RedisPerReq: nan,
+				RedisCPU: 21.4, DBCPU: 35.6, Errors: 2}},
 	}
 	Apply(rows, Goals(0))
 	var buf bytes.Buffer
@@ -119,8 +120,8 @@ func TestRender(t *testing.T) {
 		}
 	}
 	wantRows := []string{
-		"| chat c=32 | baseline | 1000 | — | 1.000 | 5.000 | — | — | 200 | — | 12.3 | — | — |  |",
-		"| chat c=32 | proxy (a) (2 errors) | 1250 | 1.25 | 0.988 | 4.000 | -0.012 | — | 130 | 0.65 | 30.0 | 0.000 | — | " +
+		"| chat c=32 | baseline | 1000 | — | 1.000 | 5.000 | — | — | 200 | — | 12.3 | — | — | — |  |",
+		"| chat c=32 | proxy (a) (2 errors) | 1250 | 1.25 | 0.988 | 4.000 | -0.012 | — | 130 | 0.65 | 30.0 | 0.000 | — | 21 + 36 | " +
 			"req/s ≥ 1.3×: 1.25× **MISS**; CPU/req ≤ 0.65×: 0.65× **PASS** |",
 	}
 	for i, w := range wantRows {

@@ -130,6 +130,88 @@ func ParseInfo(text string) (int64, map[string]int64, error) {
 	return total, calls, nil
 }
 
+// cpu returns the CPU time the Redis server has used (INFO cpu:
+// used_cpu_user + used_cpu_sys, every thread of the server).
+func (r *redisProbe) cpu(ctx context.Context) (time.Duration, error) {
+	text, err := r.client.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis INFO cpu: %w", err)
+	}
+	return ParseInfoCPU(text)
+}
+
+// ParseInfoCPU returns used_cpu_user + used_cpu_sys from the text of INFO
+// cpu.
+func ParseInfoCPU(text string) (time.Duration, error) {
+	var sum float64
+	found := 0
+	for line := range strings.Lines(text) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (k != "used_cpu_user" && k != "used_cpu_sys") {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse %s: %w", k, err)
+		}
+		sum += f
+		found++
+	}
+	if found != 2 {
+		return 0, errors.New("redis INFO cpu lacks used_cpu_user or used_cpu_sys")
+	}
+	return time.Duration(sum * float64(time.Second)), nil
+}
+
+// dbProbe reads the CPU time of the PostgreSQL backends serving one
+// database; the server must run on this machine (its /proc is read).
+type dbProbe struct {
+	conn *pgx.Conn
+}
+
+func newDBProbe(ctx context.Context, dbURL string) (*dbProbe, error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the benchmark database: %w", err)
+	}
+	return &dbProbe{conn: conn}, nil
+}
+
+// cpu returns the CPU time used so far by each backend connected to the
+// probe's database (by PID), the probe's own excepted.
+func (d *dbProbe) cpu(ctx context.Context) (map[int]time.Duration, error) {
+	rows, err := d.conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return nil, fmt.Errorf("list database backends: %w", err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("list database backends: %w", err)
+	}
+	per := make(map[int]time.Duration, len(pids))
+	for _, pid := range pids {
+		c, err := CPUTime(int(pid))
+		if err != nil {
+			return nil, fmt.Errorf("database backend %d (is PostgreSQL on this machine?): %w", pid, err)
+		}
+		per[int(pid)] = c
+	}
+	return per, nil
+}
+
+// CPUDelta is the CPU time the backends of after used since before: a
+// backend new in after counts whole, one that exited in between is lost
+// (so the figure is a lower bound).
+func CPUDelta(before, after map[int]time.Duration) time.Duration {
+	var d time.Duration
+	for pid, c := range after {
+		d += c - before[pid]
+	}
+	return d
+}
+
+func (d *dbProbe) close(ctx context.Context) error { return d.conn.Close(ctx) }
+
 // cleanup deletes every key under the probe's prefix and closes it.
 func (r *redisProbe) cleanup(ctx context.Context) error {
 	defer r.client.Close()

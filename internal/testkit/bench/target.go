@@ -24,6 +24,7 @@ type target struct {
 	auth      string // the client's Authorization header
 	metrics   bool   // serves /metrics with database_acquire_total
 	redis     *redisProbe
+	db        *dbProbe // the PostgreSQL backends' CPU, for set-up (b)
 	client    *http.Client
 	bodies    *bodies
 	header    http.Header // sent with every measured request, besides the auth
@@ -70,6 +71,10 @@ func (t *target) measure(ctx context.Context, sc Scenario, d time.Duration) (Sam
 			return Sample{}, err
 		}
 	}
+	svc0, err := t.servicesCPU(ctx)
+	if err != nil {
+		return Sample{}, err
+	}
 	if err := ResetPeak(pid); err != nil {
 		return Sample{}, err
 	}
@@ -86,6 +91,10 @@ func (t *target) measure(ctx context.Context, sc Scenario, d time.Duration) (Sam
 	if err != nil {
 		return Sample{}, err
 	}
+	svc1, err := t.servicesCPU(ctx)
+	if err != nil {
+		return Sample{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Sample{}, err
 	}
@@ -97,7 +106,14 @@ func (t *target) measure(ctx context.Context, sc Scenario, d time.Duration) (Sam
 		RPS: res.RPS(), P50: ms(Percentile(res.Latency, 50)), P99: ms(Percentile(res.Latency, 99)),
 		TTFB50: math.NaN(), CPUPerReq: float64(cpu1-cpu0) / float64(time.Microsecond) / n,
 		PeakRSS: float64(mem.Peak) / (1 << 20), DBPerReq: math.NaN(), RedisPerReq: math.NaN(),
+		RedisCPU: math.NaN(), DBCPU: math.NaN(),
 		Requests: res.Requests, Errors: res.Errors, FirstErr: res.FirstErr,
+	}
+	if t.redis != nil {
+		s.RedisCPU = float64(svc1.redis-svc0.redis) / float64(time.Microsecond) / n
+	}
+	if t.db != nil {
+		s.DBCPU = float64(CPUDelta(svc0.db, svc1.db)) / float64(time.Microsecond) / n
 	}
 	if sc.Stream {
 		s.TTFB50 = ms(Percentile(res.TTFB, 50))
@@ -117,6 +133,29 @@ func (t *target) measure(ctx context.Context, sc Scenario, d time.Duration) (Sam
 		s.DBPerReq = (acq1 - acq0) / n
 	}
 	return s, nil
+}
+
+// servicesCPU is a reading of the CPU time of the servers behind set-up
+// (b): Redis, and the PostgreSQL backends of its database by PID.
+type servicesCPU struct {
+	redis time.Duration
+	db    map[int]time.Duration
+}
+
+func (t *target) servicesCPU(ctx context.Context) (servicesCPU, error) {
+	var c servicesCPU
+	var err error
+	if t.redis != nil {
+		if c.redis, err = t.redis.cpu(ctx); err != nil {
+			return c, err
+		}
+	}
+	if t.db != nil {
+		if c.db, err = t.db.cpu(ctx); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 // acquireCount scrapes database_acquire_total from the proxy's /metrics.
