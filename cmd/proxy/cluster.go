@@ -134,16 +134,9 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, caches i
 			logger.Info("Redis circuit breaker closed: Redis is back")
 		}
 	}})
-	// Concurrent requests' decisions share pipelines; closing the client
-	// stops the autopipeliner.
-	batched, err := ratelimit.NewPipeliner(client)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("redis autopipeline: %w", err)
-	}
 	limiter := ratelimit.NewRedis(client, ratelimit.RedisOptions{
 		Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, FailOpen: cfg.RedisFailOpen, Breaker: brk,
-		Scripter: batched, DirectDecisions: directDecisions, Logger: logger,
+		Logger: logger,
 	})
 	metrics.RegisterRedis(func() telemetry.RedisStats {
 		p, l := client.PoolStats(), limiter.Stats()
@@ -152,8 +145,8 @@ func newShared(ctx context.Context, cfg *config.Config, st store.Store, caches i
 			Hits: int64(p.Hits), Misses: int64(p.Misses), Timeouts: int64(p.Timeouts), WaitDuration: time.Duration(p.WaitDurationNs),
 			Errors: l.Errors, FailOpen: l.FailOpen,
 		}
-		// The autopipeliner's batches run on the client's separate
-		// pipeline pool; the figures cover both pools.
+		// Pipelines (the limiter's adjustment flushes) run on the
+		// client's separate pipeline pool; the figures cover both pools.
 		if pp := p.PipelineStats; pp != nil {
 			s.TotalConns += int(pp.TotalConns)
 			s.IdleConns += int(pp.IdleConns)
@@ -246,10 +239,6 @@ func redisDown(err error) bool {
 	}
 	return true
 }
-
-// directDecisions is how many concurrent rate-limit decisions go to Redis
-// on their own before they share the autopipeliner's batches.
-const directDecisions = 4
 
 // close releases the schema probe and the Redis client.
 func (sh *shared) close() error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,17 +39,7 @@ type RedisOptions struct {
 	// own with the breaker package defaults. A shared breaker lets every
 	// Redis user fail fast together.
 	Breaker *breaker.Breaker
-	// Scripter runs the per-request decision script while more than
-	// DirectDecisions decisions are in flight; nil means the client itself.
-	// An autopipeliner (NewPipeliner) batches the decisions of concurrent
-	// requests into pipelines: still one command per request, but one write
-	// and one read for many of them.
-	Scripter redis.Scripter
-	// DirectDecisions is how many concurrent decisions go straight to the
-	// client before Scripter takes over: a lone request gains nothing from
-	// batching and would pay the hand-over to the pipeliner's goroutine.
-	DirectDecisions int
-	Logger          *slog.Logger // nil discards
+	Logger *slog.Logger // nil discards
 }
 
 // RedisStats are a Redis limiter's figures for /metrics.
@@ -62,8 +53,16 @@ type RedisStats struct {
 }
 
 // Redis is the cluster-wide Limiter: every bucket lives in Redis and each
-// Allow is one atomic Lua script (one round trip, EVALSHA) over all its
-// keys, on the Redis server's clock so replicas whose clocks differ agree.
+// decision runs in an atomic Lua script over all its keys, on the Redis
+// server's clock so replicas whose clocks differ agree. Concurrent
+// decisions share one script call (one EVALSHA, one round trip): the
+// script decides them one after another, exactly as separate calls in
+// that order would, reading each key once and writing it once per call —
+// so a busy token costs Redis a few commands per batch, not per request.
+// A decision made while fewer than maxSending calls are in flight goes at
+// once; the others queue, and a waiting caller given the turn sends them
+// together (up to maxBatch per call) — no goroutine of its own, no
+// hand-over for a lone request.
 // Buckets have the semantics of the package doc; they are kept in
 // microseconds, so limits above 60,000,000 per minute refill at most one
 // unit per microsecond. Each key expires when its bucket would be full
@@ -73,9 +72,6 @@ type RedisStats struct {
 // and not at all while its breaker is open. Redis is safe for concurrent use.
 type Redis struct {
 	client   redis.UniversalClient
-	scripter redis.Scripter // runs the decision script under concurrency
-	direct   int64          // decisions in flight that still go to client
-	inflight atomic.Int64   // decisions in flight
 	prefix   string
 	timeout  time.Duration
 	failOpen bool
@@ -86,6 +82,11 @@ type Redis struct {
 
 	mu      sync.Mutex
 	pending map[string]adjustment // Adjust amounts not yet in Redis, by key
+
+	qmu     sync.Mutex
+	queue   []*decision   // waiting for a script call, oldest first
+	sending int           // callers sending a batch, plus the turns in turn
+	turn    chan struct{} // a turn to send, passed on to any waiting caller
 
 	errCount      atomic.Int64
 	failOpenCount atomic.Int64
@@ -99,110 +100,141 @@ type adjustment struct {
 	since        time.Time
 }
 
-// allowScript applies a GCRA decision to every bucket, all or nothing,
-// and optionally checks and increments a lifetime counter in the same step.
+// allowScript decides a batch of requests in order, each as one GCRA
+// decision over its buckets, all or nothing, optionally checking and
+// incrementing a lifetime counter in the same step. Every decision sees the
+// effects of the ones before it; each key is read at most once and written
+// at most once per call (its state is carried in Lua tables), at the
+// server time of the call.
 //
-// KEYS are the buckets (a key may repeat: it is charged each time), then the
-// counter when there is one. ARGV[1] is the window in microseconds; ARGV[2]
-// the counter's maximum (” for no counter), ARGV[3] the seed that creates a
-// missing counter (” to report it missing instead) and ARGV[4] its TTL in
-// milliseconds; then each bucket's limit, cost and pending adjustment (units
-// added before the decision, applied even when the request is refused).
+// ARGV[1] is the window in microseconds and ARGV[2] the number of
+// decisions. Each decision then has a header of four values — its bucket
+// count, the counter's maximum (” for no counter), the seed that creates
+// a missing counter (” to report it missing instead) and the counter's TTL
+// in milliseconds — followed by each bucket's limit, cost and pending
+// adjustment (units added before the decision, applied even when it is
+// refused). KEYS are each decision's buckets (a key may repeat: it is
+// charged each time), then its counter when it has one, decision after
+// decision.
 //
-// It returns {0, count} when admitted (count is the counter's new value, 0
-// without a counter), {wait in microseconds, 1-based index of the bucket with
-// the longest wait} when a bucket refuses, {-1} when the counter is missing
-// and no seed was given, {-2} when the counter is at its maximum. Times are
-// integral microseconds, which a Lua double holds exactly; they are written
-// with %d because Redis would round a plain number to 14 digits.
+// It returns two integers per decision: {0, count} when admitted (count
+// is the counter's new value, 0 without a counter), {wait in microseconds,
+// 1-based index of the bucket with the longest wait} when a bucket
+// refuses, {-1, 0} when the counter is missing and no seed was given,
+// {-2, 0} when the counter is at its maximum. Times are integral
+// microseconds, which a Lua double holds exactly; they are written with %d
+// because Redis would round a plain number to 14 digits.
 const allowScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[1])
-local nb = #KEYS
-local ckey
-if ARGV[2] ~= '' then
-  ckey = KEYS[nb]
-  nb = nb - 1
+local tat, changed = {}, {}
+local cnt, cnew, cttl, cadd = {}, {}, {}, {}
+local out = {}
+local ki, ai = 1, 3
+for d = 1, tonumber(ARGV[2]) do
+  local nb, cmax, seed, ttl = tonumber(ARGV[ai]), ARGV[ai + 1], ARGV[ai + 2], ARGV[ai + 3]
+  ai = ai + 4
+  local base, tats = {}, {}
+  local worst, worst_i = 0, 0
+  for i = 1, nb do
+    local k = KEYS[ki]
+    local limit, cost, delta = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
+    ki, ai = ki + 1, ai + 3
+    local iv = math.max(math.floor(window / limit), 1)
+    local v = tats[k]
+    if v == nil then
+      v = tat[k]
+      if v == nil then
+        v = tonumber(redis.call('GET', k) or '0')
+        tat[k] = v
+      end
+    end
+    if delta ~= 0 then
+      v = math.max(v, now) + delta * iv
+    end
+    if base[k] == nil then
+      base[k] = v
+    end
+    local from = math.max(v, now)
+    local new = from + cost * iv
+    local wait
+    if cost > limit then
+      wait = from - now
+    else
+      wait = math.max(new - limit * iv - now, 0)
+    end
+    tats[k] = new
+    if wait > worst then
+      worst, worst_i = wait, i
+    end
+  end
+  local ck, count, created
+  if cmax ~= '' then
+    ck = KEYS[ki]
+    ki = ki + 1
+    local c = cnt[ck]
+    if c == nil then
+      c = redis.call('GET', ck)
+      c = c and tonumber(c) or false
+      cnt[ck] = c
+    end
+    if c then
+      count = c
+    elseif seed == '' then
+      worst = -1
+    else
+      count, created = tonumber(seed), true
+    end
+    if count and count >= tonumber(cmax) then
+      worst = -2
+    end
+  end
+  local keep = tats
+  if worst ~= 0 then
+    keep = base
+  end
+  for k, v in pairs(keep) do
+    if tat[k] ~= v then
+      tat[k], changed[k] = v, true
+    end
+  end
+  if created then
+    cnt[ck], cnew[ck], cttl[ck] = count, true, ttl
+  end
+  if worst == 0 then
+    if ck then
+      count = count + 1
+      cnt[ck] = count
+      if not cnew[ck] then
+        cadd[ck] = (cadd[ck] or 0) + 1
+      end
+    end
+    out[#out + 1] = 0
+    out[#out + 1] = count or 0
+  elseif worst < 0 then
+    out[#out + 1] = worst
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = worst
+    out[#out + 1] = worst_i
+  end
 end
-local function put(k, tat)
-  if tat > now then
-    redis.call('SET', k, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+for k in pairs(changed) do
+  local v = tat[k]
+  if v > now then
+    redis.call('SET', k, string.format('%d', v), 'PX', math.ceil((v - now) / 1000))
   else
     redis.call('DEL', k)
   end
 end
-local base, tats = {}, {}
-local worst, worst_i = 0, 0
-for i = 1, nb do
-  local k = KEYS[i]
-  local a = 3 * i + 2
-  local limit, cost, delta = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local iv = math.max(math.floor(window / limit), 1)
-  local tat = tats[k]
-  if tat == nil then
-    tat = tonumber(redis.call('GET', k) or '0')
-  end
-  if delta ~= 0 then
-    tat = math.max(tat, now) + delta * iv
-  end
-  if base[k] == nil then
-    base[k] = tat
-  end
-  local from = math.max(tat, now)
-  local new = from + cost * iv
-  local wait
-  if cost > limit then
-    wait = from - now
-  else
-    wait = math.max(new - limit * iv - now, 0)
-  end
-  tats[k] = new
-  if wait > worst then
-    worst, worst_i = wait, i
-  end
+for k in pairs(cnew) do
+  redis.call('SET', k, string.format('%d', cnt[k]), 'PX', cttl[k])
 end
-local count, created
-if ckey then
-  count = redis.call('GET', ckey)
-  if not count then
-    if ARGV[3] == '' then
-      worst = -1
-    else
-      count, created = ARGV[3], true
-    end
-  end
-  if count then
-    count = tonumber(count)
-    if count >= tonumber(ARGV[2]) then
-      worst = -2
-    end
-  end
+for k, n in pairs(cadd) do
+  redis.call('INCRBY', k, n)
 end
-if worst ~= 0 then
-  for k, tat in pairs(base) do
-    put(k, tat)
-  end
-  if created then
-    redis.call('SET', ckey, string.format('%d', count), 'PX', ARGV[4])
-  end
-  if worst < 0 then
-    return {worst}
-  end
-  return {worst, worst_i}
-end
-for k, tat in pairs(tats) do
-  put(k, tat)
-end
-if ckey then
-  if created then
-    count = count + 1
-    redis.call('SET', ckey, string.format('%d', count), 'PX', ARGV[4])
-  else
-    count = redis.call('INCR', ckey)
-  end
-end
-return {0, count or 0}
+return out
 `
 
 // adjustScript adds ARGV[3] units to the bucket KEYS[1] of limit ARGV[2]
@@ -220,17 +252,6 @@ end
 return 0
 `
 
-// NewPipeliner returns client's autopipeliner set up for decisions (see
-// RedisOptions.Scripter): unordered, since each decision is an independent
-// atomic script and each caller waits for its own reply, with two batches
-// in flight so that a batch's round trip does not hold up the next one.
-// Closing the client closes it.
-func NewPipeliner(client *redis.Client) (*redis.AutoPipeliner, error) {
-	return client.AutoPipelineWithOptions(&redis.AutoPipelineOptions{
-		MaxBatchSize: 300, MaxBatchBytes: 128 << 10, MaxConcurrentBatches: 2, Unordered: true,
-	})
-}
-
 // windowMicros is Window in the scripts' unit.
 const windowMicros = int64(Window / time.Microsecond)
 
@@ -246,13 +267,8 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	if opts.Breaker == nil {
 		opts.Breaker = breaker.New(breaker.Options{})
 	}
-	if opts.Scripter == nil {
-		opts.Scripter = client
-	}
 	return &Redis{
 		client:   client,
-		scripter: opts.Scripter,
-		direct:   int64(opts.DirectDecisions),
 		prefix:   opts.Prefix + "rl:",
 		timeout:  opts.Timeout,
 		failOpen: opts.FailOpen,
@@ -261,6 +277,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 		allow:    redis.NewScript(allowScript),
 		adjust:   redis.NewScript(adjustScript),
 		pending:  make(map[string]adjustment),
+		turn:     make(chan struct{}, maxSending),
 	}
 }
 
@@ -291,56 +308,48 @@ func (r *Redis) Allow(ctx context.Context, reqs ...Request) (Decision, error) {
 // amounts of the buckets ride along, so the steady state is one round trip
 // per request.
 func (r *Redis) AllowCounted(ctx context.Context, c *Counter, reqs ...Request) (Decision, error) {
-	var (
-		keyBuf   [inlineReqs + 1]string
-		idxBuf   [inlineReqs]int
-		argBuf   [4 + 3*inlineReqs]any
-		deltaBuf [inlineReqs]int64
-	)
-	keys, idx, deltas := keyBuf[:0], idxBuf[:0], deltaBuf[:0]
-	args := append(argBuf[:0], windowMicros, "", "", 0)
+	var idxBuf [inlineReqs]int
+	idx := idxBuf[:0]
 	for i, q := range reqs {
 		if q.Cost < 0 {
 			return Decision{}, fmt.Errorf("allow %s: negative cost %d", q.Key, q.Cost)
 		}
 		if q.Limit > 0 {
-			keys = append(keys, r.prefix+q.Key)
 			idx = append(idx, i)
 		}
 	}
-	if len(keys) == 0 && c == nil {
+	if len(idx) == 0 && c == nil {
 		return Decision{Allowed: true}, nil
 	}
+	d := &decision{done: make(chan struct{})}
+	d.keys = make([]string, 0, len(idx)+1)
+	d.args = make([]any, 4, 4+3*len(idx))
+	d.args[0], d.args[1], d.args[2], d.args[3] = len(idx), "", "", 0
+	deltas := make([]int64, len(idx))
 	r.mu.Lock()
-	for _, i := range idx {
+	for j, i := range idx {
 		q := reqs[i]
-		d := r.pending[q.Key]
-		if d.delta != 0 {
+		a := r.pending[q.Key]
+		if a.delta != 0 {
 			delete(r.pending, q.Key)
 		}
-		deltas = append(deltas, d.delta)
-		args = append(args, q.Limit, q.Cost, d.delta)
+		deltas[j] = a.delta
+		d.keys = append(d.keys, r.prefix+q.Key)
+		d.args = append(d.args, q.Limit, q.Cost, a.delta)
 	}
 	r.mu.Unlock()
 	if c != nil {
-		keys = append(keys, r.prefix+c.Key)
-		args[1] = c.Max
+		d.keys = append(d.keys, r.prefix+c.Key)
+		d.args[1] = c.Max
 		if c.Seed >= 0 {
-			args[2] = c.Seed
+			d.args[2] = c.Seed
 		}
-		args[3] = max(c.TTL.Milliseconds(), 1)
+		d.args[3] = max(c.TTL.Milliseconds(), 1)
 	}
-	var res []int64
-	err := r.call(ctx, func(ctx context.Context) error {
-		var err error
-		var s redis.Scripter = r.client
-		if r.inflight.Add(1) > r.direct {
-			s = r.scripter
-		}
-		defer r.inflight.Add(-1)
-		res, err = r.allow.Run(ctx, s, keys, args...).Int64Slice()
-		return err
-	})
+	err := r.decide(ctx, d)
+	if err == nil {
+		err = d.err
+	}
 	if err != nil {
 		for j, i := range idx {
 			r.pend(reqs[i].Key, reqs[i].Limit, deltas[j])
@@ -351,17 +360,137 @@ func (r *Redis) AllowCounted(ctx context.Context, c *Counter, reqs ...Request) (
 		}
 		return Decision{}, fmt.Errorf("allow: %w: %w", ErrUnavailable, err)
 	}
-	switch {
-	case len(res) == 2 && res[0] == 0:
-		return Decision{Allowed: true, Count: res[1]}, nil
-	case len(res) == 1 && res[0] == -1:
+	switch code, val := d.res[0], d.res[1]; {
+	case code == 0:
+		return Decision{Allowed: true, Count: val}, nil
+	case code == -1:
 		return Decision{CounterMissing: true}, nil
-	case len(res) == 1 && res[0] == -2:
+	case code == -2:
 		return Decision{CounterExceeded: true}, nil
-	case len(res) == 2 && res[0] > 0 && res[1] >= 1 && res[1] <= int64(len(idx)):
-		return Decision{RetryAfter: roundUp(res[0] * int64(time.Microsecond)), Key: reqs[idx[res[1]-1]].Key}, nil
+	case code > 0 && val >= 1 && val <= int64(len(idx)):
+		return Decision{RetryAfter: roundUp(code * int64(time.Microsecond)), Key: reqs[idx[val-1]].Key}, nil
 	}
-	return Decision{}, fmt.Errorf("allow: unexpected script reply %v", res)
+	return Decision{}, fmt.Errorf("allow: unexpected script reply %v", d.res)
+}
+
+// Batching: at most maxSending script calls in flight, each deciding at
+// most maxBatch queued decisions.
+const (
+	maxSending = 2
+	maxBatch   = 128
+)
+
+// decision is one AllowCounted in the queue.
+type decision struct {
+	keys []string // its buckets, then its counter
+	args []any    // its header and bucket arguments (see allowScript)
+
+	res       [2]int64      // the script's reply
+	err       error         // the script call's failure
+	done      chan struct{} // closed once res or err is set
+	abandoned bool          // the caller gave up waiting; guarded by Redis.qmu
+}
+
+// decide queues d and returns once it is decided (d.res or d.err set), or
+// with ctx's error when ctx ends first. A caller that finds fewer than
+// maxSending calls in flight sends a batch itself; a sender that leaves
+// decisions queued passes its turn on through r.turn to any waiting caller,
+// so the queue never stalls and no goroutine of its own is needed.
+func (r *Redis) decide(ctx context.Context, d *decision) error {
+	r.qmu.Lock()
+	r.queue = append(r.queue, d)
+	send := r.sending < maxSending
+	if send {
+		r.sending++
+	}
+	r.qmu.Unlock()
+	for {
+		if send {
+			r.sendBatch(context.WithoutCancel(ctx))
+			send = false
+		}
+		select {
+		case <-d.done:
+			return nil
+		case <-r.turn:
+			send = true
+		case <-ctx.Done():
+			r.qmu.Lock()
+			d.abandoned = true
+			r.qmu.Unlock()
+			return ctx.Err()
+		}
+	}
+}
+
+// sendBatch decides the oldest queued decisions in one script call, wakes
+// their callers, and passes the turn to send on when decisions are left,
+// or gives it up.
+func (r *Redis) sendBatch(ctx context.Context) {
+	r.qmu.Lock()
+	var batch []*decision
+	n := 0
+	for _, d := range r.queue {
+		n++
+		if !d.abandoned {
+			batch = append(batch, d)
+			if len(batch) == maxBatch {
+				break
+			}
+		}
+	}
+	r.queue = append(r.queue[:0], r.queue[n:]...)
+	r.qmu.Unlock()
+
+	if len(batch) > 0 {
+		r.run(ctx, batch)
+	}
+
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	live := slices.IndexFunc(r.queue, func(d *decision) bool { return !d.abandoned })
+	if live < 0 {
+		r.queue = r.queue[:0]
+		r.sending--
+		return
+	}
+	r.queue = append(r.queue[:0], r.queue[live:]...)
+	// Never blocks: the tokens in r.turn plus the callers sending are at
+	// most r.sending ≤ maxSending, its capacity.
+	r.turn <- struct{}{}
+}
+
+// run calls the decision script for batch and wakes every caller in it.
+func (r *Redis) run(ctx context.Context, batch []*decision) {
+	nk, na := 0, 2
+	for _, d := range batch {
+		nk += len(d.keys)
+		na += len(d.args)
+	}
+	keys := make([]string, 0, nk)
+	args := make([]any, 0, na)
+	args = append(args, windowMicros, len(batch))
+	for _, d := range batch {
+		keys = append(keys, d.keys...)
+		args = append(args, d.args...)
+	}
+	var res []int64
+	err := r.call(ctx, func(ctx context.Context) error {
+		var err error
+		res, err = r.allow.Run(ctx, r.client, keys, args...).Int64Slice()
+		return err
+	})
+	if err == nil && len(res) != 2*len(batch) {
+		err = fmt.Errorf("decision script answered %d values for %d decisions", len(res), len(batch))
+	}
+	for i, d := range batch {
+		if err != nil {
+			d.err = err
+		} else {
+			d.res = [2]int64{res[2*i], res[2*i+1]}
+		}
+		close(d.done)
+	}
 }
 
 // Adjust implements Limiter without a round trip of its own: the amount is

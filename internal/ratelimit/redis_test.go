@@ -55,53 +55,115 @@ func TestRedis(t *testing.T) {
 	})
 }
 
-// TestRedisAutoPipeline runs the suite as the proxy runs the limiter:
-// decisions beyond two in flight batched by the client's autopipeliner.
-func TestRedisAutoPipeline(t *testing.T) {
+// TestRedisBatchesConcurrentDecisions checks that concurrent decisions
+// share script calls and stay exact: 64 callers race for a counter of 1,000
+// created on first use, and every count from 1 to 1,000 is handed out
+// exactly once, in fewer script calls than decisions.
+func TestRedisBatchesConcurrentDecisions(t *testing.T) {
 	t.Parallel()
 	opt, prefix := redisOptions(t)
 	client := newClient(t, opt)
-	ap, err := ratelimit.NewPipeliner(client)
-	if err != nil {
-		t.Fatalf("NewPipeliner: %v", err)
-	}
-	limitertest.Run(t, func(*testing.T) ratelimit.Limiter {
-		return ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second, Scripter: ap, DirectDecisions: 2})
-	})
-}
-
-// countingScripter counts the decision scripts run through it.
-type countingScripter struct {
-	redis.Scripter
-	n atomic.Int64
-}
-
-func (c *countingScripter) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	c.n.Add(1)
-	return c.Scripter.EvalSha(ctx, sha1, keys, args...)
-}
-
-// TestRedisDirectDecisions checks the routing between the client and the
-// Scripter: up to DirectDecisions in flight go straight to the client.
-func TestRedisDirectDecisions(t *testing.T) {
-	t.Parallel()
-	opt, prefix := redisOptions(t)
-	client := newClient(t, opt)
-	ctx := context.Background()
-	for _, tc := range []struct {
-		direct, want int
-	}{{direct: 0, want: 5}, {direct: 1, want: 0}} {
-		batched := &countingScripter{Scripter: client}
-		l := ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second,
-			Scripter: batched, DirectDecisions: tc.direct})
-		for range 5 {
-			if d, err := l.Allow(ctx, ratelimit.Request{Key: "tok:direct:rpm", Limit: 1000, Cost: 1}); err != nil || !d.Allowed {
-				t.Fatalf("Allow = %+v, %v", d, err)
+	hook := &testenv.CommandCounter{}
+	client.AddHook(hook)
+	l := ratelimit.NewRedis(client, ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
+	const (
+		workers = 64
+		each    = 20
+		limit   = 1000
+	)
+	c := &ratelimit.Counter{Key: "tok:batch:requests", Max: limit, Seed: 0, TTL: time.Hour}
+	rate := ratelimit.Request{Key: "tok:batch:rpm", Limit: 1_000_000, Cost: 1}
+	var (
+		mu       sync.Mutex
+		seen     = map[int64]int{}
+		exceeded atomic.Int64
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				d, err := l.AllowCounted(context.Background(), c, rate)
+				switch {
+				case err != nil:
+					t.Errorf("AllowCounted: %v", err)
+					return
+				case d.Allowed:
+					mu.Lock()
+					seen[d.Count]++
+					mu.Unlock()
+				case d.CounterExceeded:
+					exceeded.Add(1)
+				default:
+					t.Errorf("AllowCounted = %+v, want admitted or counter exceeded", d)
+				}
 			}
+		})
+	}
+	wg.Wait()
+	for n := int64(1); n <= limit; n++ {
+		if seen[n] != 1 {
+			t.Fatalf("count %d handed out %d times, want once (%d counts seen)", n, seen[n], len(seen))
 		}
-		if got := int(batched.n.Load()); got != tc.want {
-			t.Errorf("DirectDecisions %d: %d of 5 sequential decisions went through the Scripter, want %d", tc.direct, got, tc.want)
-		}
+	}
+	if len(seen) != limit || exceeded.Load() != workers*each-limit {
+		t.Fatalf("%d admitted, %d refused; want %d and %d", len(seen), exceeded.Load(), limit, workers*each-limit)
+	}
+	if got, err := client.Get(context.Background(), prefix+"rl:"+c.Key).Int64(); err != nil || got != limit {
+		t.Fatalf("counter in Redis = %d, %v; want %d", got, err, limit)
+	}
+	calls := hook.Count()
+	if calls >= workers*each {
+		t.Fatalf("%d Redis commands for %d concurrent decisions, want fewer (batched)", calls, workers*each)
+	}
+	t.Logf("%d decisions in %d Redis commands", workers*each, calls)
+}
+
+// TestRedisBatchKeepsDecisionsApart checks that decisions sharing a script
+// call see each other in order but never mix their answers: concurrent
+// callers on a tight bucket, a roomy one and a missing counter each get
+// their own key's verdict.
+func TestRedisBatchKeepsDecisionsApart(t *testing.T) {
+	t.Parallel()
+	opt, prefix := redisOptions(t)
+	l := ratelimit.NewRedis(newClient(t, opt), ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
+	ctx := context.Background()
+	tight := ratelimit.Request{Key: "tok:tight:rpm", Limit: 5, Cost: 1}
+	roomy := ratelimit.Request{Key: "tok:roomy:rpm", Limit: 1_000_000, Cost: 1}
+	missing := &ratelimit.Counter{Key: "tok:missing:requests", Max: 10, Seed: -1, TTL: time.Hour}
+	var tightAdmitted, roomyAdmitted, missingSeen atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 90 {
+		wg.Go(func() {
+			var d ratelimit.Decision
+			var err error
+			switch i % 3 {
+			case 0:
+				d, err = l.Allow(ctx, tight)
+				if err == nil && d.Allowed {
+					tightAdmitted.Add(1)
+				} else if err == nil && (d.Key != tight.Key || d.RetryAfter <= 0) {
+					t.Errorf("tight refusal = %+v, want its key and a wait", d)
+				}
+			case 1:
+				d, err = l.Allow(ctx, roomy)
+				if err == nil && d.Allowed {
+					roomyAdmitted.Add(1)
+				}
+			default:
+				d, err = l.AllowCounted(ctx, missing, roomy)
+				if err == nil && d.CounterMissing && !d.Allowed {
+					missingSeen.Add(1)
+				}
+			}
+			if err != nil {
+				t.Errorf("decision %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if tightAdmitted.Load() != 5 || roomyAdmitted.Load() != 30 || missingSeen.Load() != 30 {
+		t.Fatalf("admitted tight %d (want 5), roomy %d (want 30); counter missing %d (want 30)",
+			tightAdmitted.Load(), roomyAdmitted.Load(), missingSeen.Load())
 	}
 }
 
