@@ -39,7 +39,7 @@ type RedisOptions struct {
 	// own with the breaker package defaults. A shared breaker lets every
 	// Redis user fail fast together.
 	Breaker *breaker.Breaker
-	Logger *slog.Logger // nil discards
+	Logger  *slog.Logger // nil discards
 }
 
 // RedisStats are a Redis limiter's figures for /metrics.
