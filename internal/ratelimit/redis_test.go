@@ -167,6 +167,46 @@ func TestRedisBatchKeepsDecisionsApart(t *testing.T) {
 	}
 }
 
+// TestRedisCallersGivingUpDoNotStall checks that callers whose context
+// ends while their decision is queued (or is being sent for others) leave
+// the queue moving: every caller returns, and a later decision is made.
+func TestRedisCallersGivingUpDoNotStall(t *testing.T) {
+	t.Parallel()
+	opt, prefix := redisOptions(t)
+	l := ratelimit.NewRedis(newClient(t, opt), ratelimit.RedisOptions{Prefix: prefix, Timeout: 5 * time.Second})
+	req := ratelimit.Request{Key: "tok:giveup:rpm", Limit: 1_000_000, Cost: 1}
+	var wg sync.WaitGroup
+	var gaveUp, decided atomic.Int64
+	for i := range 300 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%7)*50*time.Microsecond)
+			defer cancel()
+			d, err := l.Allow(ctx, req)
+			switch {
+			case errors.Is(err, context.DeadlineExceeded):
+				gaveUp.Add(1)
+			case err != nil || !d.Allowed:
+				t.Errorf("Allow = %+v, %v; want admitted or the context's error", d, err)
+			default:
+				decided.Add(1)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("callers still waiting after 30s: the queue stalled")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if d, err := l.Allow(ctx, req); err != nil || !d.Allowed {
+		t.Fatalf("Allow after %d callers gave up and %d were decided = %+v, %v; want admitted", gaveUp.Load(), decided.Load(), d, err)
+	}
+	t.Logf("%d gave up, %d decided", gaveUp.Load(), decided.Load())
+}
+
 // TestRedisSharedAcrossReplicas checks that limiters on separate
 // connections (two proxy replicas) share their buckets.
 func TestRedisSharedAcrossReplicas(t *testing.T) {
