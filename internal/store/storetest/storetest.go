@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateProject", testUpdateProject},
 		{"ListProjects", testListProjects},
 		{"TokenRoundTrip", testTokenRoundTrip},
+		{"TokenAndProjectByHash", testTokenAndProjectByHash},
 		{"TokenNotFound", testTokenNotFound},
 		{"TokenConflict", testTokenConflict},
 		{"UpdateToken", testUpdateToken},
