@@ -329,6 +329,9 @@ type Store interface {
 	GetProject(ctx context.Context, id string) (*Project, error)
 	GetProjectByName(ctx context.Context, name string) (*Project, error)
 	ListProjects(ctx context.Context, f ProjectFilter) ([]*Project, int, error)
+	// ListAllowedOrigins returns the distinct allowed origins of every
+	// active project, sorted, in one query (the CORS preflight union).
+	ListAllowedOrigins(ctx context.Context) ([]string, error)
 	// UpdateProject writes every mutable field of p (name, base_url,
 	// api_version, api key, is_active, deactivated_at, limits, policies,
 	// updated_at).

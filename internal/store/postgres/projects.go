@@ -84,6 +84,26 @@ func (db *DB) getProject(ctx context.Context, cond string, arg any) (*store.Proj
 	return p, nil
 }
 
+// ListAllowedOrigins returns the distinct allowed origins of the active
+// projects, sorted.
+func (db *DB) ListAllowedOrigins(ctx context.Context) ([]string, error) {
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Release()
+	rows, err := c.Query(ctx, `SELECT DISTINCT o.origin FROM projects p, jsonb_array_elements_text(p.allowed_origins) AS o (origin)
+		WHERE p.is_active ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list allowed origins: %w", translate(err))
+	}
+	origins, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list allowed origins: %w", translate(err))
+	}
+	return origins, nil
+}
+
 // ListProjects returns a page of projects, oldest first, and the number of
 // matching projects.
 func (db *DB) ListProjects(ctx context.Context, f store.ProjectFilter) ([]*store.Project, int, error) {

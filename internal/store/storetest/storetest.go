@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ProjectConflict", testProjectConflict},
 		{"UpdateProject", testUpdateProject},
 		{"ListProjects", testListProjects},
+		{"ListAllowedOrigins", testListAllowedOrigins},
 		{"TokenRoundTrip", testTokenRoundTrip},
 		{"TokenAndProjectByHash", testTokenAndProjectByHash},
 		{"TokenNotFound", testTokenNotFound},
