@@ -22,9 +22,9 @@ var _ OriginLister = store.Store(nil)
 // Origins answers CORS preflights (SPEC §6.7): whether any active project
 // allows a browser origin. It keeps the union of the active projects'
 // allowed origins in memory, so a preflight costs a map lookup; the union
-// (one query, whatever the number of projects) is reloaded when it is older than the TTL or was invalidated (it
-// satisfies invalidate.Target, driven by the same channel as the token
-// cache). When a reload fails, the previous union keeps answering. It is
+// (one query, however many projects there are) is reloaded when it is
+// older than the TTL or was invalidated (it satisfies invalidate.Target,
+// driven by the same channel as the token cache). When a reload fails, the previous union keeps answering. It is
 // safe for concurrent use and starts no goroutines.
 type Origins struct {
 	st     OriginLister
