@@ -3,7 +3,7 @@ GO        ?= go
 BIN       ?= bin
 export CGO_ENABLED ?= 0
 
-.PHONY: help build run test lint tidy-check bench bench-soak bench-usage
+.PHONY: help build run test lint tidy-check bench bench-soak bench-usage bench-scale
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,3 +36,6 @@ bench-soak: ## the 10-minute RSS soak of set-up (a) at chat c=32, and its start-
 
 bench-usage: ## usage at scale on PostgreSQL (TEST_DATABASE_URL or BENCH_DATABASE_URL): fill 10M rows over 90 days, time /manage/usage and retention under a concurrent writer (~5 min); flags in BENCH_FLAGS (e.g. '-usage.rows 1000000')
 	$(GO) test -run '^TestBenchUsage$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.usage $(BENCH_FLAGS)
+
+bench-scale: ## tokens at scale on PostgreSQL + Redis (TEST_DATABASE_URL/TEST_REDIS_URL or BENCH_*): fill 1M tokens over 10k projects, time readiness, count cold-token round trips, compare warm tokens with an empty database (~3 min); flags in BENCH_FLAGS (e.g. '-scale.tokens 100000')
+	$(GO) test -run '^TestBenchScale$$' -count=1 -timeout 30m -v ./internal/testkit/bench -args -bench.scale $(BENCH_FLAGS)

@@ -312,7 +312,7 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 		t.Fatalf("PostgreSQL after copy differs from SQLite (-sqlite +postgres):\n%s", diff)
 	}
 	sum := sha256.Sum256([]byte(f.tokenSecret))
-	tok, err := pg.GetTokenByHash(context.Background(), hex.EncodeToString(sum[:]))
+	tok, _, err := pg.GetTokenAndProjectByHash(context.Background(), hex.EncodeToString(sum[:]))
 	if err != nil {
 		t.Fatalf("token lookup by hash after copy: %v", err)
 	}

@@ -146,7 +146,7 @@ func TestCLIProjectAndTokenLifecycle(t *testing.T) {
 		t.Fatalf("revoke --json: %+v, %v", revoked, err)
 	}
 	inspect(t, path, func(st store.Store) {
-		got, err := st.GetTokenByHash(t.Context(), auth.Hash(tok.Token))
+		got, _, err := st.GetTokenAndProjectByHash(t.Context(), auth.Hash(tok.Token))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -291,7 +291,7 @@ func TestCreateToken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := e.st.GetTokenByHash(ctx, auth.Hash(ct.Secret))
+			got, _, err := e.st.GetTokenAndProjectByHash(ctx, auth.Hash(ct.Secret))
 			if err != nil {
 				t.Fatalf("token not stored under the hash of its secret: %v", err)
 			}

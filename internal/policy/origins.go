@@ -11,20 +11,23 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// ProjectLister lists projects (store.Store satisfies it).
-type ProjectLister interface {
-	ListProjects(ctx context.Context, f store.ProjectFilter) ([]*store.Project, int, error)
+// OriginLister lists the allowed origins of the active projects
+// (store.Store satisfies it).
+type OriginLister interface {
+	ListAllowedOrigins(ctx context.Context) ([]string, error)
 }
+
+var _ OriginLister = store.Store(nil)
 
 // Origins answers CORS preflights (SPEC §6.7): whether any active project
 // allows a browser origin. It keeps the union of the active projects'
 // allowed origins in memory, so a preflight costs a map lookup; the union
-// is reloaded when it is older than the TTL or was invalidated (it
-// satisfies invalidate.Target, driven by the same channel as the token
-// cache). When a reload fails, the previous union keeps answering. It is
+// (one query, however many projects there are) is reloaded when it is
+// older than the TTL or was invalidated (it satisfies invalidate.Target,
+// driven by the same channel as the token cache). When a reload fails, the previous union keeps answering. It is
 // safe for concurrent use and starts no goroutines.
 type Origins struct {
-	st     ProjectLister
+	st     OriginLister
 	ttl    time.Duration
 	now    func() time.Time
 	logger *slog.Logger
@@ -51,7 +54,7 @@ type OriginsOptions struct {
 }
 
 // NewOrigins returns an Origins over st.
-func NewOrigins(st ProjectLister, opts OriginsOptions) *Origins {
+func NewOrigins(st OriginLister, opts OriginsOptions) *Origins {
 	if opts.TTL <= 0 {
 		opts.TTL = 5 * time.Second
 	}
@@ -104,26 +107,19 @@ func (o *Origins) current(ctx context.Context) *originSet {
 }
 
 func (o *Origins) fetch(ctx context.Context) (*originSet, error) {
-	s := &originSet{origins: make(map[string]struct{}), loadedAt: o.now()}
-	active := true
-	const pageSize = 1000
-	for page := 1; ; page++ {
-		items, total, err := o.st.ListProjects(ctx, store.ProjectFilter{Active: &active, Page: store.Page{Page: page, PageSize: pageSize}})
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range items {
-			for _, origin := range p.AllowedOrigins {
-				if origin == "*" {
-					s.any = true
-				}
-				s.origins[origin] = struct{}{}
-			}
-		}
-		if len(items) < pageSize || page*pageSize >= total {
-			return s, nil
-		}
+	loadedAt := o.now()
+	origins, err := o.st.ListAllowedOrigins(ctx)
+	if err != nil {
+		return nil, err
 	}
+	s := &originSet{origins: make(map[string]struct{}, len(origins)), loadedAt: loadedAt}
+	for _, origin := range origins {
+		if origin == "*" {
+			s.any = true
+		}
+		s.origins[origin] = struct{}{}
+	}
+	return s, nil
 }
 
 // InvalidateToken does nothing: tokens carry no origins.

@@ -11,7 +11,8 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// fakeLister serves projects and counts the lookups.
+// fakeLister serves the origins of its active projects and counts the
+// lookups.
 type fakeLister struct {
 	mu       sync.Mutex
 	projects []*store.Project
@@ -19,20 +20,20 @@ type fakeLister struct {
 	calls    int
 }
 
-func (f *fakeLister) ListProjects(_ context.Context, flt store.ProjectFilter) ([]*store.Project, int, error) {
+func (f *fakeLister) ListAllowedOrigins(context.Context) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.err != nil {
-		return nil, 0, f.err
+		return nil, f.err
 	}
-	var out []*store.Project
+	var out []string
 	for _, p := range f.projects {
-		if flt.Active == nil || p.IsActive == *flt.Active {
-			out = append(out, p)
+		if p.IsActive {
+			out = append(out, p.AllowedOrigins...)
 		}
 	}
-	return out, len(out), nil
+	return out, nil
 }
 
 func TestOriginsCacheAndInvalidation(t *testing.T) {

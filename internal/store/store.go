@@ -329,6 +329,9 @@ type Store interface {
 	GetProject(ctx context.Context, id string) (*Project, error)
 	GetProjectByName(ctx context.Context, name string) (*Project, error)
 	ListProjects(ctx context.Context, f ProjectFilter) ([]*Project, int, error)
+	// ListAllowedOrigins returns the distinct allowed origins of every
+	// active project, sorted, in one query (the CORS preflight union).
+	ListAllowedOrigins(ctx context.Context) ([]string, error)
 	// UpdateProject writes every mutable field of p (name, base_url,
 	// api_version, api key, is_active, deactivated_at, limits, policies,
 	// updated_at).
@@ -338,7 +341,11 @@ type Store interface {
 	// duplicate hash is ErrConflict.
 	CreateToken(ctx context.Context, t *Token) error
 	GetToken(ctx context.Context, id string) (*Token, error)
-	GetTokenByHash(ctx context.Context, hash string) (*Token, error)
+	// GetTokenAndProjectByHash loads the token whose secret has the hex
+	// SHA-256 hash, and its project, in one database round trip (the
+	// cold path of authentication). ErrNotFound when there is no such
+	// token.
+	GetTokenAndProjectByHash(ctx context.Context, hash string) (*Token, *Project, error)
 	ListTokens(ctx context.Context, f TokenFilter) ([]*Token, int, error)
 	// UpdateToken writes label, max_requests, limits and allowed models of
 	// t, and can deactivate it (is_active false, deactivated_at kept once

@@ -248,6 +248,16 @@ func optionalUUID(s string) (pgtype.UUID, error) {
 	return pgtype.UUID{Bytes: u, Valid: true}, nil
 }
 
+// qualify prefixes every column of a comma-separated list with alias, for
+// joins of tables whose columns share names.
+func qualify(alias, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // utc converts an optional time read from the database to UTC.
 func utc(t *time.Time) *time.Time {
 	if t == nil {

@@ -13,17 +13,26 @@ const projectColumns = `id, name, provider, base_url, api_version, api_key_encry
 	is_active, deactivated_at, rpm_limit, tpm_limit, allowed_origins, allowed_models, cache_ttl_seconds,
 	created_at, updated_at`
 
-func scanProject(row pgx.Row) (*store.Project, error) {
-	var p store.Project
-	err := row.Scan(&p.ID, &p.Name, &p.Provider, &p.BaseURL, &p.APIVersion, &p.APIKeyEncrypted, &p.APIKeyHint,
+// projectDest lists the scan destinations of projectColumns.
+func projectDest(p *store.Project) []any {
+	return []any{&p.ID, &p.Name, &p.Provider, &p.BaseURL, &p.APIVersion, &p.APIKeyEncrypted, &p.APIKeyHint,
 		&p.IsActive, &p.DeactivatedAt, &p.RPMLimit, &p.TPMLimit, store.ListScanner(&p.AllowedOrigins), store.ListScanner(&p.AllowedModels),
-		&p.CacheTTLSeconds, &p.CreatedAt, &p.UpdatedAt)
-	if err != nil {
-		return nil, err
-	}
+		&p.CacheTTLSeconds, &p.CreatedAt, &p.UpdatedAt}
+}
+
+// projectUTC puts the times of a scanned project in UTC.
+func projectUTC(p *store.Project) {
 	p.DeactivatedAt = utc(p.DeactivatedAt)
 	p.CreatedAt = p.CreatedAt.UTC()
 	p.UpdatedAt = p.UpdatedAt.UTC()
+}
+
+func scanProject(row pgx.Row) (*store.Project, error) {
+	var p store.Project
+	if err := row.Scan(projectDest(&p)...); err != nil {
+		return nil, err
+	}
+	projectUTC(&p)
 	return &p, nil
 }
 
@@ -73,6 +82,26 @@ func (db *DB) getProject(ctx context.Context, cond string, arg any) (*store.Proj
 		return nil, fmt.Errorf("load project: %w", translate(err))
 	}
 	return p, nil
+}
+
+// ListAllowedOrigins returns the distinct allowed origins of the active
+// projects, sorted.
+func (db *DB) ListAllowedOrigins(ctx context.Context) ([]string, error) {
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Release()
+	rows, err := c.Query(ctx, `SELECT DISTINCT o.origin FROM projects p, jsonb_array_elements_text(p.allowed_origins) AS o (origin)
+		WHERE p.is_active ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list allowed origins: %w", translate(err))
+	}
+	origins, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list allowed origins: %w", translate(err))
+	}
+	return origins, nil
 }
 
 // ListProjects returns a page of projects, oldest first, and the number of

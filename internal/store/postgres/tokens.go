@@ -17,17 +17,26 @@ import (
 const tokenColumns = `id, project_id, token_hash, prefix, label, expires_at, max_requests, request_count,
 	is_active, deactivated_at, rpm_limit, tpm_limit, allowed_models, created_at, last_used_at`
 
-func scanToken(row pgx.Row) (*store.Token, error) {
-	var t store.Token
-	err := row.Scan(&t.ID, &t.ProjectID, &t.Hash, &t.Prefix, &t.Label, &t.ExpiresAt, &t.MaxRequests, &t.RequestCount,
-		&t.IsActive, &t.DeactivatedAt, &t.RPMLimit, &t.TPMLimit, store.ListScanner(&t.AllowedModels), &t.CreatedAt, &t.LastUsedAt)
-	if err != nil {
-		return nil, err
-	}
+// tokenDest lists the scan destinations of tokenColumns.
+func tokenDest(t *store.Token) []any {
+	return []any{&t.ID, &t.ProjectID, &t.Hash, &t.Prefix, &t.Label, &t.ExpiresAt, &t.MaxRequests, &t.RequestCount,
+		&t.IsActive, &t.DeactivatedAt, &t.RPMLimit, &t.TPMLimit, store.ListScanner(&t.AllowedModels), &t.CreatedAt, &t.LastUsedAt}
+}
+
+// tokenUTC puts the times of a scanned token in UTC.
+func tokenUTC(t *store.Token) {
 	t.ExpiresAt = t.ExpiresAt.UTC()
 	t.DeactivatedAt = utc(t.DeactivatedAt)
 	t.CreatedAt = t.CreatedAt.UTC()
 	t.LastUsedAt = utc(t.LastUsedAt)
+}
+
+func scanToken(row pgx.Row) (*store.Token, error) {
+	var t store.Token
+	if err := row.Scan(tokenDest(&t)...); err != nil {
+		return nil, err
+	}
+	tokenUTC(&t)
 	return &t, nil
 }
 
@@ -64,10 +73,30 @@ func (db *DB) GetToken(ctx context.Context, id string) (*store.Token, error) {
 	return db.getToken(ctx, `id = $1`, id)
 }
 
-// GetTokenByHash loads a token by the hex SHA-256 of its secret;
-// store.ErrNotFound when there is none.
-func (db *DB) GetTokenByHash(ctx context.Context, hash string) (*store.Token, error) {
-	return db.getToken(ctx, `token_hash = $1`, hash)
+// tokenWithProject selects a token by hash joined to its project, the
+// columns of tokenColumns then projectColumns.
+var tokenWithProject = `SELECT ` + qualify("t", tokenColumns) + `, ` + qualify("p", projectColumns) + `
+	FROM tokens t JOIN projects p ON p.id = t.project_id WHERE t.token_hash = $1`
+
+// GetTokenAndProjectByHash loads the token whose secret has the hex SHA-256
+// hash, and its project, in one query; store.ErrNotFound when there is no
+// such token.
+func (db *DB) GetTokenAndProjectByHash(ctx context.Context, hash string) (*store.Token, *store.Project, error) {
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer c.Release()
+	var (
+		t store.Token
+		p store.Project
+	)
+	if err := c.QueryRow(ctx, tokenWithProject, hash).Scan(append(tokenDest(&t), projectDest(&p)...)...); err != nil {
+		return nil, nil, fmt.Errorf("load token and project: %w", translate(err))
+	}
+	tokenUTC(&t)
+	projectUTC(&p)
+	return &t, &p, nil
 }
 
 func (db *DB) getToken(ctx context.Context, cond string, arg any) (*store.Token, error) {

@@ -56,6 +56,29 @@ func (db *DB) GetProjectByName(ctx context.Context, name string) (*store.Project
 	return &p, nil
 }
 
+// ListAllowedOrigins returns the distinct allowed origins of the active
+// projects, sorted.
+func (db *DB) ListAllowedOrigins(ctx context.Context) ([]string, error) {
+	rows, err := db.query(ctx, db.reader, `SELECT DISTINCT o.value FROM projects p, json_each(p.allowed_origins) AS o
+		WHERE p.is_active ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list allowed origins: %w", err)
+	}
+	defer rows.Close()
+	var origins []string
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			return nil, fmt.Errorf("list allowed origins: %w", translate(err))
+		}
+		origins = append(origins, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list allowed origins: %w", translate(err))
+	}
+	return origins, nil
+}
+
 // ListProjects returns a page of projects, newest first, and the number of
 // projects matching f.
 func (db *DB) ListProjects(ctx context.Context, f store.ProjectFilter) ([]*store.Project, int, error) {

@@ -263,6 +263,16 @@ func (db *DB) query(ctx context.Context, q querier, query string, args ...any) (
 	return rows, translate(err)
 }
 
+// qualify prefixes every column of a comma-separated list with alias, for
+// joins of tables whose columns share names.
+func qualify(alias, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // queryRow runs a single-row query and scans it; no row is ErrNotFound.
 func (db *DB) queryRow(ctx context.Context, q querier, query string, args []any, dest ...any) error {
 	defer db.logSQL(ctx, query, time.Now())

@@ -148,11 +148,11 @@ func TestEcho(t *testing.T) {
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
 	db := openMigrated(t, testenv.SQLitePath(t), sqlite.Options{Echo: true, Logger: logger})
 	const secret = "deadbeefsecrethash"
-	if _, err := db.GetTokenByHash(context.Background(), secret); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("GetTokenByHash: %v, want ErrNotFound", err)
+	if _, _, err := db.GetTokenAndProjectByHash(context.Background(), secret); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetTokenAndProjectByHash: %v, want ErrNotFound", err)
 	}
 	out := buf.String()
-	for _, want := range []string{`"msg":"sql"`, "FROM tokens WHERE token_hash = ?", `"duration_ms":`} {
+	for _, want := range []string{`"msg":"sql"`, "WHERE t.token_hash = ?", `"duration_ms":`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("echo log lacks %q:\n%s", want, out)
 		}

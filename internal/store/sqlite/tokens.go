@@ -49,15 +49,24 @@ func (db *DB) GetToken(ctx context.Context, id string) (*store.Token, error) {
 	return &t, nil
 }
 
-// GetTokenByHash loads a token by the hex SHA-256 of its secret;
-// store.ErrNotFound if there is none.
-func (db *DB) GetTokenByHash(ctx context.Context, hash string) (*store.Token, error) {
-	var t store.Token
-	if err := db.queryRow(ctx, db.reader, `SELECT `+tokenCols+` FROM tokens WHERE token_hash = ?`,
-		[]any{hash}, tokenDest(&t)...); err != nil {
-		return nil, fmt.Errorf("load token: %w", err)
+// tokenWithProject selects a token by hash joined to its project, the
+// columns of tokenCols then projectCols.
+var tokenWithProject = `SELECT ` + qualify("t", tokenCols) + `, ` + qualify("p", projectCols) + `
+	FROM tokens t JOIN projects p ON p.id = t.project_id WHERE t.token_hash = ?`
+
+// GetTokenAndProjectByHash loads the token whose secret has the hex SHA-256
+// hash, and its project, in one query; store.ErrNotFound if there is no
+// such token.
+func (db *DB) GetTokenAndProjectByHash(ctx context.Context, hash string) (*store.Token, *store.Project, error) {
+	var (
+		t store.Token
+		p store.Project
+	)
+	if err := db.queryRow(ctx, db.reader, tokenWithProject, []any{hash},
+		append(tokenDest(&t), projectDest(&p)...)...); err != nil {
+		return nil, nil, fmt.Errorf("load token and project: %w", err)
 	}
-	return &t, nil
+	return &t, &p, nil
 }
 
 // ListTokens returns a page of tokens, newest first, and the number of

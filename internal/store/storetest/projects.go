@@ -141,6 +141,38 @@ func testUpdateProject(t *testing.T, s store.Store) {
 	diff(t, "untouched project", bystander, other)
 }
 
+func testListAllowedOrigins(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.ListAllowedOrigins(ctx)
+	if err != nil {
+		t.Fatalf("ListAllowedOrigins without projects: %v", err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("ListAllowedOrigins without projects = %q, want none", got)
+	}
+	lists := map[string][]string{
+		"a": {"https://b.example", "https://a.example"},
+		"b": {"https://b.example", "*"},
+		"c": nil,
+	}
+	for name, origins := range lists {
+		p := newProject(name)
+		p.AllowedOrigins = origins
+		mustCreateProject(t, s, p)
+	}
+	inactive := newProject("inactive")
+	inactive.AllowedOrigins = []string{"https://inactive.example"}
+	inactive.IsActive = false
+	inactive.DeactivatedAt = ptr(base())
+	mustCreateProject(t, s, inactive)
+
+	got, err = s.ListAllowedOrigins(ctx)
+	if err != nil {
+		t.Fatalf("ListAllowedOrigins: %v", err)
+	}
+	diff(t, "ListAllowedOrigins", []string{"*", "https://a.example", "https://b.example"}, got)
+}
+
 func testListProjects(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	all := map[string]*store.Project{}

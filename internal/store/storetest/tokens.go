@@ -27,12 +27,6 @@ func testTokenRoundTrip(t *testing.T, s store.Store) {
 
 	for _, want := range []*store.Token{unlimited, limited} {
 		diff(t, "GetToken", want, mustGetToken(t, s, want.ID))
-		got, err := s.GetTokenByHash(ctx, want.Hash)
-		if err != nil {
-			t.Fatalf("GetTokenByHash: %v", err)
-		}
-		requireUTC(t, got)
-		diff(t, "GetTokenByHash", want, got)
 	}
 
 	// Nullable fields become non-nil through ConsumeToken and UpdateToken.
@@ -52,6 +46,48 @@ func testTokenRoundTrip(t *testing.T, s store.Store) {
 	diff(t, "token after use and deactivation", &want, mustGetToken(t, s, limited.ID))
 }
 
+// testTokenAndProjectByHash checks the one-query lookup of authentication:
+// each token comes with its own project, every field of both (nullable ones
+// set and unset) as stored, in UTC.
+func testTokenAndProjectByHash(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	plain := mustCreateProject(t, s, newProject("plain"))
+	rich := newProject("rich")
+	rich.APIVersion = "2024-06-01"
+	rich.AllowedOrigins = []string{"https://app.example"}
+	rich.AllowedModels = []string{"gpt-4o-mini", "gpt-4o"}
+	rich.CacheTTLSeconds = 300
+	rich.IsActive = false
+	rich.DeactivatedAt = ptr(base().Add(time.Hour))
+	mustCreateProject(t, s, rich)
+
+	used := newToken(rich.ID)
+	used.MaxRequests = ptr(int64(7))
+	used.RequestCount = 3
+	used.AllowedModels = []string{"gpt-4o"}
+	used.IsActive = false
+	used.DeactivatedAt = ptr(base().Add(2 * time.Hour))
+	used.LastUsedAt = ptr(base().Add(time.Minute))
+	cases := []struct {
+		tok  *store.Token
+		proj *store.Project
+	}{
+		{mustCreateToken(t, s, newToken(plain.ID)), plain},
+		{mustCreateToken(t, s, newToken(plain.ID)), plain},
+		{mustCreateToken(t, s, used), rich},
+	}
+	for _, tc := range cases {
+		tok, proj, err := s.GetTokenAndProjectByHash(ctx, tc.tok.Hash)
+		if err != nil {
+			t.Fatalf("GetTokenAndProjectByHash(%s): %v", tc.tok.ID, err)
+		}
+		requireUTC(t, tok)
+		requireUTC(t, proj)
+		diff(t, "GetTokenAndProjectByHash token", tc.tok, tok)
+		diff(t, "GetTokenAndProjectByHash project", tc.proj, proj)
+	}
+}
+
 func testTokenNotFound(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	p := mustCreateProject(t, s, newProject("p"))
@@ -66,7 +102,7 @@ func testTokenNotFound(t *testing.T, s store.Store) {
 	}{
 		{"GetToken missing", func() error { _, err := s.GetToken(ctx, uuid.NewString()); return err }},
 		{"GetToken malformed", func() error { _, err := s.GetToken(ctx, "not-a-uuid"); return err }},
-		{"GetTokenByHash missing", func() error { _, err := s.GetTokenByHash(ctx, missing.Hash); return err }},
+		{"GetTokenAndProjectByHash missing", func() error { _, _, err := s.GetTokenAndProjectByHash(ctx, missing.Hash); return err }},
 		{"UpdateToken missing", func() error { return s.UpdateToken(ctx, missing) }},
 		{"UpdateToken malformed", func() error { return s.UpdateToken(ctx, malformed) }},
 		{"ConsumeToken missing", func() error { _, err := s.ConsumeToken(ctx, uuid.NewString(), base()); return err }},
