@@ -504,6 +504,7 @@ func (a *Authenticator) fetch(ctx context.Context, key [sha256.Size]byte) (*Prin
 		return nil, fmt.Errorf("load token: %w", err)
 	}
 	p := &Principal{Token: *tok, Project: *proj}
+	p.Token.LoadedAt = a.now()
 	p.Project.APIKeyEncrypted = nil
 	if tok.IsActive && proj.IsActive {
 		plain, err := a.cipher.Decrypt(proj.APIKeyEncrypted)

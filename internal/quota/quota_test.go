@@ -306,6 +306,48 @@ func TestRedisReseedAfterKeyLoss(t *testing.T) {
 	}
 }
 
+// TestRedisSeedsFromAFreshCopy checks a cold token's path: a copy read
+// from the database moments ago (as authentication just did) seeds a
+// missing counter in the decision's own script call, with no database read
+// and no second round trip; an older copy is read again.
+func TestRedisSeedsFromAFreshCopy(t *testing.T) {
+	t.Parallel()
+	client, prefix := testenv.RedisClient(t)
+	hook := &testenv.CommandCounter{}
+	client.AddHook(hook)
+	st := openSQLite(t)
+	c := newRedisCounter(t, client, prefix, st)
+	ctx := context.Background()
+	if err := client.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := tokenMaker(t, st).New(t, 10, 0)
+	fresh.RequestCount = 7 // the database's count when the copy was read
+	fresh.LoadedAt = time.Now()
+	hook.Reset()
+	if err := c.Consume(ctx, fresh); err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	if n := c.Seeds(); n != 0 {
+		t.Fatalf("%d database seeds for a fresh copy, want 0", n)
+	}
+	if n := hook.Count(); n < 1 || n > 2 {
+		t.Fatalf("%d Redis commands for a cold token, want 1 (2 if the script was not cached)", n)
+	}
+	if v, err := client.Get(ctx, prefix+"rl:q:"+fresh.ID).Int64(); err != nil || v != 8 {
+		t.Fatalf("counter = %d, %v; want the copy's 7 plus this request", v, err)
+	}
+
+	old := tokenMaker(t, st).New(t, 10, 0)
+	old.LoadedAt = time.Now().Add(-quota.FreshCopy - time.Second)
+	if err := c.Consume(ctx, old); err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	if n := c.Seeds(); n != 1 {
+		t.Fatalf("%d database seeds for a copy older than FreshCopy, want 1", n)
+	}
+}
+
 func TestRedisUnknownToken(t *testing.T) {
 	t.Parallel()
 	client, prefix := testenv.RedisClient(t)

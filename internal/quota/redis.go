@@ -16,6 +16,14 @@ import (
 // request racing the expiry still finds it.
 const seedTTLMargin = time.Hour
 
+// FreshCopy is how recently a token copy must have been read from the
+// database (store.Token.LoadedAt) to seed a missing counter without reading
+// the database again: a token authenticated from the database for this
+// very request (a cold token) is admitted in one Redis round trip and no
+// second database read. It is well under the usage flush interval by which
+// the database's request_count trails Redis anyway.
+const FreshCopy = 250 * time.Millisecond
+
 // RedisOptions configure a Redis counter; every field but Logger is
 // required.
 type RedisOptions struct {
@@ -37,8 +45,10 @@ type RedisOptions struct {
 // in batches.
 //
 // A counter Redis does not hold (first use of a token, or Redis lost its
-// data) is seeded from the database's request_count with a second script
-// call; concurrent seeds are harmless, the first one wins; the counter
+// data) is seeded from the database's request_count: from the token copy
+// itself in the same script call when the copy was read within FreshCopy
+// (a cold token), else read again and sent with a second script call;
+// concurrent seeds are harmless, the first one wins; the counter
 // expires an hour after its token. The database lags Redis by the Touches
 // not yet flushed (at most one usage flush interval of requests, more while
 // the database is away), so a reseed after Redis lost its data can admit
@@ -83,6 +93,9 @@ func (r *Redis) ConsumeWith(ctx context.Context, t *store.Token, reqs ...ratelim
 		return r.result(t, d, err)
 	}
 	c := &ratelimit.Counter{Key: "q:" + t.ID, Max: *t.MaxRequests, Seed: -1}
+	if !t.LoadedAt.IsZero() && time.Since(t.LoadedAt) < FreshCopy {
+		c.Seed, c.TTL = t.RequestCount, seedTTL(t.ExpiresAt)
+	}
 	d, err := r.limiter.AllowCounted(ctx, c, reqs...)
 	if err == nil && d.CounterMissing {
 		if err = r.seed(ctx, t, c); err == nil {
@@ -124,10 +137,15 @@ func (r *Redis) seed(ctx context.Context, t *store.Token, c *ratelimit.Counter) 
 		count, expires = cur.RequestCount, cur.ExpiresAt
 	}
 	r.seeds.Add(1)
-	c.Seed = count
-	c.TTL = max(time.Until(expires), 0) + seedTTLMargin
+	c.Seed, c.TTL = count, seedTTL(expires)
 	return nil
 }
 
-// Seeds reports how many counters were seeded from the database.
+// seedTTL is the lifetime of a counter for a token expiring at expires.
+func seedTTL(expires time.Time) time.Duration {
+	return max(time.Until(expires), 0) + seedTTLMargin
+}
+
+// Seeds reports how many counters were seeded from a second database read
+// (not those seeded from a fresh copy).
 func (r *Redis) Seeds() int64 { return r.seeds.Load() }

@@ -77,6 +77,11 @@ type Token struct {
 	AllowedModels []string
 	CreatedAt     time.Time
 	LastUsedAt    *time.Time
+	// LoadedAt is when this copy was read from the database, set by the
+	// readers that serve the request path (zero when unknown); not a
+	// column. quota.Redis seeds a new counter from a copy read moments ago
+	// instead of reading it again.
+	LoadedAt time.Time
 }
 
 // Usage is one proxied request. Empty optional IDs are stored as NULL.
