@@ -109,9 +109,11 @@ func (s *sseRelay) events(buf []byte, start, end int, eof bool) (int, error) {
 // terminating blank line, or -1 when b holds no complete event.
 func eventEnd(b []byte) int {
 	for i := 0; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
+		n := bytes.IndexByte(b[i:], '\n')
+		if n < 0 {
+			return -1
 		}
+		i += n
 		if i+1 < len(b) && b[i+1] == '\n' {
 			return i + 2
 		}
@@ -125,7 +127,7 @@ func eventEnd(b []byte) int {
 // inspect reads model, usage and deltas from one event and reports whether
 // the client gets it.
 func (s *sseRelay) inspect(ev []byte) bool {
-	if bytes.Contains(ev, []byte("data: [DONE]")) || bytes.Contains(ev, []byte(`"message_stop"`)) {
+	if isDone(ev) || jsonscan.IndexQuoted(ev, `"message_stop"`) >= 0 {
 		s.ended = true
 	}
 	if s.model == "" {
@@ -143,6 +145,23 @@ func (s *sseRelay) inspect(ev []byte) bool {
 	}
 	s.usage.merge(u)
 	return !(s.strip && emptyChoices(ev))
+}
+
+// isDone reports whether ev has a "data: [DONE]" line (OpenAI's last
+// event); the same text inside an answer's JSON does not count. It looks
+// for the rare '[' first: "data: " begins every event.
+func isDone(ev []byte) bool {
+	for from := 0; ; {
+		i := bytes.Index(ev[from:], []byte("[DONE]"))
+		if i < 0 {
+			return false
+		}
+		i += from
+		if i >= 6 && string(ev[i-6:i]) == "data: " && (i == 6 || ev[i-7] == '\n') {
+			return true
+		}
+		from = i + 1
+	}
 }
 
 // emptyChoices reports whether ev has "choices": [] (OpenAI's usage-only

@@ -62,3 +62,32 @@ func TestLastUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestIndexQuoted checks IndexQuoted against bytes.Index on inputs full of
+// near misses: quotes, the key's letters without their quote, keys at both
+// ends, and non-quoted patterns.
+func TestIndexQuoted(t *testing.T) {
+	inputs := []string{
+		``, `"`, `"usage"`, `usage"`, `x"usage"`, `"usage`, `""usage"`, `{"a":"usage","usage":{}}`,
+		`usage" "usag" "usage" "usage"`, `{"delta":{"content":"usage\" is \"usage\""}}`, `uuuu"u"us"usa"usag"usage"`,
+	}
+	for _, in := range inputs {
+		for _, pat := range []string{`"usage"`, `"u"`, `usage`, `"`, `""`} {
+			want := bytes.Index([]byte(in), []byte(pat))
+			if got := IndexQuoted([]byte(in), pat); got != want {
+				t.Errorf("IndexQuoted(%q, %q) = %d, want %d", in, pat, got, want)
+			}
+		}
+	}
+}
+
+// FuzzIndexQuoted checks that IndexQuoted finds what bytes.Index finds.
+func FuzzIndexQuoted(f *testing.F) {
+	f.Add([]byte(`{"usage":{"total_tokens":3}}`), `"usage"`)
+	f.Add([]byte(`usage" "usage"`), `"usage"`)
+	f.Fuzz(func(t *testing.T, b []byte, pat string) {
+		if got, want := IndexQuoted(b, pat), bytes.Index(b, []byte(pat)); got != want {
+			t.Fatalf("IndexQuoted(%q, %q) = %d, want %d", b, pat, got, want)
+		}
+	})
+}
