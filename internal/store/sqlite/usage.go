@@ -92,9 +92,12 @@ func (db *DB) InsertUsage(ctx context.Context, rows []store.Usage) error {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		err := db.insertRows(ctx, tx, "usage", usageColumns, len(rows), func(dst []any, i int) []any {
 			u := &rows[i]
+			// Integers as int64, a driver.Value: database/sql converts an int
+			// through reflection, for each of the 32 rows of a statement.
 			return append(dst, u.ID, timeArg(u.CreatedAt), u.RequestID, nullIDArg(u.ProjectID), nullIDArg(u.TokenID),
-				nullIDArg(u.AgentTokenID), u.UserID, u.Model, u.Endpoint, u.Status, u.PromptTokens, u.CompletionTokens,
-				u.TotalTokens, u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed, u.Cached, purpose(u.Purpose))
+				nullIDArg(u.AgentTokenID), u.UserID, u.Model, u.Endpoint, int64(u.Status), int64(u.PromptTokens),
+				int64(u.CompletionTokens), int64(u.TotalTokens), u.Latency.Milliseconds(), u.TTFB.Milliseconds(), u.Streamed,
+				u.Cached, purpose(u.Purpose))
 		})
 		if err != nil {
 			return err
