@@ -305,8 +305,8 @@ func (r *Redis) Allow(ctx context.Context, reqs ...Request) (Decision, error) {
 // (Decision.Count). A counter at its maximum refuses with
 // Decision.CounterExceeded; a missing counter with a negative Seed refuses
 // with Decision.CounterMissing, and nothing is consumed. Pending Adjust
-// amounts of the buckets ride along, so the steady state is one round trip
-// per request.
+// amounts of the buckets ride along, so the steady state is at most one
+// round trip per request, shared with the decisions made at the same time.
 func (r *Redis) AllowCounted(ctx context.Context, c *Counter, reqs ...Request) (Decision, error) {
 	var idxBuf [inlineReqs]int
 	idx := idxBuf[:0]
@@ -439,7 +439,7 @@ func (r *Redis) sendBatch(ctx context.Context) {
 			}
 		}
 	}
-	r.queue = append(r.queue[:0], r.queue[n:]...)
+	r.queue = slices.Delete(r.queue, 0, n)
 	r.qmu.Unlock()
 
 	if len(batch) > 0 {
@@ -450,11 +450,11 @@ func (r *Redis) sendBatch(ctx context.Context) {
 	defer r.qmu.Unlock()
 	live := slices.IndexFunc(r.queue, func(d *decision) bool { return !d.abandoned })
 	if live < 0 {
-		r.queue = r.queue[:0]
+		r.queue = slices.Delete(r.queue, 0, len(r.queue))
 		r.sending--
 		return
 	}
-	r.queue = append(r.queue[:0], r.queue[live:]...)
+	r.queue = slices.Delete(r.queue, 0, live)
 	// Never blocks: the tokens in r.turn plus the callers sending are at
 	// most r.sending ≤ maxSending, its capacity.
 	r.turn <- struct{}{}
