@@ -697,6 +697,7 @@ func (r *run) report(rows []Row, loadStart string) error {
 		"DB rt/req: the proxy's database_acquire_total delta per request. On SQLite that metric counts only waits for a connection, so (a)'s figure is a lower bound.",
 		"Redis + DB CPU µs/req (set-up (b)): the Redis server's CPU (INFO cpu, every thread; any other client of that Redis counts too) and the CPU of the PostgreSQL backends connected to (b)'s database (/proc), per request — CPU the proxy's work costs on the same cores besides its own.",
 		"Streaming clients ask for stream_options.include_usage themselves, so the upstream sends the same bytes to every target; TTFB is the time to the first body byte.",
+		"The load generator (this process) runs with GOGC=1000 under `make bench`, so its own garbage collections do not stall every target's requests alike.",
 	}
 	notes = append(notes, r.notes...)
 	for _, row := range rows {

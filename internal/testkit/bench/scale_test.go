@@ -68,9 +68,8 @@ const scaleReadyRuns = 3
 // the projects, without and with max_requests — their database round trips
 // (the proxy's database_acquire_total delta) and latency; and the same
 // warm token at chat c=32 on both databases in interleaved rounds. It
-// prints a
-// Markdown table with the targets; like TestBench it fails only when it
-// cannot measure.
+// prints a Markdown table with the targets; like TestBench it fails only
+// when it cannot measure.
 //
 // It needs BENCH_DATABASE_URL or TEST_DATABASE_URL (a server where it may
 // create and drop databases) and BENCH_REDIS_URL or TEST_REDIS_URL.
