@@ -14,10 +14,16 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/store"
 )
 
-// agentStore counts the agent token lookups.
+// agentStore counts the agent token and project lookups.
 type agentStore struct {
 	store.Store
-	lookups atomic.Int64
+	lookups  atomic.Int64
+	projects atomic.Int64
+}
+
+func (s *agentStore) GetProject(ctx context.Context, id string) (*store.Project, error) {
+	s.projects.Add(1)
+	return s.Store.GetProject(ctx, id)
 }
 
 func (s *agentStore) GetAgentTokenByHash(ctx context.Context, hash string) (*store.AgentToken, error) {
@@ -97,6 +103,45 @@ func TestAgentTokenAuthenticatesThroughTheCache(t *testing.T) {
 				t.Fatalf("after revocation: %v, want ErrRevoked", err)
 			}
 		})
+	}
+}
+
+// TestColdAgentTokensShareTheProject checks that a cold agent token costs
+// one lookup: the agent project is cached across tokens until its TTL or
+// an invalidation.
+func TestColdAgentTokensShareTheProject(t *testing.T) {
+	f := newFixture(t, auth.Options{})
+	proj := f.newProject(t)
+	agents := &agentStore{Store: f.db}
+	a := auth.New(f.st, f.cipher, auth.Options{TTL: time.Minute, Now: f.clock.Now, Agents: agents, AgentProject: proj.ID})
+	authenticate := func(sec string) *auth.Principal {
+		t.Helper()
+		p, err := a.Authenticate(t.Context(), sec)
+		if err != nil {
+			t.Fatalf("Authenticate: %v", err)
+		}
+		return p
+	}
+	for range 3 {
+		sec, _ := issueAgentToken(t, f.db, f.clock.Now(), time.Hour)
+		if p := authenticate(sec); p.Project.ID != proj.ID || p.APIKey != upstreamKey {
+			t.Fatalf("principal: %+v", p)
+		}
+	}
+	if n := agents.projects.Load(); n != 1 {
+		t.Fatalf("%d project lookups for 3 cold agent tokens, want 1", n)
+	}
+	proj.IsActive = false
+	if err := f.db.UpdateProject(t.Context(), proj); err != nil {
+		t.Fatal(err)
+	}
+	a.InvalidateProject(proj.ID)
+	sec, _ := issueAgentToken(t, f.db, f.clock.Now(), time.Hour)
+	if _, err := a.Authenticate(t.Context(), sec); !errors.Is(err, auth.ErrProjectInactive) {
+		t.Fatalf("after the project was deactivated and invalidated: %v, want ErrProjectInactive", err)
+	}
+	if n := agents.projects.Load(); n != 2 {
+		t.Fatalf("%d project lookups, want 2 (the invalidation dropped the cached project)", n)
 	}
 }
 
