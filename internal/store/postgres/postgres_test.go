@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -19,21 +20,26 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
+// migrated is a database migrated once per test process; migratedURL copies
+// it.
+var migrated = testenv.NewPostgresTemplate(func(ctx context.Context, url string) error {
+	m, err := schema.New(ctx, schema.DriverPostgres, url, nil)
+	if err != nil {
+		return fmt.Errorf("schema.New: %w", err)
+	}
+	if err := m.Up(ctx); err != nil {
+		return errors.Join(fmt.Errorf("migrate up: %w", err), m.Close())
+	}
+	if err := m.Close(); err != nil {
+		return fmt.Errorf("close migrator: %w", err)
+	}
+	return nil
+})
+
 // migratedURL returns the URL of a fresh, migrated database.
 func migratedURL(t *testing.T) string {
 	t.Helper()
-	url := testenv.PostgresURL(t)
-	m, err := schema.New(t.Context(), schema.DriverPostgres, url, nil)
-	if err != nil {
-		t.Fatalf("schema.New: %v", err)
-	}
-	if err := m.Up(t.Context()); err != nil {
-		t.Fatalf("migrate up: %v", err)
-	}
-	if err := m.Close(); err != nil {
-		t.Fatalf("close migrator: %v", err)
-	}
-	return url
+	return migrated.URL(t)
 }
 
 func open(t *testing.T, opts Options) *DB {
