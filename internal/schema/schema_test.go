@@ -52,19 +52,14 @@ func up(ctx context.Context, driver, dsn string) error {
 	return errors.Join(m.Up(ctx), m.Close())
 }
 
-// postgresAtLatest is a PostgreSQL database migrated up once per test
-// process, which upToDate copies. Up from empty has tests of its own
-// (TestWalk, TestConcurrentUp, TestWait).
-var postgresAtLatest = testenv.NewPostgresTemplate(func(ctx context.Context, url string) error {
-	return up(ctx, schema.DriverPostgres, url)
-})
-
 // upToDate is fresh, but at the latest version: for PostgreSQL a copy of
-// postgresAtLatest, for SQLite (whose migrations are cheap) migrated here.
+// a migrated template (testenv.MigratedPostgresURL; Up from empty has tests
+// of its own: Walk, ConcurrentUp, Wait), for SQLite (whose migrations are
+// cheap) migrated here.
 func upToDate(t *testing.T, driver string) (string, *sql.DB) {
 	t.Helper()
 	if driver == schema.DriverPostgres {
-		dsn := postgresAtLatest.URL(t)
+		dsn := testenv.MigratedPostgresURL(t)
 		return dsn, rawDB(t, "pgx", dsn)
 	}
 	dsn, db := fresh(t, driver)

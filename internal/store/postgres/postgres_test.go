@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -13,33 +12,16 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/storetest"
 	"github.com/llmproxy/llm-proxy/internal/testkit/syncbuf"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
 )
 
-// migrated is a database migrated once per test process; migratedURL copies
-// it.
-var migrated = testenv.NewPostgresTemplate(func(ctx context.Context, url string) error {
-	m, err := schema.New(ctx, schema.DriverPostgres, url, nil)
-	if err != nil {
-		return fmt.Errorf("schema.New: %w", err)
-	}
-	if err := m.Up(ctx); err != nil {
-		return errors.Join(fmt.Errorf("migrate up: %w", err), m.Close())
-	}
-	if err := m.Close(); err != nil {
-		return fmt.Errorf("close migrator: %w", err)
-	}
-	return nil
-})
-
 // migratedURL returns the URL of a fresh, migrated database.
 func migratedURL(t *testing.T) string {
 	t.Helper()
-	return migrated.URL(t)
+	return testenv.MigratedPostgresURL(t)
 }
 
 func open(t *testing.T, opts Options) *DB {

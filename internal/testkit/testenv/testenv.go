@@ -9,8 +9,11 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"strconv"
@@ -20,6 +23,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	migrations "github.com/llmproxy/llm-proxy/db/migrations"
+	"github.com/llmproxy/llm-proxy/internal/schema"
 )
 
 func unavailable(t testing.TB, what string) {
@@ -114,95 +120,146 @@ func String() string {
 		os.Getenv("TEST_DATABASE_URL") != "", os.Getenv("TEST_REDIS_URL") != "", os.Getenv("CI"))
 }
 
-// PostgresTemplate is a database prepared once per test process (by the
-// function given to NewPostgresTemplate, e.g. one that applies every
-// migration) and copied by PostgreSQL for each test that asks for one:
-// CREATE DATABASE ... TEMPLATE costs a fraction of running the migrations
-// again under -race. Its methods are safe for concurrent use.
+// MigratedPostgresURL creates a new database at the latest schema version
+// for the test and returns its URL; the database is dropped when the test
+// ends. It is a copy (CREATE DATABASE ... TEMPLATE, a fraction of the cost
+// of running every migration under -race) of a template database that the
+// first test process of a run migrates and the others reuse.
 //
-// Nothing may stay connected to the template (PostgreSQL refuses to copy a
-// database others are using), so prepare must close every connection it
-// opens. The template is named tpl_<unix seconds>_<random>; a test process
-// cannot drop it at exit, so each new template first drops those more than
-// an hour old, which no test process is still using (.ci/test gives
-// `go test` 25 minutes).
-type PostgresTemplate struct {
-	prepare func(ctx context.Context, url string) error
-	name    func() (string, error)
+// Templates are named tpl_<migrations hash>_<unix seconds>: a process
+// reuses the newest one of its migrations made in the last templateReuse
+// and otherwise migrates a new one, under an advisory lock so concurrent
+// test processes migrate once. No test process can drop a template at exit,
+// so each one, looking for a template, drops those older than
+// templateMaxAge, which no test process can still be copying.
+func MigratedPostgresURL(t testing.TB) string {
+	t.Helper()
+	if os.Getenv("TEST_DATABASE_URL") == "" {
+		unavailable(t, "TEST_DATABASE_URL")
+	}
+	name, err := migratedTemplate()
+	if err != nil {
+		t.Fatalf("migrated template database: %v", err)
+	}
+	return createDatabase(t, name)
 }
 
-// NewPostgresTemplate returns a template prepared, on first use, by calling
-// prepare with the URL of a new empty database.
-func NewPostgresTemplate(prepare func(ctx context.Context, url string) error) *PostgresTemplate {
-	p := &PostgresTemplate{prepare: prepare}
-	p.name = sync.OnceValues(p.create)
-	return p
-}
+const (
+	// templateReuse is how old a template may be for a new test process to
+	// copy it: more than any one run takes, less than a day, so the
+	// partitions the migrations create for the days ahead stay current.
+	templateReuse = time.Hour
+	// templateMaxAge is templateReuse plus more than `go test`'s timeout
+	// in .ci/test (25 minutes): older templates are no longer copied.
+	templateMaxAge = 2 * time.Hour
+	// templateLock is the advisory lock key of template creation.
+	templateLock = 0x6c6c6d7074706c // "llmptpl"
+)
 
-// templateMaxAge is how old a template must be before another test process
-// drops it.
-const templateMaxAge = time.Hour
-
-func (p *PostgresTemplate) create() (string, error) {
-	admin := os.Getenv("TEST_DATABASE_URL")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+// migratedTemplate returns the name of the template database for this
+// process, finding or making it on first use.
+var migratedTemplate = sync.OnceValues(func() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	key, err := migrationsHash()
+	if err != nil {
+		return "", err
+	}
+	admin := os.Getenv("TEST_DATABASE_URL")
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
 		return "", fmt.Errorf("connect to TEST_DATABASE_URL: %w", err)
 	}
+	// Closing the connection releases the advisory lock.
 	defer conn.Close(context.Background())
-	dropStaleTemplates(ctx, conn, time.Now())
-	name := fmt.Sprintf("tpl_%d_%s", time.Now().Unix(), Name(""))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(templateLock)); err != nil {
+		return "", fmt.Errorf("lock templates: %w", err)
+	}
+	now := time.Now()
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'tpl%'`)
+	if err != nil {
+		return "", fmt.Errorf("list templates: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("list templates: %w", err)
+	}
+	var reuse string
+	var newest time.Time
+	for _, name := range names {
+		kind, hash, made, ok := parseTemplateName(name)
+		switch {
+		case !ok:
+		case now.Sub(made) > templateMaxAge:
+			// Best effort: a failed drop is retried by a later run.
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize())
+		case kind == "tpl" && hash == key && now.Sub(made) < templateReuse && made.After(newest):
+			reuse, newest = name, made
+		}
+	}
+	if reuse != "" {
+		return reuse, nil
+	}
+	// Migrated under a name no process copies, renamed once complete: a
+	// process that dies half-way leaves nothing another would copy.
+	stamp := fmt.Sprintf("%s_%d", key, now.Unix())
+	tmp, name := "tpltmp_"+stamp, "tpl_"+stamp
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+tmp); err != nil {
 		return "", fmt.Errorf("create template database: %w", err)
 	}
 	u, err := url.Parse(admin)
 	if err != nil {
 		return "", fmt.Errorf("parse TEST_DATABASE_URL: %w", err)
 	}
-	u.Path = "/" + name
-	if err := p.prepare(ctx, u.String()); err != nil {
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		return "", fmt.Errorf("prepare template database: %w", err)
+	u.Path = "/" + tmp
+	if err := migrateUp(ctx, u.String()); err != nil {
+		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+tmp+" WITH (FORCE)")
+		return "", fmt.Errorf("migrate template database: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+tmp+" RENAME TO "+name); err != nil {
+		return "", fmt.Errorf("rename template database: %w", err)
 	}
 	return name, nil
+})
+
+// migrateUp applies every PostgreSQL migration to the database at dsn and
+// closes its connections.
+func migrateUp(ctx context.Context, dsn string) error {
+	m, err := schema.New(ctx, schema.DriverPostgres, dsn, nil)
+	if err != nil {
+		return err
+	}
+	return errors.Join(m.Up(ctx), m.Close())
 }
 
-// dropStaleTemplates drops the templates of earlier test processes (best
-// effort: one still being copied is left for a later run).
-func dropStaleTemplates(ctx context.Context, conn *pgx.Conn, now time.Time) {
-	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'tpl\_%'`)
+// migrationsHash identifies the PostgreSQL migrations (names and contents),
+// so a template is only reused for the schema it was migrated to.
+func migrationsHash() (string, error) {
+	files, err := fs.Glob(migrations.FS, "postgres/*.sql")
 	if err != nil {
-		return
+		return "", err
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return
-	}
-	for _, name := range names {
-		parts := strings.Split(name, "_")
-		if len(parts) != 3 {
-			continue
+	h := sha256.New()
+	for _, f := range files { // fs.Glob returns them sorted
+		b, err := fs.ReadFile(migrations.FS, f)
+		if err != nil {
+			return "", err
 		}
-		sec, err := strconv.ParseInt(parts[1], 10, 64)
-		if err != nil || now.Sub(time.Unix(sec, 0)) < templateMaxAge {
-			continue
-		}
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize())
+		fmt.Fprintf(h, "%s %d\n", f, len(b))
+		h.Write(b)
 	}
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
-// URL creates a new database for the test as a copy of the template and
-// returns its URL. The database is dropped when the test ends.
-func (p *PostgresTemplate) URL(t testing.TB) string {
-	t.Helper()
-	if os.Getenv("TEST_DATABASE_URL") == "" {
-		unavailable(t, "TEST_DATABASE_URL")
+// parseTemplateName splits tpl_<hash>_<unix seconds> (or tpltmp_...).
+func parseTemplateName(name string) (kind, hash string, made time.Time, ok bool) {
+	parts := strings.Split(name, "_")
+	if len(parts) != 3 || (parts[0] != "tpl" && parts[0] != "tpltmp") {
+		return "", "", time.Time{}, false
 	}
-	name, err := p.name()
+	sec, err := strconv.ParseInt(parts[2], 10, 64)
 	if err != nil {
-		t.Fatalf("template database: %v", err)
+		return "", "", time.Time{}, false
 	}
-	return createDatabase(t, name)
+	return parts[0], parts[1], time.Unix(sec, 0), true
 }

@@ -99,18 +99,11 @@ func SQLite(t testing.TB) *sqlite.DB {
 	return db
 }
 
-// postgresTemplate is a PostgreSQL database migrated once per test process;
-// PostgresURL copies it.
-var postgresTemplate = testenv.NewPostgresTemplate(func(ctx context.Context, url string) error {
-	return migrate(ctx, schema.DriverPostgres, url)
-})
-
-// PostgresURL returns the URL of a fresh, migrated PostgreSQL database (a
-// copy of one migrated once per test process, dropped when the test ends),
-// for tests that open several stores on it.
+// PostgresURL returns the URL of a fresh, migrated PostgreSQL database
+// (testenv.MigratedPostgresURL), for tests that open several stores on it.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
-	return postgresTemplate.URL(t)
+	return testenv.MigratedPostgresURL(t)
 }
 
 // Postgres returns a store on a fresh, migrated PostgreSQL database, closed
