@@ -373,11 +373,10 @@ func TestCopySQLiteToPostgresAndBack(t *testing.T) {
 func TestCopyFailureLeavesTargetUntouched(t *testing.T) {
 	t.Parallel()
 	path, _, _, _ := sqliteFixture(t)
-	pgURL := postgresURL(t)
+	pgURL := migratedPostgresURL(t)
 	pgKey, pgKeyB64 := newKey(t)
 
 	// The target holds other data, which a failed --truncate copy must keep.
-	teststore.Migrate(t, schema.DriverPostgres, pgURL)
 	pg := openPostgres(t, pgURL)
 	defer pg.Close()
 	fill(t, pg, cipherFor(t, pgKey))

@@ -20,6 +20,7 @@ import (
 	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 const password = "s3cretpw"
@@ -147,7 +148,19 @@ func (r result) want(t *testing.T, code int, wantOut ...string) {
 // server with trust authentication) to prove it is never printed.
 func postgresURL(t *testing.T) string {
 	t.Helper()
-	u, err := url.Parse(testenv.PostgresURL(t))
+	return withPassword(t, testenv.PostgresURL(t))
+}
+
+// migratedPostgresURL is postgresURL of a database already at the latest
+// version (teststore.PostgresURL).
+func migratedPostgresURL(t *testing.T) string {
+	t.Helper()
+	return withPassword(t, teststore.PostgresURL(t))
+}
+
+func withPassword(t *testing.T, rawURL string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
-	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // chromiumPath finds Debian's chromium. Without it the browser tests skip,
@@ -328,7 +328,7 @@ func consoleGet(t *testing.T, c *http.Client, u string) string {
 // with a rotated MANAGEMENT_TOKEN refuses it.
 func TestConsoleSessionAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	db := testenv.PostgresURL(t)
+	db := teststore.PostgresURL(t)
 	env := []string{"DATABASE_URL=" + db, "ENCRYPTION_KEY=" + testEncryptionKey, "CONSOLE_ENABLED=true"}
 	a := startProxy(t, t.TempDir(), append(env, "MANAGEMENT_TOKEN="+mgmtToken)...)
 	b := startProxy(t, t.TempDir(), append(env, "MANAGEMENT_TOKEN="+mgmtToken, "DATABASE_AUTO_MIGRATE=false")...)

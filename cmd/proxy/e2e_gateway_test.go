@@ -23,6 +23,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 const mgmtToken = "mgmt-token-for-e2e-tests"
@@ -361,15 +362,16 @@ func TestMaxRequestsIsExactUnderConcurrency(t *testing.T) {
 	}{
 		{"sqlite", func(*testing.T) []string { return nil }},
 		{"postgres", func(t *testing.T) []string {
-			return []string{"DATABASE_URL=" + testenv.PostgresURL(t), "ENCRYPTION_KEY=" + testEncryptionKey}
+			return []string{"DATABASE_URL=" + teststore.PostgresURL(t), "ENCRYPTION_KEY=" + testEncryptionKey}
 		}},
 		{"postgres+redis", func(t *testing.T) []string {
 			redisURL, prefix := testenv.Redis(t)
-			return []string{"DATABASE_URL=" + testenv.PostgresURL(t), "ENCRYPTION_KEY=" + testEncryptionKey,
+			return []string{"DATABASE_URL=" + teststore.PostgresURL(t), "ENCRYPTION_KEY=" + testEncryptionKey,
 				"REDIS_URL=" + redisURL, "REDIS_KEY_PREFIX=" + prefix, "REDIS_TIMEOUT=2s"}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			g := newGateway(t, tc.env(t)...)
 			pid := g.project(t, "quota", "openai", g.up.URL)
 			_, secret := g.token(t, pid, map[string]any{"max_requests": 100, "rpm_limit": 100000, "tpm_limit": 10000000})

@@ -15,7 +15,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // otlpReceiver is a minimal OTLP/HTTP trace receiver (POST /v1/traces,
@@ -138,7 +138,7 @@ func tracedChat(t *testing.T, base, secret, traceparent string) int {
 
 func TestOTLPTraceOfOneRequestOnPostgres(t *testing.T) {
 	clearOTelEnv(t)
-	db := testenv.PostgresURL(t)
+	db := teststore.PostgresURL(t)
 	rcv := newOTLPReceiver(t)
 	otel := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_SERVICE_NAME=llm-proxy-e2e"}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
 // consoleSignIn signs a new console client in on the proxy at addr with
@@ -68,7 +68,7 @@ func clusterReplicas(t *testing.T, c *http.Client, addr string) []seenReplica {
 // down cleanly, the other's page no longer lists it.
 func TestConsoleReplicas(t *testing.T) {
 	t.Parallel()
-	db := testenv.PostgresURL(t)
+	db := teststore.PostgresURL(t)
 	env := []string{"DATABASE_URL=" + db, "ENCRYPTION_KEY=" + testEncryptionKey, "CONSOLE_ENABLED=true", "MANAGEMENT_TOKEN=" + mgmtToken}
 	a := startProxy(t, t.TempDir(), env...)
 	b := startProxy(t, t.TempDir(), append(env, "DATABASE_AUTO_MIGRATE=false")...)

@@ -115,11 +115,13 @@ func chatTurns(turns ...string) string {
 func injected(r *http.Response) string { return r.Header.Get(memory.HeaderInjected) }
 
 func TestMemoryAcrossSessions(t *testing.T) {
+	t.Parallel()
 	for name, open := range map[string]func(*testing.T) store.Store{
 		"sqlite":   func(t *testing.T) store.Store { return teststore.SQLite(t) },
 		"postgres": func(t *testing.T) store.Store { return teststore.Postgres(t) },
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			e := newMemoryEnv(t, open(t))
 			ctx := t.Context()
 			pa, pb := e.project(manage.CreateProjectInput{Name: "team-a"}), e.project(manage.CreateProjectInput{Name: "team-b"})

@@ -10,8 +10,10 @@ import (
 // TestSweepDeletesStaleReplicas: the rows of replicas not seen for a day
 // go, whatever the retention settings; the others stay.
 func TestSweepDeletesStaleReplicas(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
 			s := b.open(t)
 			for id, seen := range map[string]time.Time{"crashed": now.Add(-day - time.Minute), "live": now.Add(-10 * time.Second)} {
 				r := &store.Replica{ID: id, Hostname: id, StartedAt: seen.Add(-time.Hour), LastSeenAt: seen}

@@ -195,6 +195,7 @@ func TestSweepOnce(t *testing.T) {
 			t.Parallel()
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
 					s := bk.open(t)
 					seed(t, s)
 					opts := tc.opts
@@ -308,6 +309,7 @@ func TestConcurrentSweeps(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		s := openSQLite(t)
 		seed(t, s)
@@ -386,6 +388,7 @@ func partitionNames(t *testing.T, url, table string) []string {
 // creates the partitions of today and the days ahead, and drops those of
 // the days that ended before the retention period, rows and all.
 func TestPartitionsFollowTheClock(t *testing.T) {
+	t.Parallel()
 	url := teststore.PostgresURL(t)
 	s := openPostgres(t, url)
 	clock := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -445,8 +448,10 @@ func diffStrings(t *testing.T, what string, want, got []string) {
 // TestSweepMemory deletes summaries and transcripts older than the memory
 // period, and nothing when it is zero.
 func TestSweepMemory(t *testing.T) {
+	t.Parallel()
 	for _, bk := range backends {
 		t.Run(bk.name, func(t *testing.T) {
+			t.Parallel()
 			s := bk.open(t)
 			ctx := t.Context()
 			for i, at := range []time.Time{now.Add(-3 * day), now.Add(-2 * day), now.Add(-time.Hour)} {

@@ -49,8 +49,10 @@ func seedLogin(t *testing.T, s store.Store) {
 }
 
 func TestSweepDeletesExpiredLoginState(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
 			s := b.open(t)
 			seedLogin(t, s)
 			sw := New(s, Options{Tokens: day, Now: func() time.Time { return now }})

@@ -59,8 +59,10 @@ func dump(t *testing.T, db *sql.DB, table string) []string {
 // that PostgreSQL's default partitions stay empty, and that the roll-up
 // answers like the raw rows.
 func TestMigration4KeepsEveryRow(t *testing.T) {
+	t.Parallel()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
 			dsn, db := fresh(t, driver)
 			m := newMigrator(t, driver, dsn, nil)
 			if err := m.Goto(t.Context(), 3); err != nil {

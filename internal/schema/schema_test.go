@@ -31,21 +31,52 @@ var drivers = []string{schema.DriverSQLite, schema.DriverPostgres}
 // to it for inspecting and tampering, closed at the end of the test.
 func fresh(t *testing.T, driver string) (string, *sql.DB) {
 	t.Helper()
-	var dsn, sqlDriver, sqlDSN string
 	switch driver {
 	case schema.DriverSQLite:
-		dsn = t.TempDir() + "/test.db"
-		sqlDriver, sqlDSN = "sqlite", dsn
+		dsn := t.TempDir() + "/test.db"
+		return dsn, rawDB(t, "sqlite", dsn)
 	case schema.DriverPostgres:
-		dsn = testenv.PostgresURL(t)
-		sqlDriver, sqlDSN = "pgx", dsn
+		dsn := testenv.PostgresURL(t)
+		return dsn, rawDB(t, "pgx", dsn)
 	}
-	db, err := sql.Open(sqlDriver, sqlDSN)
+	t.Fatalf("no driver %q", driver)
+	return "", nil
+}
+
+// up migrates dsn to the latest version with a Migrator of its own.
+func up(ctx context.Context, driver, dsn string) error {
+	m, err := schema.New(ctx, driver, dsn, nil)
+	if err != nil {
+		return err
+	}
+	return errors.Join(m.Up(ctx), m.Close())
+}
+
+// upToDate is fresh, but at the latest version: for PostgreSQL a copy of
+// a migrated template (testenv.MigratedPostgresURL; Up from empty has tests
+// of its own: Walk, ConcurrentUp, Wait), for SQLite (whose migrations are
+// cheap) migrated here.
+func upToDate(t *testing.T, driver string) (string, *sql.DB) {
+	t.Helper()
+	if driver == schema.DriverPostgres {
+		dsn := testenv.MigratedPostgresURL(t)
+		return dsn, rawDB(t, "pgx", dsn)
+	}
+	dsn, db := fresh(t, driver)
+	if err := up(t.Context(), driver, dsn); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, db
+}
+
+func rawDB(t *testing.T, sqlDriver, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open(sqlDriver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return dsn, db
+	return db
 }
 
 func newMigrator(t *testing.T, driver, dsn string, logger *slog.Logger) *schema.Migrator {
@@ -151,6 +182,7 @@ func TestWalk(t *testing.T) {
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
 			dsn, db := fresh(t, driver)
 			m := newMigrator(t, driver, dsn, nil)
 			top := latest(t, driver)
@@ -211,6 +243,7 @@ func TestHistoryAndForce(t *testing.T) {
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
 			dsn, _ := fresh(t, driver)
 			m := newMigrator(t, driver, dsn, nil)
 			top := latest(t, driver)
@@ -256,14 +289,9 @@ func TestCheck(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	type state func(t *testing.T, m *schema.Migrator, db *sql.DB)
-	up := func(t *testing.T, m *schema.Migrator, _ *sql.DB) {
-		if err := m.Up(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nothing := func(*testing.T, *schema.Migrator, *sql.DB) {}
 	exec := func(query string, args ...any) state {
-		return func(t *testing.T, m *schema.Migrator, db *sql.DB) {
-			up(t, m, db)
+		return func(t *testing.T, _ *schema.Migrator, db *sql.DB) {
 			if _, err := db.Exec(query, args...); err != nil {
 				t.Fatal(err)
 			}
@@ -273,6 +301,7 @@ func TestCheck(t *testing.T) {
 		top := latest(t, driver)
 		for _, tc := range []struct {
 			name       string
+			upToDate   bool // start at the latest version, else empty
 			state      state
 			auto       bool
 			wantErr    []string // substrings of the *SchemaError; none: Check returns nil
@@ -281,18 +310,19 @@ func TestCheck(t *testing.T) {
 		}{
 			{
 				name:       "current",
-				state:      up,
+				upToDate:   true,
+				state:      nothing,
 				wantStatus: schema.Status{Current: top, Latest: top},
 			},
 			{
 				name:       "behind auto-migrate",
-				state:      func(*testing.T, *schema.Migrator, *sql.DB) {},
+				state:      nothing,
 				auto:       true,
 				wantStatus: schema.Status{Current: top, Latest: top},
 			},
 			{
 				name:       "empty no auto-migrate",
-				state:      func(*testing.T, *schema.Migrator, *sql.DB) {},
+				state:      nothing,
 				wantErr:    []string{"version 0 (none)", fmt.Sprintf("needs version %d", top), "`migrate up`", "DATABASE_AUTO_MIGRATE=true"},
 				wantStatus: schema.Status{Latest: top, None: true},
 			},
@@ -307,9 +337,10 @@ func TestCheck(t *testing.T) {
 				wantStatus: schema.Status{Current: 1, Latest: top},
 			},
 			{
-				name:  "dirty",
-				state: exec("UPDATE schema_migrations SET dirty = true"),
-				auto:  true,
+				name:     "dirty",
+				upToDate: true,
+				state:    exec("UPDATE schema_migrations SET dirty = true"),
+				auto:     true,
 				wantErr: []string{
 					fmt.Sprintf("dirty at version %d", top),
 					fmt.Sprintf("`migrate force %d`", top),
@@ -319,13 +350,19 @@ func TestCheck(t *testing.T) {
 			},
 			{
 				name:       "newer",
+				upToDate:   true,
 				state:      exec("UPDATE schema_migrations SET version = 99"),
 				wantLog:    fmt.Sprintf("schema version 99 is newer than this build knows (%d); serving", top),
 				wantStatus: schema.Status{Current: 99, Latest: top},
 			},
 		} {
 			t.Run(driver+"/"+tc.name, func(t *testing.T) {
-				dsn, db := fresh(t, driver)
+				t.Parallel()
+				open := fresh
+				if tc.upToDate {
+					open = upToDate
+				}
+				dsn, db := open(t, driver)
 				var logs bytes.Buffer
 				m := newMigrator(t, driver, dsn, slog.New(slog.NewTextHandler(&logs, nil)))
 				tc.state(t, m, db)
@@ -551,6 +588,7 @@ func TestDirtySchemaBlocksChangesUntilForced(t *testing.T) {
 	ctx := context.Background()
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
 			dsn, db := fresh(t, driver)
 			m := newMigrator(t, driver, dsn, nil)
 			if err := m.Goto(ctx, 1); err != nil {

@@ -81,16 +81,25 @@ func TestDeviceLoginEndToEnd(t *testing.T) {
 			t.Errorf("a URL carries the agent token: %s", v)
 		}
 	}
-	audit, _, err := e.reps[0].st.ListAuditEvents(t.Context(), store.AuditFilter{Page: store.Page{Page: 1, PageSize: 50}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The recorder writes audit events in batches of their own, so the
+	// usage row above does not mean they are in yet (a run read the store
+	// before agent_token.issue landed): look until both are there.
 	actions := map[string]bool{}
-	for _, ev := range audit {
-		actions[ev.Action] = true
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		audit, _, err := e.reps[0].st.ListAuditEvents(t.Context(), store.AuditFilter{Page: store.Page{Page: 1, PageSize: 50}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range audit {
+			actions[ev.Action] = true
+		}
+		if actions["device.approve"] && actions["agent_token.issue"] || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if !actions["device.approve"] || !actions["agent_token.issue"] {
-		t.Errorf("audit actions %v, want device.approve and agent_token.issue", actions)
+		t.Errorf("audit actions %v after 10s, want device.approve and agent_token.issue", actions)
 	}
 }
 

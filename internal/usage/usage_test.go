@@ -616,11 +616,13 @@ func (s *lostAck) InsertUsage(ctx context.Context, rows []store.Usage) error {
 // did not hear of; the rows and the usage roll-up (which SumUsage reads)
 // count it once, on both stores.
 func TestRetriedBatchCountedOnce(t *testing.T) {
+	t.Parallel()
 	for name, open := range map[string]func(testing.TB) store.Store{
 		"SQLite":   func(t testing.TB) store.Store { return teststore.SQLite(t) },
 		"Postgres": func(t testing.TB) store.Store { return teststore.Postgres(t) },
 	} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			s := &lostAck{Store: open(t)}
 			r := usage.New(s, usage.Options{BatchSize: 10, FlushInterval: time.Hour})
 			stop := start(t, r)

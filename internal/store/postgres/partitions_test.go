@@ -94,6 +94,7 @@ func byDay(t *testing.T, db *DB) []store.UsageTotal {
 // days, and DropUsagePartitionsBefore drops whole days only, taking their
 // roll-up with them.
 func TestPartitionsAheadAndDropped(t *testing.T) {
+	t.Parallel()
 	db := open(t, Options{URL: migratedURL(t)})
 	ctx := t.Context()
 	d := func(day, hour int) time.Time { return time.Date(2025, 3, day, hour, 30, 0, 0, time.UTC) }
@@ -179,6 +180,7 @@ func TestPartitionsAheadAndDropped(t *testing.T) {
 // in: filters in either case, group_by=token and a retention delete agree
 // with the raw rows.
 func TestRollupKeysCanonicalUUIDs(t *testing.T) {
+	t.Parallel()
 	db := open(t, Options{URL: migratedURL(t)})
 	ctx := t.Context()
 	token := uuid.NewString()

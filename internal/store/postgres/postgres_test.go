@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/llmproxy/llm-proxy/internal/schema"
 	"github.com/llmproxy/llm-proxy/internal/store"
 	"github.com/llmproxy/llm-proxy/internal/store/storetest"
 	"github.com/llmproxy/llm-proxy/internal/testkit/syncbuf"
@@ -22,18 +21,7 @@ import (
 // migratedURL returns the URL of a fresh, migrated database.
 func migratedURL(t *testing.T) string {
 	t.Helper()
-	url := testenv.PostgresURL(t)
-	m, err := schema.New(t.Context(), schema.DriverPostgres, url, nil)
-	if err != nil {
-		t.Fatalf("schema.New: %v", err)
-	}
-	if err := m.Up(t.Context()); err != nil {
-		t.Fatalf("migrate up: %v", err)
-	}
-	if err := m.Close(); err != nil {
-		t.Fatalf("close migrator: %v", err)
-	}
-	return url
+	return testenv.MigratedPostgresURL(t)
 }
 
 func open(t *testing.T, opts Options) *DB {

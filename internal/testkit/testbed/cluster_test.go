@@ -197,10 +197,16 @@ func waitLimitsApply(t *testing.T, c *testbed.Cluster, projectID string, timeout
 	return 0
 }
 
+// noDrain is in the Env of the clusters whose replicas are only stopped at
+// cleanup, after the load balancer: nothing routes to them any more, so
+// the test bed's DRAIN_DELAY would only slow the teardown.
+// TestSIGTERMUnderLoad keeps it.
+const noDrain = "DRAIN_DELAY=0s"
+
 // (1) max_requests is exact across replicas under concurrency.
 func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	c := testbed.StartCluster(t, testbed.Options{})
+	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), MaxRequests: 500})
 
 	const clients, perClient = 200, 4
@@ -226,7 +232,7 @@ func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
 
 // (2) A per-token rpm limit is enforced cluster-wide.
 func TestRateLimitExactAcrossReplicas(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{})
+	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
 	const limit, burst, workers = 300, 1000, 100
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), RPMLimit: limit})
 
@@ -264,7 +270,7 @@ func TestRateLimitExactAcrossReplicas(t *testing.T) {
 
 // (3) A revocation on one replica reaches the others within 1 s.
 func TestRevocationReachesOtherReplicasWithinOneSecond(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{})
+	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c)})
 	warm(t, c, tok)
 
@@ -324,7 +330,7 @@ func requireRedisDegraded(t *testing.T, c *testbed.Cluster, policy string) {
 // once Redis returns.
 func TestRedisOutage(t *testing.T) {
 	t.Run("FailOpen", func(t *testing.T) {
-		c := testbed.StartCluster(t, testbed.Options{Env: []string{"REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
+		c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain, "REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
 		requireSharedLimit(t, c, projectID)
 		tok := token(t, c, testbed.TokenOptions{ProjectID: projectID, RPMLimit: 1_000_000})
@@ -351,7 +357,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Logf("limits apply again %s after Redis returned", waitLimitsApply(t, c, projectID, 10*time.Second).Round(time.Millisecond))
 	})
 	t.Run("FailClosed", func(t *testing.T) {
-		c := testbed.StartCluster(t, testbed.Options{Env: []string{"REDIS_FAIL_OPEN=false", "REDIS_TIMEOUT=50ms"}})
+		c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain, "REDIS_FAIL_OPEN=false", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
 		requireSharedLimit(t, c, projectID)
 		tok := token(t, c, testbed.TokenOptions{ProjectID: projectID, RPMLimit: 1_000_000})
@@ -415,7 +421,7 @@ func waitStatus(t *testing.T, c *testbed.Cluster, want string, timeout time.Dura
 // working, every 200 is recorded once the database is back, and readiness
 // says "ready" again.
 func TestPostgresRestart(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{})
+	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
 	projectID := project(t, c)
 	toks := make([]testbed.Token, 4)
 	for i := range toks {

@@ -6,10 +6,12 @@ import (
 
 	"github.com/llmproxy/llm-proxy/internal/testkit/binaries"
 	"github.com/llmproxy/llm-proxy/internal/testkit/testenv"
+	"github.com/llmproxy/llm-proxy/internal/testkit/teststore"
 )
 
-// StartCluster starts a cluster for t on a fresh database
-// (testenv.PostgresURL) and a Redis key prefix of its own (testenv.Redis);
+// StartCluster starts a cluster for t on a fresh, migrated database
+// (teststore.PostgresURL, so Start's `migrate up` finds nothing to apply)
+// and a Redis key prefix of its own (testenv.Redis);
 // the binaries (built without the race detector: these clusters are
 // measured under load, latency and exact counts, which a race-instrumented
 // build on a small machine distorts; the race detector covers the same code
@@ -20,7 +22,7 @@ import (
 func StartCluster(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	opts.Binaries = binaries.ForTest(t, false)
-	opts.DatabaseURL = testenv.PostgresURL(t)
+	opts.DatabaseURL = teststore.PostgresURL(t)
 	opts.RedisURL, opts.RedisKeyPrefix = testenv.Redis(t)
 	c, err := Start(context.Background(), opts)
 	if err != nil {

@@ -100,12 +100,10 @@ func SQLite(t testing.TB) *sqlite.DB {
 }
 
 // PostgresURL returns the URL of a fresh, migrated PostgreSQL database
-// (testenv.PostgresURL), for tests that open several stores on it.
+// (testenv.MigratedPostgresURL), for tests that open several stores on it.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
-	url := testenv.PostgresURL(t)
-	Migrate(t, schema.DriverPostgres, url)
-	return url
+	return testenv.MigratedPostgresURL(t)
 }
 
 // Postgres returns a store on a fresh, migrated PostgreSQL database, closed
