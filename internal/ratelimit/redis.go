@@ -374,9 +374,13 @@ func (r *Redis) AllowCounted(ctx context.Context, c *Counter, reqs ...Request) (
 }
 
 // Batching: at most maxSending script calls in flight, each deciding at
-// most maxBatch queued decisions.
+// most maxBatch queued decisions. One call in flight makes the batches
+// bigger, which Redis feels most (`make bench`, set-up (b), chat c=32 and
+// c=128: one in flight against two, 0.12 against 0.20 script calls per
+// request, 15–19 against 20–27 µs of Redis CPU per request, the same or
+// better throughput); the decisions waiting meanwhile go in the next call.
 const (
-	maxSending = 2
+	maxSending = 1
 	maxBatch   = 128
 )
 
