@@ -641,7 +641,7 @@ func (s *scaleRun) report(r scaleReport) {
 		fmt.Sprintf("Cold tokens: each request carries a token no request used before, token i of project i %% %d; "+
 			"\"DB round trips\" is the proxy's database_acquire_total delta per request over the whole run, so it includes "+
 			"the usage batches and last-use touches written meanwhile (the warm row at the same concurrency shows their share). "+
-			"A token with max_requests also seeds its Redis quota counter from the database on its first request.", *scaleProjects),
+			"A token with max_requests seeds its Redis quota counter from the copy authentication has just read, in the same script call.", *scaleProjects),
 		fmt.Sprintf("Warm token: chat c=32 for %s, %d rounds interleaved (big → empty, then reversed); medians, and the "+
 			"median of the per-round ratios (the load of the shared machine changes from round to round); "+
 			"CPU is utime + stime of the proxy process per request. The machine is shared and noisy.", *scaleDuration, *scaleRounds),
