@@ -512,7 +512,7 @@ func (a *Authenticator) fetch(ctx context.Context, key [sha256.Size]byte) (*Prin
 		return nil, fmt.Errorf("load token: %w", err)
 	}
 	p := &Principal{Token: *tok, Project: *proj}
-	p.Token.LoadedAt = a.now()
+	p.Token.LoadedAt = time.Now() // the wall clock quota.Redis compares it with, not Now
 	p.Project.APIKeyEncrypted = nil
 	if tok.IsActive && proj.IsActive {
 		plain, err := a.cipher.Decrypt(proj.APIKeyEncrypted)
@@ -525,9 +525,9 @@ func (a *Authenticator) fetch(ctx context.Context, key [sha256.Size]byte) (*Prin
 }
 
 // fetchAgent loads the agent token of key and the agent project (by ID,
-// else by name; cached, see agentProjectCached), and decrypts the upstream key of a usable token. Unknown
-// tokens, and every agent token while SSO is off, are ErrUnknownToken; a
-// missing project is ErrNoAgentProject.
+// else by name; cached, see agentProjectCached), and decrypts the upstream
+// key of a usable token. Unknown tokens, and every agent token while SSO is
+// off, are ErrUnknownToken; a missing project is ErrNoAgentProject.
 func (a *Authenticator) fetchAgent(ctx context.Context, key [sha256.Size]byte) (*Principal, error) {
 	if a.agents == nil || a.agentPrj == "" {
 		return nil, ErrUnknownToken
