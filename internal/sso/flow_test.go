@@ -82,24 +82,27 @@ func TestDeviceLoginEndToEnd(t *testing.T) {
 		}
 	}
 	// The recorder writes audit events in batches of their own, so the
-	// usage row above does not mean they are in yet (a run read the store
-	// before agent_token.issue landed): look until both are there.
+	// usage row above does not mean they are in yet: wait for both to be
+	// written, then check the store holds them.
+	written := map[string]bool{}
+	for timeout := time.After(10 * time.Second); !written["device.approve"] || !written["agent_token.issue"]; {
+		select {
+		case a := <-e.audited:
+			written[a] = true
+		case <-timeout:
+			t.Fatalf("audit events written %v after 10s, want device.approve and agent_token.issue", written)
+		}
+	}
+	audit, _, err := e.reps[0].st.ListAuditEvents(t.Context(), store.AuditFilter{Page: store.Page{Page: 1, PageSize: 50}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	actions := map[string]bool{}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		audit, _, err := e.reps[0].st.ListAuditEvents(t.Context(), store.AuditFilter{Page: store.Page{Page: 1, PageSize: 50}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range audit {
-			actions[ev.Action] = true
-		}
-		if actions["device.approve"] && actions["agent_token.issue"] || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	for _, ev := range audit {
+		actions[ev.Action] = true
 	}
 	if !actions["device.approve"] || !actions["agent_token.issue"] {
-		t.Errorf("audit actions %v after 10s, want device.approve and agent_token.issue", actions)
+		t.Errorf("audit actions in the store %v, want device.approve and agent_token.issue", actions)
 	}
 }
 

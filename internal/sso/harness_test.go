@@ -54,7 +54,21 @@ const (
 // usageSink passes every usage row written on to rows.
 type usageSink struct {
 	usage.Sink
-	rows chan store.Usage
+	rows    chan store.Usage
+	actions chan string // the actions of the audit events written
+}
+
+func (s usageSink) InsertAuditEvents(ctx context.Context, events []store.AuditEvent) error {
+	err := s.Sink.InsertAuditEvents(ctx, events)
+	if err == nil {
+		for _, ev := range events {
+			select {
+			case s.actions <- ev.Action:
+			default:
+			}
+		}
+	}
+	return err
 }
 
 func (s usageSink) InsertUsage(ctx context.Context, rows []store.Usage) error {
@@ -112,7 +126,10 @@ type env struct {
 	clock *testclock.Clock
 	reps  []*replica
 	usage chan store.Usage
-	logs  *syncbuf.Buffer
+	// audited receives the action of every audit event once it is in the
+	// store.
+	audited chan string
+	logs    *syncbuf.Buffer
 }
 
 type envOptions struct {
@@ -140,7 +157,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		o.replicas = 1
 	}
 	e := &env{t: t, idp: idp.Start(t, clientID, clientSecret), clock: testclock.New(time.Now().UTC().Truncate(time.Second)),
-		usage: make(chan store.Usage, 100), logs: &syncbuf.Buffer{}}
+		usage: make(chan store.Usage, 100), audited: make(chan string, 100), logs: &syncbuf.Buffer{}}
 	up := httptest.NewServer(upstream.New(upstream.Options{Key: upstreamKey}))
 	t.Cleanup(up.Close)
 	cipher, err := secret.NewCipher(bytes.Repeat([]byte{7}, secret.KeySize))
@@ -196,7 +213,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 		authn := auth.New(st, cipher, auth.Options{TTL: time.Hour, NegativeTTL: time.Millisecond, Now: e.clock.Now,
 			Agents: st, AgentProject: projectName})
-		rec := usage.New(usageSink{Sink: st, rows: e.usage}, usage.Options{FlushInterval: 10 * time.Millisecond})
+		rec := usage.New(usageSink{Sink: st, rows: e.usage, actions: e.audited}, usage.Options{FlushInterval: 10 * time.Millisecond})
 		wg.Go(func() { _ = rec.Run(runCtx) })
 		var (
 			bus         *invalidate.Bus
