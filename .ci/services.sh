@@ -11,8 +11,25 @@
 #   services_need_chromium   installs the Debian package chromium when no
 #                            chromium is on PATH (the console's browser
 #                            tests drive it headless).
+#
+# The directory is on /dev/shm when that is a tmpfs with 4 GiB free: the
+# servers' data and the tests' scratch files are thrown away anyway, and a
+# disk file system pays for every file created (ext4 slows down creating
+# files where many were recently deleted, which is what a test run does:
+# CREATE DATABASE took 0.3 s on a churned ext4, 0.02 s on tmpfs).
 
-services_tmp=$(mktemp -d)
+services_scratch_base() {
+	local avail=0
+	if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && [ -w /dev/shm ]; then
+		avail=$(df -P -k /dev/shm | awk 'NR == 2 { print $4 }')
+	fi
+	if [ "$avail" -ge $((4 * 1024 * 1024)) ]; then
+		echo /dev/shm
+	else
+		echo "${TMPDIR:-/tmp}"
+	fi
+}
+services_tmp=$(mktemp -d "$(services_scratch_base)/llmproxy-ci.XXXXXX")
 services_pgdata=""
 services_pgctl=""
 services_cleanup() {

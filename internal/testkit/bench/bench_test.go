@@ -20,7 +20,7 @@ func TestSmoke(t *testing.T) {
 	defer cancel()
 	var out, log bytes.Buffer
 	start := time.Now()
-	err := Run(ctx, Config{Duration: 200 * time.Millisecond, Warmup: 200 * time.Millisecond, Rounds: 1,
+	err := Run(ctx, Config{Duration: 100 * time.Millisecond, Warmup: 50 * time.Millisecond, Rounds: 1,
 		Soak: 3 * time.Second, SkipCluster: true, Out: &out, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s\nreport:\n%s", err, log.String(), out.String())
