@@ -23,6 +23,19 @@ var client = &http.Client{
 
 const chatBody = `{"model":"mock-model","messages":[{"role":"user","content":"hello"}]}`
 
+// startCluster is testbed.StartCluster for tests that load the cluster
+// through client: before the replicas stop, the client closes its idle
+// connections. A connection the transport dialled but never used is, to
+// the replica, one whose first request has not arrived yet, and
+// http.Server.Shutdown waits 5 s before it counts such a connection as
+// idle.
+func startCluster(t *testing.T, opts testbed.Options) *testbed.Cluster {
+	t.Helper()
+	c := testbed.StartCluster(t, opts)
+	t.Cleanup(client.CloseIdleConnections)
+	return c
+}
+
 // result is one request's outcome.
 type result struct {
 	status int
@@ -206,7 +219,7 @@ const noDrain = "DRAIN_DELAY=0s"
 // (1) max_requests is exact across replicas under concurrency.
 func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
+	c := startCluster(t, testbed.Options{Env: []string{noDrain}})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), MaxRequests: 500})
 
 	const clients, perClient = 200, 4
@@ -232,7 +245,7 @@ func TestMaxRequestsExactAcrossReplicas(t *testing.T) {
 
 // (2) A per-token rpm limit is enforced cluster-wide.
 func TestRateLimitExactAcrossReplicas(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
+	c := startCluster(t, testbed.Options{Env: []string{noDrain}})
 	const limit, burst, workers = 300, 1000, 100
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c), RPMLimit: limit})
 
@@ -270,7 +283,7 @@ func TestRateLimitExactAcrossReplicas(t *testing.T) {
 
 // (3) A revocation on one replica reaches the others within 1 s.
 func TestRevocationReachesOtherReplicasWithinOneSecond(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
+	c := startCluster(t, testbed.Options{Env: []string{noDrain}})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c)})
 	warm(t, c, tok)
 
@@ -330,16 +343,16 @@ func requireRedisDegraded(t *testing.T, c *testbed.Cluster, policy string) {
 // once Redis returns.
 func TestRedisOutage(t *testing.T) {
 	t.Run("FailOpen", func(t *testing.T) {
-		c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain, "REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
+		c := startCluster(t, testbed.Options{Env: []string{noDrain, "REDIS_FAIL_OPEN=true", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
 		requireSharedLimit(t, c, projectID)
 		tok := token(t, c, testbed.TokenOptions{ProjectID: projectID, RPMLimit: 1_000_000})
 		warm(t, c, tok)
 		send := func(_, _ int) result { return chat(c.URL, tok.Secret) }
 
-		baseline := loadFor(8, 2*time.Second, send)
+		baseline := loadFor(8, time.Second, send)
 		c.Redis.Cut()
-		outage := loadFor(8, 3*time.Second, send)
+		outage := loadFor(8, 2*time.Second, send)
 		requireRedisDegraded(t, c, "fail-open")
 		c.Redis.Restore()
 
@@ -357,14 +370,14 @@ func TestRedisOutage(t *testing.T) {
 		t.Logf("limits apply again %s after Redis returned", waitLimitsApply(t, c, projectID, 10*time.Second).Round(time.Millisecond))
 	})
 	t.Run("FailClosed", func(t *testing.T) {
-		c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain, "REDIS_FAIL_OPEN=false", "REDIS_TIMEOUT=50ms"}})
+		c := startCluster(t, testbed.Options{Env: []string{noDrain, "REDIS_FAIL_OPEN=false", "REDIS_TIMEOUT=50ms"}})
 		projectID := project(t, c)
 		requireSharedLimit(t, c, projectID)
 		tok := token(t, c, testbed.TokenOptions{ProjectID: projectID, RPMLimit: 1_000_000})
 		warm(t, c, tok)
 
 		c.Redis.Cut()
-		outage := loadFor(4, 2*time.Second, func(_, _ int) result { return chat(c.URL, tok.Secret) })
+		outage := loadFor(4, time.Second, func(_, _ int) result { return chat(c.URL, tok.Secret) })
 		requireRedisDegraded(t, c, "fail-closed")
 		c.Redis.Restore()
 
@@ -421,7 +434,7 @@ func waitStatus(t *testing.T, c *testbed.Cluster, want string, timeout time.Dura
 // working, every 200 is recorded once the database is back, and readiness
 // says "ready" again.
 func TestPostgresRestart(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{Env: []string{noDrain}})
+	c := startCluster(t, testbed.Options{Env: []string{noDrain}})
 	projectID := project(t, c)
 	toks := make([]testbed.Token, 4)
 	for i := range toks {
@@ -436,7 +449,7 @@ func TestPostgresRestart(t *testing.T) {
 		defer close(done)
 		results = load(8, stop, func(cl, _ int) result { return chat(c.URL, toks[cl%len(toks)].Secret) })
 	}()
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Second)
 	c.Postgres.Cut()
 	cutAt := time.Now()
 	for _, rd := range waitStatus(t, c, "degraded", 3*time.Second) {
@@ -491,7 +504,7 @@ func TestPostgresRestart(t *testing.T) {
 
 // (6) SIGTERM to one replica under load fails no client request.
 func TestSIGTERMUnderLoad(t *testing.T) {
-	c := testbed.StartCluster(t, testbed.Options{})
+	c := startCluster(t, testbed.Options{})
 	tok := token(t, c, testbed.TokenOptions{ProjectID: project(t, c)})
 
 	stop := make(chan struct{})
