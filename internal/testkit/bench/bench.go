@@ -549,7 +549,8 @@ func perRequest(m map[string]int, n float64) string {
 const teardownReserve = 15 * time.Second
 
 // soak runs set-up (a) at chat c=32 for the soak time left in the budget,
-// sampling its RSS every second.
+// sampling its RSS every second (ten times a second in a soak shorter than
+// ten seconds, such as the smoke test's).
 func (r *run) soak(ctx context.Context) (*Row, time.Duration, error) {
 	want := r.cfg.Soak
 	if want <= 0 {
@@ -558,7 +559,7 @@ func (r *run) soak(ctx context.Context) (*Row, time.Duration, error) {
 	}
 	left := (r.cfg.Budget - time.Since(r.start) - teardownReserve).Truncate(time.Second)
 	d := min(want, left)
-	if d < 3*time.Second {
+	if d < time.Second {
 		r.notes = append(r.notes, fmt.Sprintf("The %s RSS soak was skipped: only %s of the %s budget was left.", want, max(left, 0), r.cfg.Budget))
 		return nil, 0, nil
 	}
@@ -571,6 +572,10 @@ func (r *run) soak(ctx context.Context) (*Row, time.Duration, error) {
 			a = t
 		}
 	}
+	every := time.Second
+	if d < 10*time.Second {
+		every = 100 * time.Millisecond
+	}
 	name := SoakScenario(d)
 	r.logf("%s on %s", name, a.name)
 	sc := Scenario{Name: name, Concurrency: 32}
@@ -578,7 +583,7 @@ func (r *run) soak(ctx context.Context) (*Row, time.Duration, error) {
 	var rss []float64
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tick := time.NewTicker(time.Second)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
@@ -599,8 +604,8 @@ func (r *run) soak(ctx context.Context) (*Row, time.Duration, error) {
 	}
 	row := Summarize(name, KeyA, a.name, []Sample{s}, nil)
 	row.SoakGrowth = SoakGrowth(rss)
-	r.notes = append(r.notes, fmt.Sprintf("Soak: RSS sampled every second on (a); the target compares the mean of the last third (%.1f MB) with the first third (%.1f MB).",
-		thirdMean(rss, false)/(1<<20), thirdMean(rss, true)/(1<<20)))
+	r.notes = append(r.notes, fmt.Sprintf("Soak: RSS sampled every %s on (a); the target compares the mean of the last third (%.1f MB) with the first third (%.1f MB).",
+		every, thirdMean(rss, false)/(1<<20), thirdMean(rss, true)/(1<<20)))
 	return &row, d, nil
 }
 

@@ -21,15 +21,15 @@ func TestSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	start := time.Now()
 	err := Run(ctx, Config{Duration: 100 * time.Millisecond, Warmup: 50 * time.Millisecond, Rounds: 1,
-		Soak: 3 * time.Second, SkipCluster: true, Out: &out, Log: &log})
+		Soak: time.Second, SkipCluster: true, Out: &out, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s\nreport:\n%s", err, log.String(), out.String())
 	}
 	report := out.String()
 	t.Logf("took %s\n%s", time.Since(start), report)
-	for _, sc := range append(DefaultScenarios(0), Scenario{Name: SoakScenario(3 * time.Second)}) {
+	for _, sc := range append(DefaultScenarios(0), Scenario{Name: SoakScenario(time.Second)}) {
 		for _, setup := range []string{"baseline", "proxy (a) SQLite", "proxy (a) agent token"} {
-			if sc.Name == SoakScenario(3*time.Second) && setup != "proxy (a) SQLite" ||
+			if sc.Name == SoakScenario(time.Second) && setup != "proxy (a) SQLite" ||
 				setup == "proxy (a) agent token" && sc.Name != Chat1 && sc.Name != Chat32 && sc.Name != Stream32 {
 				continue
 			}

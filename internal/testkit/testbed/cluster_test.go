@@ -62,8 +62,14 @@ func chat(base, secret string) result {
 	return result{status: resp.StatusCode, dur: time.Since(start), err: err}
 }
 
-// load runs clients concurrent loops of send until stop is closed and
-// returns every result.
+// pace is each load client's pause between its requests: a steady load
+// with requests in flight on every replica at any moment, which leaves the
+// machine room to run the cluster. Flat out, the clients alone kept two
+// cores busy, and latencies measured the machine's run queue.
+const pace = 5 * time.Millisecond
+
+// load runs clients concurrent loops of send, pace apart, until stop is
+// closed and returns every result.
 func load(clients int, stop <-chan struct{}, send func(client, n int) result) []result {
 	var (
 		mu  sync.Mutex
@@ -83,6 +89,7 @@ func load(clients int, stop <-chan struct{}, send func(client, n int) result) []
 				default:
 				}
 				mine = append(mine, send(c, n))
+				time.Sleep(pace)
 			}
 		})
 	}
