@@ -175,7 +175,7 @@ func (b *Bus) publishLoop(ctx context.Context) {
 				b.logger.Info("publishing invalidations again")
 			}
 			if b.overflow.CompareAndSwap(true, false) {
-				b.logger.Info("invalidation queue drained")
+				b.logger.Info("invalidation queue has room again")
 			}
 		}
 	}
