@@ -72,17 +72,30 @@ type grant struct {
 	user                                 User
 }
 
+// keys are the signing key and the unpublished one, made once per test
+// process and shared by its providers (each has an issuer URL of its own):
+// a 2048-bit key takes a good part of a second to make under the race
+// detector.
+var keys = sync.OnceValues(func() ([2]*rsa.PrivateKey, error) {
+	var ks [2]*rsa.PrivateKey
+	for i := range ks {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return ks, err
+		}
+		ks[i] = k
+	}
+	return ks, nil
+})
+
 // Start runs a provider for client clientID/secret until the test ends.
 func Start(t testing.TB, clientID, secret string) *Provider {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	ks, err := keys()
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, other := ks[0], ks[1]
 	p := &Provider{ClientID: clientID, ClientSecret: secret, key: key, other: other, codes: map[string]grant{},
 		now: time.Now, user: User{Subject: "user-1", Email: "ada@example.com", EmailVerified: true}}
 	mux := http.NewServeMux()
