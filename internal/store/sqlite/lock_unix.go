@@ -33,9 +33,15 @@ func acquireLock(path string) (*fileLock, error) {
 	return &fileLock{f: f}, nil
 }
 
-// release unlocks by closing the file; the lock file itself stays, since
-// removing it would race with a process that just opened it.
+// release unlocks, then closes the file; the lock file itself stays, since
+// removing it would race with a process that just opened it. Closing alone
+// is not enough: a child process this process is starting holds a copy of
+// every descriptor until it execs, and with it the lock.
 func (l *fileLock) release() error {
+	if err := syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN); err != nil {
+		l.f.Close()
+		return fmt.Errorf("release lock file: %w", err)
+	}
 	if err := l.f.Close(); err != nil {
 		return fmt.Errorf("release lock file: %w", err)
 	}
