@@ -62,14 +62,14 @@ func chat(base, secret string) result {
 	return result{status: resp.StatusCode, dur: time.Since(start), err: err}
 }
 
-// pace is each load client's pause between its requests: a steady load
-// with requests in flight on every replica at any moment, which leaves the
-// machine room to run the cluster. Flat out, the clients alone kept two
+// pace is how often each load client starts a request at most: a steady
+// load with requests in flight on every replica at any moment, which leaves
+// the machine room to run the cluster. Flat out, the clients alone kept two
 // cores busy, and latencies measured the machine's run queue.
 const pace = 5 * time.Millisecond
 
-// load runs clients concurrent loops of send, pace apart, until stop is
-// closed and returns every result.
+// load runs clients concurrent loops of send, each starting a request at
+// most every pace, until stop is closed and returns every result.
 func load(clients int, stop <-chan struct{}, send func(client, n int) result) []result {
 	var (
 		mu  sync.Mutex
@@ -79,22 +79,66 @@ func load(clients int, stop <-chan struct{}, send func(client, n int) result) []
 	for c := range clients {
 		wg.Go(func() {
 			var mine []result
+			tick := time.NewTicker(pace)
+			defer tick.Stop()
 			for n := 0; ; n++ {
+				mine = append(mine, send(c, n))
 				select {
 				case <-stop:
 					mu.Lock()
 					all = append(all, mine...)
 					mu.Unlock()
 					return
-				default:
+				case <-tick.C:
 				}
-				mine = append(mine, send(c, n))
-				time.Sleep(pace)
 			}
 		})
 	}
 	wg.Wait()
 	return all
+}
+
+// progress counts the requests a load has completed, so that a test waits
+// for the load to flow rather than for a while.
+type progress struct {
+	mu   sync.Mutex
+	n    int
+	more chan struct{} // closed, and replaced, at every completion
+}
+
+func newProgress() *progress { return &progress{more: make(chan struct{})} }
+
+// done counts r and returns it.
+func (p *progress) done(r result) result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n++
+	close(p.more)
+	p.more = make(chan struct{})
+	return r
+}
+
+// await returns once n more requests than so far have completed, failing
+// t after timeout.
+func (p *progress) await(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	p.mu.Lock()
+	target := p.n + n
+	p.mu.Unlock()
+	for {
+		p.mu.Lock()
+		got, more := p.n, p.more
+		p.mu.Unlock()
+		if got >= target {
+			return
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("the load completed %d of %d requests within %s", got-(target-n), n, timeout)
+		}
+	}
 }
 
 // loadFor runs load for d.
@@ -452,11 +496,12 @@ func TestPostgresRestart(t *testing.T) {
 	stop := make(chan struct{})
 	var results []result
 	done := make(chan struct{})
+	flow := newProgress()
 	go func() {
 		defer close(done)
-		results = load(8, stop, func(cl, _ int) result { return chat(c.URL, toks[cl%len(toks)].Secret) })
+		results = load(8, stop, func(cl, _ int) result { return flow.done(chat(c.URL, toks[cl%len(toks)].Secret)) })
 	}()
-	time.Sleep(time.Second)
+	flow.await(t, 200, 30*time.Second)
 	c.Postgres.Cut()
 	cutAt := time.Now()
 	for _, rd := range waitStatus(t, c, "degraded", 3*time.Second) {
@@ -517,11 +562,12 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var results []result
 	done := make(chan struct{})
+	flow := newProgress()
 	go func() {
 		defer close(done)
-		results = load(16, stop, func(_, _ int) result { return chat(c.URL, tok.Secret) })
+		results = load(16, stop, func(_, _ int) result { return flow.done(chat(c.URL, tok.Secret)) })
 	}()
-	time.Sleep(time.Second)
+	flow.await(t, 200, 30*time.Second)
 	victim := c.Replicas[1]
 	if err := victim.Terminate(); err != nil {
 		t.Fatalf("SIGTERM replica 1: %v", err)
@@ -533,7 +579,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Error("replica 1 did not exit within 30s of SIGTERM")
 	}
 	exited := time.Since(termAt)
-	time.Sleep(time.Second)
+	flow.await(t, 200, 30*time.Second) // through the replicas left
 	close(stop)
 	<-done
 
